@@ -1,0 +1,352 @@
+//! Session configuration: TLS credentials and transport limits.
+//!
+//! ```no_run
+//! use tcpls_proto::config::{ClientConfig, ServerConfig};
+//! let server = ServerConfig::builder().self_signed(&["localhost"]).unwrap().build().unwrap();
+//! let client = ClientConfig::builder().insecure().build().unwrap();
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use openssl::pkey::PKey;
+use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+
+use crate::error::Error;
+use crate::handshake;
+use crate::record::CipherSuite;
+use crate::wire::TransportParams;
+
+/// Limits and timers of a session. Every buffer the session keeps is bounded
+/// by one of these, whatever the peer sends.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Receive window per stream: bytes the peer may send beyond what the
+    /// application has read (also the bound on that stream's receive buffer).
+    pub stream_window: u64,
+    /// Receive window for the whole session.
+    pub session_window: u64,
+    /// Streams the peer may have open at once.
+    pub max_streams: u32,
+    /// Bytes the application may queue on one stream before writes block.
+    pub send_buffer: usize,
+    /// The handshake must finish within this time.
+    pub handshake_timeout: Duration,
+    /// Close the session when nothing arrives for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// TCP User Timeout to ask the peer for (`None`: leave the kernel's).
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            stream_window: 4 << 20,
+            session_window: 16 << 20,
+            max_streams: 256,
+            send_buffer: 1 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            user_timeout: None,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The parameters this side announces in its `tcpls` extension.
+    pub fn params(&self) -> TransportParams {
+        TransportParams {
+            initial_max_data: self.session_window,
+            initial_max_stream_data: self.stream_window,
+            max_streams: self.max_streams,
+            user_timeout_ms: self
+                .user_timeout
+                .map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
+            max_connections: 1,
+        }
+    }
+}
+
+fn tls_builder(suites: &[CipherSuite], server: bool) -> Result<SslContextBuilder, Error> {
+    let method = if server {
+        SslMethod::tls_server()
+    } else {
+        SslMethod::tls_client()
+    };
+    let mut b = SslContextBuilder::new(method).map_err(tls_err)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_3))
+        .map_err(tls_err)?;
+    let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
+    b.set_ciphersuites(&names.join(":")).map_err(tls_err)?;
+    Ok(b)
+}
+
+fn tls_err(e: openssl::error::ErrorStack) -> Error {
+    Error::Handshake(e.to_string())
+}
+
+fn file_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Handshake(format!("{what} {}: {e}", path.display()))
+}
+
+/// Configuration of a client session. Cheap to share behind an `Arc`.
+pub struct ClientConfig {
+    pub(crate) tls: SslContext,
+    pub(crate) tls_ordinary: SslContext,
+    /// Limits and timers.
+    pub transport: TransportConfig,
+    /// Offer TCPLS in the ClientHello (false: behave as a plain TLS client).
+    pub enable_tcpls: bool,
+    pub(crate) verify: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("transport", &self.transport)
+            .field("enable_tcpls", &self.enable_tcpls)
+            .field("verify", &self.verify)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// Starts a builder: certificate verification on, system roots, all suites.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            roots: Vec::new(),
+            system_roots: true,
+            verify: true,
+            suites: CipherSuite::ALL.to_vec(),
+            transport: TransportConfig::default(),
+            enable_tcpls: true,
+        }
+    }
+
+    /// The OpenSSL context used for this session (TCPLS offered or not).
+    pub(crate) fn context(&self) -> &SslContext {
+        if self.enable_tcpls {
+            &self.tls
+        } else {
+            &self.tls_ordinary
+        }
+    }
+}
+
+/// Builder for [`ClientConfig`].
+#[derive(Debug)]
+pub struct ClientConfigBuilder {
+    roots: Vec<X509>,
+    system_roots: bool,
+    verify: bool,
+    suites: Vec<CipherSuite>,
+    transport: TransportConfig,
+    enable_tcpls: bool,
+}
+
+impl ClientConfigBuilder {
+    /// Trusts the certificates in a PEM file (in addition to the system's).
+    pub fn root_certificates_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| file_err("reading", path, e))?;
+        self = self.root_certificates_pem(&pem)?;
+        Ok(self)
+    }
+
+    /// Trusts the certificates in PEM text.
+    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = X509::stack_from_pem(pem).map_err(tls_err)?;
+        if certs.is_empty() {
+            return Err(Error::Handshake("no certificate in PEM data".into()));
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Whether to load the system's trust store (default: yes).
+    pub fn system_roots(mut self, yes: bool) -> Self {
+        self.system_roots = yes;
+        self
+    }
+
+    /// Disables certificate verification. For tests and self-signed lab
+    /// setups only: anyone on the path can then impersonate the server.
+    pub fn insecure(mut self) -> Self {
+        self.verify = false;
+        self
+    }
+
+    /// Restricts the TLS 1.3 cipher suites offered.
+    pub fn cipher_suites(mut self, suites: &[CipherSuite]) -> Self {
+        self.suites = suites.to_vec();
+        self
+    }
+
+    /// Sets limits and timers.
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Offer TCPLS (default) or behave as a plain TLS 1.3 client.
+    pub fn enable_tcpls(mut self, yes: bool) -> Self {
+        self.enable_tcpls = yes;
+        self
+    }
+
+    /// Builds the configuration.
+    pub fn build(self) -> Result<ClientConfig, Error> {
+        let make = |tcpls: bool| -> Result<SslContext, Error> {
+            let mut b = tls_builder(&self.suites, false)?;
+            if self.verify {
+                b.set_verify(SslVerifyMode::PEER);
+                if self.system_roots {
+                    load_system_roots(&mut b);
+                }
+                for c in &self.roots {
+                    b.cert_store_mut().add_cert(c.clone()).map_err(tls_err)?;
+                }
+            } else {
+                b.set_verify(SslVerifyMode::NONE);
+            }
+            handshake::install_callbacks(&mut b, tcpls, false)?;
+            Ok(b.build())
+        };
+        Ok(ClientConfig {
+            tls: make(true)?,
+            tls_ordinary: make(false)?,
+            transport: self.transport,
+            enable_tcpls: self.enable_tcpls,
+            verify: self.verify,
+        })
+    }
+}
+
+/// Loads the distribution's CA bundle. The vendored OpenSSL's compiled-in
+/// default directory is not where Debian, Fedora or Alpine keep theirs.
+fn load_system_roots(b: &mut SslContextBuilder) {
+    let _ = b.set_default_verify_paths();
+    for f in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ] {
+        if Path::new(f).exists() {
+            let _ = b.set_ca_file(f);
+            break;
+        }
+    }
+}
+
+/// Configuration of a server. Cheap to share behind an `Arc`.
+pub struct ServerConfig {
+    pub(crate) tls: SslContext,
+    /// Limits and timers.
+    pub transport: TransportConfig,
+    /// Certificate chain in PEM (for clients that want to trust it).
+    pub certificate_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Starts a builder (a certificate must be given before `build`).
+    pub fn builder() -> ServerConfigBuilder {
+        ServerConfigBuilder {
+            cert: None,
+            suites: CipherSuite::ALL.to_vec(),
+            transport: TransportConfig::default(),
+            enable_tcpls: true,
+        }
+    }
+}
+
+/// Builder for [`ServerConfig`].
+#[derive(Debug)]
+pub struct ServerConfigBuilder {
+    cert: Option<(Vec<X509>, Vec<u8>, Vec<u8>)>,
+    suites: Vec<CipherSuite>,
+    transport: TransportConfig,
+    enable_tcpls: bool,
+}
+
+impl ServerConfigBuilder {
+    /// Uses a certificate chain and private key from PEM files.
+    pub fn pem_files(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, Error> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let c = std::fs::read(cert).map_err(|e| file_err("reading", cert, e))?;
+        let k = std::fs::read(key).map_err(|e| file_err("reading", key, e))?;
+        self.pem(&c, &k)
+    }
+
+    /// Uses a certificate chain and private key in PEM text.
+    pub fn pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
+        let chain = X509::stack_from_pem(cert_pem).map_err(tls_err)?;
+        if chain.is_empty() {
+            return Err(Error::Handshake("no certificate in PEM data".into()));
+        }
+        PKey::private_key_from_pem(key_pem).map_err(tls_err)?;
+        self.cert = Some((chain, cert_pem.to_vec(), key_pem.to_vec()));
+        Ok(self)
+    }
+
+    /// Generates a self-signed certificate for `names` (DNS names or IPs).
+    pub fn self_signed(self, names: &[&str]) -> Result<Self, Error> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let ck = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| Error::Handshake(format!("generating certificate: {e}")))?;
+        let cert = ck.cert.pem();
+        let key = ck.key_pair.serialize_pem();
+        self.pem(cert.as_bytes(), key.as_bytes())
+    }
+
+    /// Restricts the TLS 1.3 cipher suites accepted.
+    pub fn cipher_suites(mut self, suites: &[CipherSuite]) -> Self {
+        self.suites = suites.to_vec();
+        self
+    }
+
+    /// Sets limits and timers.
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Accept TCPLS (default) or behave as a plain TLS 1.3 server.
+    pub fn enable_tcpls(mut self, yes: bool) -> Self {
+        self.enable_tcpls = yes;
+        self
+    }
+
+    /// Builds the configuration.
+    pub fn build(self) -> Result<ServerConfig, Error> {
+        let (chain, cert_pem, key_pem) = self
+            .cert
+            .ok_or(Error::Usage("server configuration needs a certificate"))?;
+        let mut b = tls_builder(&self.suites, true)?;
+        let key = PKey::private_key_from_pem(&key_pem).map_err(tls_err)?;
+        b.set_certificate(&chain[0]).map_err(tls_err)?;
+        for c in &chain[1..] {
+            b.add_extra_chain_cert(c.clone()).map_err(tls_err)?;
+        }
+        b.set_private_key(&key).map_err(tls_err)?;
+        b.check_private_key().map_err(tls_err)?;
+        // Tickets would be sent under the application key, consuming record
+        // sequence numbers of the session's own record layer; no resumption
+        // yet, so none are sent (see docs/protocol.md).
+        b.set_num_tickets(0).map_err(tls_err)?;
+        handshake::install_callbacks(&mut b, self.enable_tcpls, true)?;
+        Ok(ServerConfig {
+            tls: b.build(),
+            transport: self.transport,
+            certificate_pem: cert_pem,
+        })
+    }
+}

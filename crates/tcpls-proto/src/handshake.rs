@@ -1,0 +1,310 @@
+//! The TLS 1.3 handshake, driven through OpenSSL over in-memory buffers.
+//!
+//! OpenSSL never touches a socket: the session feeds it the bytes that
+//! arrived and takes the bytes it wants sent. Two callbacks installed on the
+//! `SslContext` do the TCPLS-specific work:
+//! - a custom extension `tcpls` in ClientHello and EncryptedExtensions that
+//!   carries version and transport parameters (a missing echo means the
+//!   server is an ordinary TLS server: fallback, not an error);
+//! - the keylog callback, which is the only OpenSSL interface that exposes
+//!   the application traffic secrets the session's own record layer needs.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use openssl::ex_data::Index;
+use openssl::ssl::{
+    ErrorCode, ExtensionContext, Ssl, SslAlert, SslContextBuilder, SslRef, SslStream,
+};
+use zeroize::Zeroizing;
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::error::Error;
+use crate::ids::Side;
+use crate::record::{CipherSuite, RecordKey};
+use crate::wire::codec::Codec;
+use crate::wire::extension::{TcplsExtension, TCPLS_EXTENSION_TYPE, TCPLS_VERSION};
+
+/// Byte pipes between OpenSSL and the session.
+#[derive(Debug, Default)]
+pub(crate) struct MemIo {
+    input: Vec<u8>,
+    pos: usize,
+    pub(crate) output: Vec<u8>,
+}
+
+impl MemIo {
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(data);
+    }
+
+    pub(crate) fn pending_input(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
+    fn take_input(&mut self) -> Vec<u8> {
+        let rest = self.input.split_off(self.pos);
+        self.input.clear();
+        self.pos = 0;
+        rest
+    }
+}
+
+impl Read for MemIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = &self.input[self.pos..];
+        if avail.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for MemIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Per-handshake state the OpenSSL callbacks write into.
+#[derive(Default)]
+struct HsShared {
+    local_ext: Vec<u8>,
+    peer_ext: Option<TcplsExtension>,
+    client_secret: Option<Zeroizing<Vec<u8>>>,
+    server_secret: Option<Zeroizing<Vec<u8>>>,
+}
+
+type Shared = Arc<Mutex<HsShared>>;
+
+fn index() -> Result<Index<Ssl, Shared>, Error> {
+    static IDX: OnceLock<Index<Ssl, Shared>> = OnceLock::new();
+    if let Some(i) = IDX.get() {
+        return Ok(*i);
+    }
+    let i = Ssl::new_ex_index::<Shared>().map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(*IDX.get_or_init(|| i))
+}
+
+fn shared(ssl: &SslRef) -> Option<&Shared> {
+    ssl.ex_data(index().ok()?)
+}
+
+fn parse_hex(s: &str) -> Option<Zeroizing<Vec<u8>>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let mut v = Zeroizing::new(Vec::with_capacity(s.len() / 2));
+    for i in (0..s.len()).step_by(2) {
+        v.push(u8::from_str_radix(s.get(i..i + 2)?, 16).ok()?);
+    }
+    Some(v)
+}
+
+/// Installs the keylog and (when `tcpls`) the extension callbacks.
+pub(crate) fn install_callbacks(
+    b: &mut SslContextBuilder,
+    tcpls: bool,
+    server: bool,
+) -> Result<(), Error> {
+    index()?;
+    b.set_keylog_callback(|ssl, line| {
+        let Some(st) = shared(ssl) else { return };
+        let mut parts = line.split(' ');
+        let (Some(label), Some(_random), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
+        match label {
+            "CLIENT_TRAFFIC_SECRET_0" => st.client_secret = parse_hex(secret),
+            "SERVER_TRAFFIC_SECRET_0" => st.server_secret = parse_hex(secret),
+            _ => {}
+        }
+    });
+    if !tcpls {
+        return Ok(());
+    }
+    let ctx = ExtensionContext::TLS1_3_ONLY
+        | ExtensionContext::CLIENT_HELLO
+        | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS;
+    b.add_custom_ext(
+        TCPLS_EXTENSION_TYPE,
+        ctx,
+        move |ssl: &mut SslRef, _ctx, _cert| -> Result<Option<Vec<u8>>, SslAlert> {
+            let Some(st) = shared(ssl) else {
+                return Ok(None);
+            };
+            let st = st.lock().unwrap_or_else(|p| p.into_inner());
+            // A server echoes only to a client that offered a version it speaks.
+            if server && st.peer_ext.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(st.local_ext.clone()))
+        },
+        move |ssl: &mut SslRef, _ctx, data: &[u8], _cert| -> Result<(), SslAlert> {
+            let Some(st) = shared(ssl) else {
+                return Ok(());
+            };
+            let ext = TcplsExtension::from_slice(data).map_err(|_| SslAlert::DECODE_ERROR)?;
+            if ext.version != TCPLS_VERSION {
+                if server {
+                    return Ok(()); // unknown version: answer as plain TLS
+                }
+                return Err(SslAlert::ILLEGAL_PARAMETER);
+            }
+            st.lock().unwrap_or_else(|p| p.into_inner()).peer_ext = Some(ext);
+            Ok(())
+        },
+    )
+    .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// What a finished handshake leaves behind.
+pub(crate) enum Outcome {
+    /// Both sides speak TCPLS: the session protects records itself.
+    Tcpls {
+        peer: TcplsExtension,
+        send: RecordKey,
+        recv: RecordKey,
+        /// Bytes that arrived after the handshake (already records of ours).
+        leftover: Vec<u8>,
+    },
+    /// The peer is plain TLS: OpenSSL keeps the record layer.
+    Fallback(Box<SslStream<MemIo>>),
+}
+
+/// A handshake in progress.
+pub(crate) struct Handshake {
+    stream: SslStream<MemIo>,
+    shared: Shared,
+    side: Side,
+}
+
+impl Handshake {
+    pub(crate) fn client(cfg: &ClientConfig, server_name: &str) -> Result<Self, Error> {
+        let mut ssl = Ssl::new(cfg.context()).map_err(internal)?;
+        match server_name.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                if cfg.verify {
+                    ssl.param_mut().set_ip(ip).map_err(internal)?;
+                }
+            }
+            Err(_) => {
+                ssl.set_hostname(server_name).map_err(internal)?;
+                if cfg.verify {
+                    ssl.param_mut().set_host(server_name).map_err(internal)?;
+                }
+            }
+        }
+        ssl.set_connect_state();
+        let ext = TcplsExtension {
+            version: TCPLS_VERSION,
+            params: cfg.transport.params(),
+        };
+        Self::new(ssl, ext, Side::Client)
+    }
+
+    pub(crate) fn server(cfg: &ServerConfig) -> Result<Self, Error> {
+        let mut ssl = Ssl::new(&cfg.tls).map_err(internal)?;
+        ssl.set_accept_state();
+        let ext = TcplsExtension {
+            version: TCPLS_VERSION,
+            params: cfg.transport.params(),
+        };
+        Self::new(ssl, ext, Side::Server)
+    }
+
+    fn new(mut ssl: Ssl, ext: TcplsExtension, side: Side) -> Result<Self, Error> {
+        let shared: Shared = Arc::new(Mutex::new(HsShared {
+            local_ext: ext.to_vec(),
+            ..Default::default()
+        }));
+        ssl.set_ex_data(index()?, shared.clone());
+        let stream = SslStream::new(ssl, MemIo::default()).map_err(internal)?;
+        Ok(Self {
+            stream,
+            shared,
+            side,
+        })
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        self.stream.get_mut().feed(data);
+    }
+
+    /// Moves OpenSSL's pending output (handshake flight, alerts) to `out`.
+    pub(crate) fn take_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.stream.get_mut().output);
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.stream.get_ref().output.is_empty()
+    }
+
+    /// Advances the handshake. `Ok(true)` once it is complete.
+    pub(crate) fn drive(&mut self) -> Result<bool, Error> {
+        match self.stream.do_handshake() {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == ErrorCode::WANT_READ => Ok(false),
+            Err(e) => {
+                let verify = self.stream.ssl().verify_result();
+                let mut msg = e.to_string();
+                if verify.as_raw() != 0 {
+                    msg = format!("{msg} (certificate: {})", verify.error_string());
+                }
+                Err(Error::Handshake(msg))
+            }
+        }
+    }
+
+    /// Turns the completed handshake into record keys or a fallback stream.
+    pub(crate) fn finish(mut self) -> Result<Outcome, Error> {
+        let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peer) = st.peer_ext else {
+            drop(st);
+            return Ok(Outcome::Fallback(Box::new(self.stream)));
+        };
+        let name = self
+            .stream
+            .ssl()
+            .current_cipher()
+            .and_then(|c| c.standard_name())
+            .ok_or_else(|| Error::Internal("no cipher after handshake".into()))?;
+        let suite = CipherSuite::from_name(name)
+            .ok_or_else(|| Error::Internal(format!("unsupported suite {name}")))?;
+        let (c, s) = match (st.client_secret.take(), st.server_secret.take()) {
+            (Some(c), Some(s)) => (c, s),
+            _ => return Err(Error::Internal("traffic secrets not exported".into())),
+        };
+        drop(st);
+        let ck = RecordKey::new(suite, &c)?;
+        let sk = RecordKey::new(suite, &s)?;
+        let (send, recv) = match self.side {
+            Side::Client => (ck, sk),
+            Side::Server => (sk, ck),
+        };
+        let leftover = self.stream.get_mut().take_input();
+        Ok(Outcome::Tcpls {
+            peer,
+            send,
+            recv,
+            leftover,
+        })
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}

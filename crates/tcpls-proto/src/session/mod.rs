@@ -1,0 +1,1131 @@
+//! The TCPLS session state machine (sans-IO).
+//!
+//! A [`Session`] takes bytes and time in ([`Session::recv`],
+//! [`Session::handle_eof`], [`Session::handle_timeout`]) and gives bytes,
+//! events and deadlines out ([`Session::poll_transmit`],
+//! [`Session::poll_event`], [`Session::poll_timeout`]). It never touches a
+//! socket or reads a clock, so every behaviour can be tested with two
+//! in-memory peers.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use bytes::BytesMut;
+//! use tcpls_proto::{ClientConfig, ServerConfig, Session, ReadOutcome};
+//!
+//! let server_cfg = Arc::new(ServerConfig::builder().self_signed(&["localhost"])?.build()?);
+//! let client_cfg = Arc::new(ClientConfig::builder().insecure().build()?);
+//! let now = Instant::now();
+//! let mut c = Session::connect(client_cfg, "localhost", now)?;
+//! let mut s = Session::accept(server_cfg, now)?;
+//! // Shuttle bytes until both sides are established.
+//! let mut wire = Vec::new();
+//! for _ in 0..4 {
+//!     wire.clear();
+//!     c.poll_transmit(0, &mut wire, usize::MAX)?;
+//!     s.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//!     wire.clear();
+//!     s.poll_transmit(0, &mut wire, usize::MAX)?;
+//!     c.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//! }
+//! assert!(c.is_tcpls() && s.is_tcpls());
+//! let id = c.open_stream()?;
+//! c.write(id, b"hi")?;
+//! wire.clear();
+//! c.poll_transmit(0, &mut wire, usize::MAX)?;
+//! s.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//! let sid = s.accept_stream().unwrap();
+//! assert!(matches!(s.read(sid, 100)?, ReadOutcome::Data(d) if &d[..] == b"hi"));
+//! # Ok::<(), tcpls_proto::Error>(())
+//! ```
+
+pub mod assembler;
+mod fallback;
+pub mod flow;
+mod stream;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::error::{Error, ErrorCode};
+use crate::handshake::{Handshake, Outcome};
+use crate::ids::{ConnectionId, Side, StreamId};
+use crate::record::RecordKey;
+use crate::wire::frame::{encode_stream_header, Frame, FrameIter, STREAM_HEADER_LEN};
+use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
+use crate::wire::TransportParams;
+use fallback::{Fallback, FallbackRead};
+use flow::{RecvCredit, SendCredit};
+use stream::Stream;
+
+/// Something the application may want to react to.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The handshake finished; `tcpls` is false for a plain TLS peer.
+    Connected {
+        /// Whether the peer speaks TCPLS.
+        tcpls: bool,
+    },
+    /// The peer opened a stream (see [`Session::accept_stream`]).
+    StreamOpened(StreamId),
+    /// Data, FIN or a reset can be read on the stream.
+    StreamReadable(StreamId),
+    /// The stream's send buffer has room again.
+    StreamWritable(StreamId),
+    /// The peer raised the stream limit: [`Session::open_stream`] may succeed.
+    StreamsAvailable,
+    /// The session ended.
+    Closed(Error),
+}
+
+/// Result of [`Session::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// In-order bytes (a slice of the decrypted record, not a copy).
+    Data(Bytes),
+    /// The peer finished the stream and everything was read.
+    Fin,
+    /// The peer reset the stream with this application code.
+    Reset(u32),
+    /// Nothing to read yet.
+    Blocked,
+}
+
+enum State {
+    Handshake(Box<Handshake>),
+    Tcpls(Box<Keys>),
+    Fallback(Box<Fallback>),
+    /// Nothing more will be sent or received.
+    Done,
+}
+
+struct Keys {
+    send: RecordKey,
+    recv: RecordKey,
+}
+
+/// One TCP connection of the session: its id and record sequence numbers.
+#[derive(Debug)]
+struct Connection {
+    id: ConnectionId,
+    send_seq: u64,
+    recv_seq: u64,
+}
+
+/// A TCPLS session (or a plain TLS session after fallback).
+pub struct Session {
+    side: Side,
+    cfg: TransportConfig,
+    state: State,
+    conn: Connection,
+    peer_params: Option<TransportParams>,
+    streams: HashMap<StreamId, Stream>,
+    /// Streams with something to send, in round-robin order.
+    send_queue: VecDeque<StreamId>,
+    /// Streams with a MAX_STREAM_DATA to send.
+    max_stream_data_queue: VecDeque<StreamId>,
+    accept_queue: VecDeque<StreamId>,
+    /// Streams whose writer found the send buffer full.
+    blocked_writers: Vec<StreamId>,
+    next_local: u32,
+    local_limit: u32,
+    next_peer: u32,
+    peer_limit: u32,
+    max_streams_pending: bool,
+    send_credit: SendCredit,
+    recv_credit: RecvCredit,
+    max_data_pending: bool,
+    events: VecDeque<Event>,
+    /// Raw bytes to send before any record (handshake flight).
+    raw_out: Vec<u8>,
+    /// Why the session ended, once it has.
+    error: Option<Error>,
+    /// A CLOSE frame (code, reason) still to send.
+    close_frame: Option<(u32, Vec<u8>)>,
+    handshake_deadline: Option<Instant>,
+    idle_deadline: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("side", &self.side)
+            .field("tcpls", &self.is_tcpls())
+            .field("streams", &self.streams.len())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Starts a client session; the ClientHello is ready in
+    /// [`Self::poll_transmit`].
+    pub fn connect(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let mut hs = Handshake::client(&config, server_name)?;
+        hs.drive()?;
+        Ok(Self::new(Side::Client, config.transport.clone(), hs, now))
+    }
+
+    /// Starts a server session waiting for a ClientHello.
+    pub fn accept(config: Arc<ServerConfig>, now: Instant) -> Result<Self, Error> {
+        let hs = Handshake::server(&config)?;
+        Ok(Self::new(Side::Server, config.transport.clone(), hs, now))
+    }
+
+    fn new(side: Side, cfg: TransportConfig, hs: Handshake, now: Instant) -> Self {
+        Self {
+            side,
+            state: State::Handshake(Box::new(hs)),
+            conn: Connection {
+                id: 0,
+                send_seq: 0,
+                recv_seq: 0,
+            },
+            peer_params: None,
+            streams: HashMap::new(),
+            send_queue: VecDeque::new(),
+            max_stream_data_queue: VecDeque::new(),
+            accept_queue: VecDeque::new(),
+            blocked_writers: Vec::new(),
+            next_local: 0,
+            local_limit: 0,
+            next_peer: 0,
+            peer_limit: cfg.max_streams,
+            max_streams_pending: false,
+            send_credit: SendCredit::new(0),
+            recv_credit: RecvCredit::new(cfg.session_window),
+            max_data_pending: false,
+            events: VecDeque::new(),
+            raw_out: Vec::new(),
+            error: None,
+            close_frame: None,
+            handshake_deadline: Some(now + cfg.handshake_timeout),
+            idle_deadline: cfg.idle_timeout.map(|d| now + d),
+            scratch: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// True while the TLS handshake runs.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.state, State::Handshake(_))
+    }
+
+    /// True once both sides agreed on TCPLS.
+    pub fn is_tcpls(&self) -> bool {
+        matches!(self.state, State::Tcpls(_))
+            || (matches!(self.state, State::Done) && self.peer_params.is_some())
+    }
+
+    /// The peer's transport parameters (TCPLS only).
+    pub fn peer_params(&self) -> Option<&TransportParams> {
+        self.peer_params.as_ref()
+    }
+
+    /// Why the session ended, if it has.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// True once the session ended and everything it still had to say
+    /// (CLOSE frame, alert, close_notify) was handed to `poll_transmit`.
+    pub fn is_drained(&self) -> bool {
+        self.error.is_some() && matches!(self.state, State::Done) && self.raw_out.is_empty()
+    }
+
+    /// Whether the session can take more input now. False in plain TLS mode
+    /// while the application has not read what is buffered: the caller should
+    /// stop reading the socket until the application reads.
+    pub fn wants_input(&self) -> bool {
+        match &self.state {
+            State::Fallback(_) => self
+                .streams
+                .get(&StreamId(0))
+                .is_none_or(|s| (s.recv.asm.buffered() as u64) < self.cfg.stream_window),
+            State::Done => false,
+            _ => true,
+        }
+    }
+
+    /// Takes the next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Earliest time at which [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.error.is_some() {
+            return None;
+        }
+        match (self.handshake_deadline, self.idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.handshake_deadline.is_some_and(|d| now >= d) {
+            self.fail(Error::HandshakeTimeout);
+        } else if self.idle_deadline.is_some_and(|d| now >= d) {
+            self.fail(Error::IdleTimeout);
+        }
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Processes bytes that arrived on connection `conn`. Whole records are
+    /// split off the front of `buf` and decrypted in place; a partial record
+    /// stays in `buf` for the next call. An error means the session ended
+    /// (a CLOSE frame is then waiting in `poll_transmit`).
+    pub fn recv(
+        &mut self,
+        conn: ConnectionId,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if conn != self.conn.id {
+            return Err(Error::Usage("unknown connection id"));
+        }
+        if let Some(d) = self.cfg.idle_timeout {
+            self.idle_deadline = Some(now + d);
+        }
+        let r = self.recv_inner(buf);
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    fn recv_inner(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        match &mut self.state {
+            State::Handshake(hs) => {
+                hs.feed(buf);
+                buf.clear();
+                let done = hs.drive();
+                hs.take_output(&mut self.raw_out);
+                if done? {
+                    self.on_handshake_done(buf)?;
+                }
+                Ok(())
+            }
+            State::Tcpls(_) => self.recv_records(buf),
+            State::Fallback(_) => self.recv_fallback(buf),
+            State::Done => {
+                buf.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles the TCP connection's end of stream (the peer's FIN).
+    pub fn handle_eof(&mut self, conn: ConnectionId) {
+        if conn != self.conn.id || self.error.is_some() {
+            return;
+        }
+        match &self.state {
+            State::Fallback(fb) if fb.eof => {
+                // close_notify came first: a clean end of the TLS stream.
+                self.fail(Error::PeerClosed {
+                    code: ErrorCode::NO_ERROR,
+                    reason: "TLS connection closed".into(),
+                });
+            }
+            State::Handshake(_) => self.fail(Error::Handshake(
+                "connection closed during handshake".into(),
+            )),
+            _ => self.fail(Error::Protocol("TCP connection closed without CLOSE")),
+        }
+    }
+
+    fn on_handshake_done(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("called in handshake state");
+        };
+        self.handshake_deadline = None;
+        match hs.finish()? {
+            Outcome::Tcpls {
+                peer,
+                send,
+                recv,
+                leftover,
+            } => {
+                tracing::debug!(side = ?self.side, suite = ?send.suite(), "TCPLS session established");
+                self.peer_params = Some(peer.params);
+                self.send_credit = SendCredit::new(peer.params.initial_max_data);
+                self.local_limit = peer.params.max_streams;
+                self.state = State::Tcpls(Box::new(Keys { send, recv }));
+                self.events.push_back(Event::Connected { tcpls: true });
+                buf.extend_from_slice(&leftover);
+                self.recv_records(buf)
+            }
+            Outcome::Fallback(ssl) => {
+                tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
+                self.state = State::Fallback(Box::new(Fallback::new(ssl)));
+                self.send_credit = SendCredit::new(u64::MAX);
+                // The TLS byte stream is stream 0, opened by the client.
+                let mut s = Stream::new(u64::MAX, self.cfg.stream_window);
+                s.recv.credit = RecvCredit::new(u64::MAX);
+                self.streams.insert(StreamId(0), s);
+                self.events.push_back(Event::Connected { tcpls: false });
+                match self.side {
+                    Side::Client => self.local_limit = 1,
+                    Side::Server => {
+                        self.next_peer = 1;
+                        self.accept_queue.push_back(StreamId(0));
+                        self.events.push_back(Event::StreamOpened(StreamId(0)));
+                    }
+                }
+                self.recv_fallback(buf)
+            }
+        }
+    }
+
+    fn recv_fallback(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Fallback(fb) = &mut self.state else {
+            return Ok(());
+        };
+        let Some(s) = self.streams.get_mut(&StreamId(0)) else {
+            buf.clear();
+            return Ok(());
+        };
+        let mut readable = false;
+        loop {
+            if s.recv.asm.buffered() as u64 >= self.cfg.stream_window {
+                break;
+            }
+            fb.feed(buf);
+            match fb.read()? {
+                FallbackRead::Data(d) => {
+                    let off = s.recv.asm.contiguous_end();
+                    s.recv.asm.insert(off, d);
+                    readable = true;
+                }
+                FallbackRead::Eof => {
+                    if s.recv.final_size.is_none() {
+                        s.recv.final_size = Some(s.recv.asm.contiguous_end());
+                        readable = true;
+                    }
+                    buf.clear();
+                    break;
+                }
+                FallbackRead::Blocked => break,
+            }
+        }
+        // Key updates and alerts may make OpenSSL write.
+        if fb.has_output() {
+            fb.take_output(&mut self.raw_out);
+        }
+        if readable {
+            self.events.push_back(Event::StreamReadable(StreamId(0)));
+        }
+        Ok(())
+    }
+
+    fn recv_records(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        loop {
+            let State::Tcpls(keys) = &self.state else {
+                buf.clear();
+                return Ok(());
+            };
+            let hdr = match RecordHeader::parse(buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(Error::BadRecord("malformed record header")),
+            };
+            if hdr.content_type != ContentType::ApplicationData {
+                return Err(Error::BadRecord("unexpected outer content type"));
+            }
+            if buf.len() < HEADER_LEN + hdr.len {
+                // Make room for the whole record in one allocation.
+                buf.reserve(HEADER_LEN + hdr.len - buf.len());
+                return Ok(());
+            }
+            if self.conn.recv_seq >= keys.recv.suite().record_limit() {
+                return Err(Error::KeyLimit);
+            }
+            let mut rec = buf.split_to(HEADER_LEN + hdr.len);
+            let (ct, len) = keys.recv.open(self.conn.id, self.conn.recv_seq, &mut rec)?;
+            self.conn.recv_seq += 1;
+            let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
+            match ct {
+                ContentType::ApplicationData => self.on_frames(&plain)?,
+                ContentType::Alert => {
+                    if plain.len() == 2 && plain[1] == 0 {
+                        return Err(Error::PeerClosed {
+                            code: ErrorCode::NO_ERROR,
+                            reason: "close_notify".into(),
+                        });
+                    }
+                    return Err(Error::Alert(plain.get(1).copied().unwrap_or(0)));
+                }
+                // NewSessionTicket (type 4) from a server that sends tickets: no resumption, skip.
+                ContentType::Handshake if plain.first() == Some(&4) => {}
+                _ => return Err(Error::BadRecord("unexpected inner content type")),
+            }
+        }
+    }
+
+    fn on_frames(&mut self, plain: &Bytes) -> Result<(), Error> {
+        for frame in FrameIter::new(plain) {
+            match frame? {
+                Frame::Padding | Frame::Ping => {}
+                Frame::Stream {
+                    id,
+                    offset,
+                    fin,
+                    data,
+                } => self.on_stream_frame(id, offset, fin, plain.slice_ref(data))?,
+                Frame::MaxData(max) => {
+                    if self.send_credit.raise(max) {
+                        self.requeue_all();
+                    }
+                }
+                Frame::MaxStreamData { id, max } => {
+                    self.check_local_exists(id)?;
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        if s.send.credit.raise(max) {
+                            Self::enqueue(&mut self.send_queue, id, s);
+                        }
+                    }
+                }
+                Frame::MaxStreams(max) => {
+                    if max > self.local_limit {
+                        self.local_limit = max;
+                        self.events.push_back(Event::StreamsAvailable);
+                    }
+                }
+                Frame::ResetStream {
+                    id,
+                    code,
+                    final_size,
+                } => self.on_reset_stream(id, code, final_size)?,
+                Frame::Close { code, reason } => {
+                    return Err(Error::PeerClosed {
+                        code: ErrorCode(code),
+                        reason: String::from_utf8_lossy(reason).into_owned(),
+                    });
+                }
+                // Multipath and failover frames: valid on the wire, acted on
+                // once sessions own several connections.
+                Frame::Ack { .. }
+                | Frame::NewToken { .. }
+                | Frame::ConnectionReset { .. }
+                | Frame::NewAddress(_)
+                | Frame::RemoveAddress(_)
+                | Frame::StreamChange { .. }
+                | Frame::TransportOption { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_local_exists(&self, id: StreamId) -> Result<(), Error> {
+        if id.initiator() == self.side && id.index() >= self.next_local {
+            return Err(Error::Protocol("frame for a stream never opened"));
+        }
+        Ok(())
+    }
+
+    /// Checks a stream id from a peer's frame, opening peer streams on first
+    /// sight. `false`: the stream is already closed (a late frame).
+    fn ensure_stream(&mut self, id: StreamId) -> Result<bool, Error> {
+        if id.initiator() == self.side {
+            self.check_local_exists(id)?;
+        } else {
+            if id.index() >= self.peer_limit {
+                return Err(Error::StreamLimit);
+            }
+            let (send_credit, window) = (
+                self.peer_params.map_or(0, |p| p.initial_max_stream_data),
+                self.cfg.stream_window,
+            );
+            while self.next_peer <= id.index() {
+                let sid = StreamId::new(self.side.peer(), self.next_peer);
+                self.streams.insert(sid, Stream::new(send_credit, window));
+                self.accept_queue.push_back(sid);
+                self.events.push_back(Event::StreamOpened(sid));
+                self.next_peer += 1;
+            }
+        }
+        Ok(self.streams.contains_key(&id))
+    }
+
+    fn on_stream_frame(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        fin: bool,
+        data: Bytes,
+    ) -> Result<(), Error> {
+        if !self.ensure_stream(id)? {
+            return Ok(());
+        }
+        let s = self.streams.get_mut(&id).expect("ensured");
+        let end = offset + data.len() as u64;
+        if let Some(fs) = s.recv.final_size {
+            if end > fs || (fin && end != fs) {
+                return Err(Error::Protocol("stream data beyond its final size"));
+            }
+        } else if fin {
+            if end < s.recv.credit.received() {
+                return Err(Error::Protocol("FIN below data already received"));
+            }
+            s.recv.final_size = Some(end);
+        }
+        let grown = s.recv.credit.on_receive(end, "stream window exceeded")?;
+        self.recv_credit.on_grow(grown, "session window exceeded")?;
+        if s.recv.reset.is_some() || s.recv.done {
+            // Reset or abandoned by the application: count it, drop it.
+            self.consume_session_credit(data.len() as u64);
+            return Ok(());
+        }
+        s.recv.asm.insert(offset, data);
+        if s.recv.asm.readable() || s.recv.at_fin() {
+            self.events.push_back(Event::StreamReadable(id));
+        }
+        Ok(())
+    }
+
+    fn on_reset_stream(&mut self, id: StreamId, code: u32, final_size: u64) -> Result<(), Error> {
+        if !self.ensure_stream(id)? {
+            return Ok(());
+        }
+        let s = self.streams.get_mut(&id).expect("ensured");
+        if s.recv.final_size.is_some_and(|f| f != final_size)
+            || final_size < s.recv.credit.received()
+        {
+            return Err(Error::Protocol("RESET_STREAM final size mismatch"));
+        }
+        let grown = s
+            .recv
+            .credit
+            .on_receive(final_size, "stream window exceeded")?;
+        self.recv_credit.on_grow(grown, "session window exceeded")?;
+        if s.recv.reset.is_none() && !s.recv.done {
+            s.recv.final_size = Some(final_size);
+            s.recv.reset = Some(code);
+            // Bytes never delivered still count as consumed for the session.
+            let dropped = final_size - s.recv.asm.read_offset();
+            s.recv.asm.clear();
+            self.consume_session_credit(dropped);
+            self.events.push_back(Event::StreamReadable(id));
+        }
+        Ok(())
+    }
+
+    fn consume_session_credit(&mut self, n: u64) {
+        if self.recv_credit.on_consume(n).is_some() {
+            self.max_data_pending = true;
+        }
+    }
+
+    // -------------------------------------------------------------- streams
+
+    /// Opens a stream. Fails when the peer's stream limit is reached (wait
+    /// for [`Event::StreamsAvailable`]) or, on a plain TLS session, after the
+    /// first stream.
+    pub fn open_stream(&mut self) -> Result<StreamId, Error> {
+        self.check_open()?;
+        if self.is_handshaking() {
+            return Err(Error::Usage("handshake not complete"));
+        }
+        if self.next_local >= self.local_limit {
+            return Err(if matches!(self.state, State::Fallback(_)) {
+                Error::Usage("plain TLS peer: only one stream")
+            } else {
+                Error::Usage("peer's stream limit reached")
+            });
+        }
+        let id = StreamId::new(self.side, self.next_local);
+        self.next_local += 1;
+        if !self.streams.contains_key(&id) {
+            let credit = self.peer_params.map_or(0, |p| p.initial_max_stream_data);
+            self.streams
+                .insert(id, Stream::new(credit, self.cfg.stream_window));
+        }
+        Ok(id)
+    }
+
+    /// True when [`Self::open_stream`] would succeed now.
+    pub fn can_open_stream(&self) -> bool {
+        self.error.is_none() && !self.is_handshaking() && self.next_local < self.local_limit
+    }
+
+    /// Takes the next stream the peer opened.
+    pub fn accept_stream(&mut self) -> Option<StreamId> {
+        self.accept_queue.pop_front()
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn stream_mut<'a>(
+        streams: &'a mut HashMap<StreamId, Stream>,
+        error: &Option<Error>,
+        id: StreamId,
+    ) -> Result<&'a mut Stream, Error> {
+        if let Some(e) = error {
+            return Err(e.clone());
+        }
+        streams
+            .get_mut(&id)
+            .ok_or(Error::Usage("unknown or closed stream"))
+    }
+
+    fn enqueue(queue: &mut VecDeque<StreamId>, id: StreamId, s: &mut Stream) {
+        if !s.in_send_queue {
+            s.in_send_queue = true;
+            queue.push_back(id);
+        }
+    }
+
+    fn requeue_all(&mut self) {
+        for (id, s) in self.streams.iter_mut() {
+            if !s.send.unsent.is_empty() {
+                Self::enqueue(&mut self.send_queue, *id, s);
+            }
+        }
+    }
+
+    /// Queues bytes on a stream. Returns how many were taken; 0 means the
+    /// send buffer is full (wait for [`Event::StreamWritable`]).
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, Error> {
+        let limit = self.cfg.send_buffer;
+        let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
+        if s.send.fin_queued || s.send.reset.is_some() {
+            return Err(Error::Usage("stream already finished or reset"));
+        }
+        let n = data.len().min(limit.saturating_sub(s.send.unsent.len()));
+        if n == 0 {
+            if !data.is_empty() && !self.blocked_writers.contains(&id) {
+                self.blocked_writers.push(id);
+            }
+            return Ok(0);
+        }
+        s.send.unsent.extend_from_slice(&data[..n]);
+        Self::enqueue(&mut self.send_queue, id, s);
+        Ok(n)
+    }
+
+    /// Ends the sending direction of a stream once queued data is sent.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), Error> {
+        let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
+        if s.send.reset.is_some() {
+            return Err(Error::Usage("stream was reset"));
+        }
+        s.send.fin_queued = true;
+        Self::enqueue(&mut self.send_queue, id, s);
+        Ok(())
+    }
+
+    /// Abandons the sending direction: queued data is dropped and the peer
+    /// gets RESET_STREAM with `code`.
+    pub fn reset(&mut self, id: StreamId, code: u32) -> Result<(), Error> {
+        let fallback = matches!(self.state, State::Fallback(_));
+        let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
+        if s.send.is_done() {
+            return Ok(());
+        }
+        s.send.unsent.clear();
+        if fallback {
+            // Plain TLS has no stream reset: the closest is ending the session.
+            self.close(ErrorCode::app(code), "stream reset");
+            return Ok(());
+        }
+        s.send.reset = Some(code);
+        Self::enqueue(&mut self.send_queue, id, s);
+        Ok(())
+    }
+
+    /// Stops reading a stream: buffered and future data is discarded (and
+    /// credited back to the peer) so an unread stream cannot stall others.
+    pub fn stop_reading(&mut self, id: StreamId) -> Result<(), Error> {
+        let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
+        if s.recv.done {
+            return Ok(());
+        }
+        s.recv.done = true;
+        let dropped = s.recv.asm.buffered() as u64;
+        s.recv.asm.clear();
+        self.consume_session_credit(dropped);
+        self.maybe_remove(id);
+        Ok(())
+    }
+
+    /// True once everything written on the stream, and its FIN or reset,
+    /// has been put into records (or the stream is gone).
+    pub fn is_send_done(&self, id: StreamId) -> bool {
+        self.streams.get(&id).is_none_or(|s| s.send.is_done())
+    }
+
+    /// Bytes queued on the stream and not yet sent.
+    pub fn unsent(&self, id: StreamId) -> usize {
+        self.streams.get(&id).map_or(0, |s| s.send.unsent.len())
+    }
+
+    /// Reads up to `max` in-order bytes of a stream without copying them.
+    pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, Error> {
+        let fallback = matches!(self.state, State::Fallback(_));
+        let Some(s) = self.streams.get_mut(&id) else {
+            self.check_open()?;
+            return Err(Error::Usage("unknown or closed stream"));
+        };
+        if let Some(code) = s.recv.reset {
+            s.recv.done = true;
+            self.maybe_remove(id);
+            return Ok(ReadOutcome::Reset(code));
+        }
+        if let Some(chunk) = s.recv.asm.read(max) {
+            let n = chunk.len() as u64;
+            if !fallback {
+                if s.recv.credit.on_consume(n).is_some() && !s.max_data_pending {
+                    s.max_data_pending = true;
+                    self.max_stream_data_queue.push_back(id);
+                }
+                self.consume_session_credit(n);
+            }
+            return Ok(ReadOutcome::Data(chunk));
+        }
+        if s.recv.at_fin() {
+            s.recv.done = true;
+            self.maybe_remove(id);
+            return Ok(ReadOutcome::Fin);
+        }
+        self.check_open()?;
+        Ok(ReadOutcome::Blocked)
+    }
+
+    fn maybe_remove(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if !s.is_closed() || s.in_send_queue {
+            return;
+        }
+        self.streams.remove(&id);
+        self.blocked_writers.retain(|w| *w != id);
+        if id.initiator() != self.side && matches!(self.state, State::Tcpls(_)) {
+            self.peer_limit += 1;
+            self.max_streams_pending = true;
+        }
+    }
+
+    /// Number of streams holding state.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    // ---------------------------------------------------------------- close
+
+    /// Closes the session: the peer gets a CLOSE frame with `code` and
+    /// `reason` (plain TLS: close_notify after queued data).
+    pub fn close(&mut self, code: ErrorCode, reason: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        self.error = Some(Error::LocallyClosed {
+            code,
+            reason: reason.to_string(),
+        });
+        self.close_frame = Some((code.0, reason.as_bytes().to_vec()));
+        self.events
+            .push_back(Event::Closed(self.error.clone().expect("just set")));
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_some() {
+            return;
+        }
+        tracing::debug!(side = ?self.side, error = %e, "session failed");
+        let code = e.code();
+        match &e {
+            Error::PeerClosed { .. } => self.state = State::Done,
+            _ => {
+                self.close_frame = Some((code.0, e.to_string().into_bytes()));
+            }
+        }
+        if let State::Handshake(hs) = &mut self.state {
+            hs.take_output(&mut self.raw_out); // the alert, if any
+            self.state = State::Done;
+        }
+        self.events.push_back(Event::Closed(e.clone()));
+        self.error = Some(e);
+    }
+
+    // --------------------------------------------------------------- output
+
+    /// Appends bytes to send on connection `conn` to `out`, at most about
+    /// `max` bytes (whole records). Returns the number of bytes appended.
+    pub fn poll_transmit(
+        &mut self,
+        conn: ConnectionId,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, Error> {
+        if conn != self.conn.id {
+            return Err(Error::Usage("unknown connection id"));
+        }
+        let start = out.len();
+        out.append(&mut self.raw_out);
+        match &mut self.state {
+            State::Handshake(hs) => hs.take_output(out),
+            State::Fallback(_) => self.transmit_fallback(out, start + max),
+            State::Tcpls(_) => {
+                while out.len() - start < max {
+                    match self.build_record(out) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.fail(e);
+                        }
+                    }
+                }
+            }
+            State::Done => {}
+        }
+        Ok(out.len() - start)
+    }
+
+    /// True if `poll_transmit` would produce bytes now.
+    pub fn has_transmit(&self) -> bool {
+        if !self.raw_out.is_empty() {
+            return true;
+        }
+        match &self.state {
+            State::Handshake(hs) => hs.has_output(),
+            State::Done => false,
+            State::Fallback(fb) => {
+                fb.has_output() || self.close_frame.is_some() || !self.send_queue.is_empty()
+            }
+            State::Tcpls(_) => {
+                self.close_frame.is_some()
+                    || self.max_data_pending
+                    || self.max_streams_pending
+                    || !self.max_stream_data_queue.is_empty()
+                    || self.send_queue.iter().any(|id| {
+                        self.streams
+                            .get(id)
+                            .is_some_and(|s| s.send.wants_send(self.send_credit.available()))
+                    })
+            }
+        }
+    }
+
+    fn transmit_fallback(&mut self, out: &mut Vec<u8>, limit: usize) {
+        let State::Fallback(fb) = &mut self.state else {
+            return;
+        };
+        let mut err = None;
+        while let Some(&id) = self.send_queue.front() {
+            let Some(s) = self.streams.get_mut(&id) else {
+                self.send_queue.pop_front();
+                continue;
+            };
+            if out.len() >= limit {
+                break;
+            }
+            if !s.send.unsent.is_empty() {
+                let n = s.send.unsent.len().min(MAX_PLAINTEXT);
+                match fb.write(&s.send.unsent[..n]) {
+                    Ok(w) => {
+                        s.send.unsent.advance(w);
+                        s.send.offset += w as u64;
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+                fb.take_output(out);
+                continue;
+            }
+            self.send_queue.pop_front();
+            s.in_send_queue = false;
+            if s.send.fin_queued && !s.send.fin_sent {
+                s.send.fin_sent = true;
+                fb.shutdown();
+            }
+        }
+        if self.close_frame.is_some() && self.send_queue.is_empty() {
+            self.close_frame = None;
+            fb.shutdown();
+        }
+        fb.take_output(out);
+        self.wake_writers();
+        if let Some(e) = err {
+            self.fail(e);
+        }
+        if self.error.is_some() && self.close_frame.is_none() {
+            self.state = State::Done;
+        }
+    }
+
+    fn wake_writers(&mut self) {
+        let limit = self.cfg.send_buffer;
+        let streams = &self.streams;
+        let events = &mut self.events;
+        self.blocked_writers.retain(|id| match streams.get(id) {
+            Some(s) if s.send.unsent.len() >= limit => true,
+            _ => {
+                events.push_back(Event::StreamWritable(*id));
+                false
+            }
+        });
+    }
+
+    /// Builds and seals one record; false when there was nothing to send.
+    fn build_record(&mut self, out: &mut Vec<u8>) -> Result<bool, Error> {
+        let State::Tcpls(keys) = &self.state else {
+            return Ok(false);
+        };
+        if self.conn.send_seq >= keys.send.suite().record_limit() {
+            return Err(Error::KeyLimit);
+        }
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        let body = out.len();
+
+        if let Some((code, reason)) = self.close_frame.take() {
+            Frame::Close {
+                code,
+                reason: &reason,
+            }
+            .encode(out);
+            self.seal(out, start)?;
+            self.state = State::Done;
+            return Ok(true);
+        }
+        if self.error.is_some() {
+            out.truncate(start);
+            self.state = State::Done;
+            return Ok(false);
+        }
+
+        // Control frames go to a scratch buffer so stream data can lead the
+        // record (the receiver then hands it out from offset 0).
+        let mut ctl = std::mem::take(&mut self.scratch);
+        ctl.clear();
+        if self.max_data_pending {
+            self.max_data_pending = false;
+            Frame::MaxData(self.recv_credit.advertised()).encode(&mut ctl);
+        }
+        if self.max_streams_pending {
+            self.max_streams_pending = false;
+            Frame::MaxStreams(self.peer_limit).encode(&mut ctl);
+        }
+        while ctl.len() + 13 <= MAX_PLAINTEXT / 4 {
+            let Some(id) = self.max_stream_data_queue.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.max_data_pending = false;
+                Frame::MaxStreamData {
+                    id,
+                    max: s.recv.credit.advertised(),
+                }
+                .encode(&mut ctl);
+                self.maybe_remove(id);
+            }
+        }
+
+        let mut finished = Vec::new();
+        let rotation = self.send_queue.len();
+        for _ in 0..rotation {
+            let room = MAX_PLAINTEXT - (out.len() - body) - ctl.len();
+            if room < STREAM_HEADER_LEN + 16 {
+                break;
+            }
+            let Some(id) = self.send_queue.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.in_send_queue = false;
+            if let Some(code) = s.send.reset {
+                if !s.send.reset_sent {
+                    s.send.reset_sent = true;
+                    Frame::ResetStream {
+                        id,
+                        code,
+                        final_size: s.send.offset,
+                    }
+                    .encode(out);
+                    finished.push(id);
+                }
+                continue;
+            }
+            let n = (s.send.unsent.len() as u64)
+                .min(s.send.credit.available())
+                .min(self.send_credit.available())
+                .min((room - STREAM_HEADER_LEN) as u64) as usize;
+            let fin = s.send.fin_queued && !s.send.fin_sent && n == s.send.unsent.len();
+            if n == 0 && !fin {
+                continue; // blocked on credit: MAX_* frames requeue it
+            }
+            out.extend_from_slice(&s.send.unsent[..n]);
+            s.send.unsent.advance(n);
+            encode_stream_header(id, s.send.offset, n as u16, fin, out);
+            s.send.offset += n as u64;
+            s.send.credit.consume(n as u64);
+            self.send_credit.consume(n as u64);
+            if fin {
+                s.send.fin_sent = true;
+                finished.push(id);
+            }
+            if s.send.wants_send(self.send_credit.available()) {
+                Self::enqueue(&mut self.send_queue, id, s);
+            }
+        }
+        let empty = out.len() == body && ctl.is_empty();
+        out.extend_from_slice(&ctl);
+        self.scratch = ctl;
+        for id in finished {
+            self.maybe_remove(id);
+        }
+        self.wake_writers();
+        if empty {
+            out.truncate(start);
+            return Ok(false);
+        }
+        self.seal(out, start)?;
+        Ok(true)
+    }
+
+    fn seal(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), Error> {
+        let State::Tcpls(keys) = &self.state else {
+            return Err(Error::Internal("seal outside TCPLS mode".into()));
+        };
+        keys.send.seal(
+            self.conn.id,
+            self.conn.send_seq,
+            ContentType::ApplicationData,
+            out,
+            start,
+        )?;
+        self.conn.send_seq += 1;
+        Ok(())
+    }
+}
