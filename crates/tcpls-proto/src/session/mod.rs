@@ -1114,6 +1114,17 @@ impl Session {
         Ok(true)
     }
 
+    /// Seals `plaintext` as one record and queues it, bypassing the frame
+    /// encoder. Only for tests that play a misbehaving peer.
+    #[doc(hidden)]
+    pub fn send_raw_record_for_testing(&mut self, plaintext: &[u8]) -> Result<(), Error> {
+        let mut out = vec![0; HEADER_LEN];
+        out.extend_from_slice(plaintext);
+        self.seal(&mut out, 0)?;
+        self.raw_out.extend_from_slice(&out);
+        Ok(())
+    }
+
     fn seal(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), Error> {
         let State::Tcpls(keys) = &self.state else {
             return Err(Error::Internal("seal outside TCPLS mode".into()));

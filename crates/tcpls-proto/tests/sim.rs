@@ -1,0 +1,413 @@
+//! Deterministic two-peer tests: no sockets, simulated clock.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use rand::Rng;
+use tcpls_proto::session::Event;
+use tcpls_proto::wire::frame::{encode_stream_header, Frame};
+use tcpls_proto::{Error, ErrorCode, ReadOutcome, StreamId, TransportConfig};
+
+fn drain_events(s: &mut tcpls_proto::Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// 100 MiB over 64 concurrent streams, random write and read sizes, records
+/// split at random points on the wire; every byte is checked.
+#[test]
+fn transfer_100mib_over_64_streams() {
+    const STREAMS: usize = 64;
+    const TOTAL: u64 = 100 << 20;
+    let per = TOTAL / STREAMS as u64;
+    let mut p = Pair::established();
+    p.chunked = true;
+    let ids: Vec<StreamId> = (0..STREAMS).map(|_| p.c.open_stream().unwrap()).collect();
+    let mut written = vec![0u64; STREAMS];
+    let mut received: HashMap<StreamId, u64> = HashMap::new();
+    let mut finished = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut rounds = 0u64;
+    while finished < STREAMS {
+        rounds += 1;
+        assert!(rounds < 2_000_000, "transfer stalled");
+        // Writers: a few random streams write a random amount.
+        for _ in 0..8 {
+            let i = p.rng.gen_range(0..STREAMS);
+            if written[i] == per {
+                continue;
+            }
+            let n = p
+                .rng
+                .gen_range(1..=buf.len())
+                .min((per - written[i]) as usize);
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(ids[i].0, written[i] + k as u64);
+            }
+            let w = p.c.write(ids[i], &buf[..n]).unwrap();
+            written[i] += w as u64;
+            if written[i] == per {
+                p.c.finish(ids[i]).unwrap();
+            }
+        }
+        p.step();
+        // Readers: the server reads random amounts from random streams.
+        while let Some(id) = p.s.accept_stream() {
+            received.insert(id, 0);
+        }
+        let open: Vec<StreamId> = received.keys().copied().collect();
+        for id in open {
+            if p.rng.gen_bool(0.3) {
+                continue;
+            }
+            loop {
+                let max = p.rng.gen_range(1..100_000);
+                match p.s.read(id, max).unwrap() {
+                    ReadOutcome::Data(d) => {
+                        let off = received.get_mut(&id).unwrap();
+                        for (k, b) in d.iter().enumerate() {
+                            assert_eq!(
+                                *b,
+                                pattern(id.0, *off + k as u64),
+                                "stream {id:?} offset {}",
+                                *off + k as u64
+                            );
+                        }
+                        *off += d.len() as u64;
+                    }
+                    ReadOutcome::Fin => {
+                        assert_eq!(received[&id], per);
+                        received.remove(&id);
+                        finished += 1;
+                        break;
+                    }
+                    ReadOutcome::Reset(c) => panic!("unexpected reset {c}"),
+                    ReadOutcome::Blocked => break,
+                }
+            }
+        }
+    }
+    assert!(p.carried.0 as u64 > TOTAL);
+    assert_eq!(
+        p.s.stream_count(),
+        64,
+        "server keeps streams until it finishes its side"
+    );
+}
+
+#[test]
+fn both_sides_open_streams_and_half_close() {
+    let mut p = Pair::established();
+    let a = p.c.open_stream().unwrap();
+    let b = p.s.open_stream().unwrap();
+    assert_eq!(a, StreamId(0));
+    assert_eq!(b, StreamId(1));
+    p.c.write(a, b"ping").unwrap();
+    p.c.finish(a).unwrap();
+    p.s.write(b, b"pong").unwrap();
+    p.drive();
+    assert_eq!(p.s.accept_stream(), Some(a));
+    assert_eq!(p.c.accept_stream(), Some(b));
+    assert_eq!(p.s.read(a, 100).unwrap(), ReadOutcome::Data("ping".into()));
+    assert_eq!(p.s.read(a, 100).unwrap(), ReadOutcome::Fin);
+    // Half-closed: the server can still answer on the client's stream.
+    p.s.write(a, b"reply").unwrap();
+    p.s.finish(a).unwrap();
+    p.drive();
+    assert_eq!(p.c.read(a, 100).unwrap(), ReadOutcome::Data("reply".into()));
+    assert_eq!(p.c.read(a, 100).unwrap(), ReadOutcome::Fin);
+    assert_eq!(p.c.read(b, 100).unwrap(), ReadOutcome::Data("pong".into()));
+    assert_eq!(p.c.read(b, 100).unwrap(), ReadOutcome::Blocked);
+    // Fully closed streams free their state.
+    assert_eq!(p.c.stream_count(), 1);
+}
+
+#[test]
+fn streams_interleave_fairly() {
+    let mut p = Pair::established();
+    let a = p.c.open_stream().unwrap();
+    let b = p.c.open_stream().unwrap();
+    let data = vec![7u8; 512 << 10];
+    p.c.write(a, &data).unwrap();
+    p.c.write(b, &data).unwrap();
+    // One step carries 256 KiB: both streams must have had a share.
+    p.step();
+    let mut got = HashMap::new();
+    while let Some(id) = p.s.accept_stream() {
+        let mut n = 0;
+        while let ReadOutcome::Data(d) = p.s.read(id, usize::MAX).unwrap() {
+            n += d.len();
+        }
+        got.insert(id, n);
+    }
+    let (na, nb) = (got[&a], got[&b]);
+    assert!(na > 0 && nb > 0, "both streams progressed: {na} {nb}");
+    assert!(
+        na.abs_diff(nb) <= 16 << 10,
+        "records alternate: {na} vs {nb}"
+    );
+}
+
+#[test]
+fn reset_stream_reaches_reader() {
+    let mut p = Pair::established();
+    let a = p.c.open_stream().unwrap();
+    p.c.write(a, b"partial").unwrap();
+    p.drive();
+    p.c.reset(a, 42).unwrap();
+    p.drive();
+    assert_eq!(p.s.accept_stream(), Some(a));
+    // Data that arrived before the reset is dropped with it.
+    assert_eq!(p.s.read(a, 100).unwrap(), ReadOutcome::Reset(42));
+    assert!(p.c.write(a, b"more").is_err());
+}
+
+#[test]
+fn close_carries_code_and_reason() {
+    let mut p = Pair::established();
+    p.c.close(ErrorCode::app(7), "bye now");
+    p.drive();
+    assert!(p.c.is_drained());
+    match p.s.error() {
+        Some(Error::PeerClosed { code, reason }) => {
+            assert_eq!(*code, ErrorCode::app(7));
+            assert_eq!(reason, "bye now");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(drain_events(&mut p.s)
+        .iter()
+        .any(|e| matches!(e, Event::Closed(Error::PeerClosed { .. }))));
+}
+
+/// A reader that stops reading makes the writer wait, and no buffer on
+/// either side grows past its configured limit.
+#[test]
+fn flow_control_blocks_writer_and_bounds_memory() {
+    let t = TransportConfig {
+        stream_window: 64 << 10,
+        session_window: 256 << 10,
+        send_buffer: 32 << 10,
+        ..Default::default()
+    };
+    let mut p = Pair::new(client_config(t.clone()), server_config(t), 3);
+    p.drive();
+    let a = p.c.open_stream().unwrap();
+    let chunk = vec![1u8; 8 << 10];
+    let mut total = 0usize;
+    let mut blocked = false;
+    for _ in 0..1000 {
+        let n = p.c.write(a, &chunk).unwrap();
+        total += n;
+        if n == 0 {
+            p.drive();
+            if p.c.write(a, &chunk).unwrap() == 0 {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "writer must block when the reader does not read");
+    // The writer got at most the receive window plus its own send buffer out.
+    assert!(
+        total <= (64 << 10) + (32 << 10) + chunk.len(),
+        "total {total}"
+    );
+    assert!(p.c.unsent(a) <= 32 << 10);
+    // Reading reopens the window.
+    let id = p.s.accept_stream().unwrap();
+    let mut read = 0;
+    while let ReadOutcome::Data(d) = p.s.read(id, usize::MAX).unwrap() {
+        read += d.len();
+    }
+    assert!(read <= 64 << 10);
+    p.drive();
+    assert!(drain_events(&mut p.c)
+        .iter()
+        .any(|e| matches!(e, Event::StreamWritable(s) if *s == a)));
+    assert!(p.c.write(a, &chunk).unwrap() > 0);
+}
+
+fn expect_close(p: &mut Pair, code: ErrorCode) {
+    p.drive();
+    match p.s.error() {
+        Some(e) => assert_eq!(e.code(), code, "server error {e}"),
+        None => panic!("server still open"),
+    }
+    // The misbehaving client learns why through the CLOSE frame.
+    match p.c.error() {
+        Some(Error::PeerClosed { code: c, .. }) => assert_eq!(*c, code),
+        other => panic!("client saw {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_frame_closes_with_frame_encoding() {
+    let mut p = Pair::established();
+    p.c.send_raw_record_for_testing(&[0x5a]).unwrap();
+    expect_close(&mut p, ErrorCode::FRAME_ENCODING);
+}
+
+#[test]
+fn frame_beyond_record_closes_with_frame_encoding() {
+    let mut p = Pair::established();
+    let mut rec = vec![1, 2, 3];
+    encode_stream_header(StreamId(0), 0, 1000, false, &mut rec);
+    p.c.send_raw_record_for_testing(&rec).unwrap();
+    expect_close(&mut p, ErrorCode::FRAME_ENCODING);
+}
+
+#[test]
+fn flow_control_violation_closes_session() {
+    let mut p = Pair::established();
+    let window = TransportConfig::default().stream_window;
+    let mut rec = vec![0u8; 10];
+    encode_stream_header(StreamId(0), window, 10, false, &mut rec);
+    p.c.send_raw_record_for_testing(&rec).unwrap();
+    expect_close(&mut p, ErrorCode::FLOW_CONTROL);
+}
+
+#[test]
+fn stream_limit_violation_closes_session() {
+    let mut p = Pair::established();
+    let limit = TransportConfig::default().max_streams;
+    let mut rec = Vec::new();
+    Frame::Stream {
+        id: StreamId::new(tcpls_proto::Side::Client, limit),
+        offset: 0,
+        fin: false,
+        data: b"x",
+    }
+    .encode(&mut rec);
+    p.c.send_raw_record_for_testing(&rec).unwrap();
+    expect_close(&mut p, ErrorCode::STREAM_LIMIT);
+}
+
+#[test]
+fn stream_of_wrong_initiator_closes_session() {
+    let mut p = Pair::established();
+    let mut rec = Vec::new();
+    // Stream 1 would be the server's first stream; the server never opened it.
+    Frame::MaxStreamData {
+        id: StreamId(1),
+        max: 5,
+    }
+    .encode(&mut rec);
+    p.c.send_raw_record_for_testing(&rec).unwrap();
+    expect_close(&mut p, ErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn corrupted_record_closes_with_bad_record() {
+    let mut p = Pair::established();
+    let a = p.c.open_stream().unwrap();
+    p.c.write(a, b"hello").unwrap();
+    let mut wire = Vec::new();
+    p.c.poll_transmit(0, &mut wire, usize::MAX).unwrap();
+    let last = wire.len() - 3;
+    wire[last] ^= 0x40;
+    let mut inbuf = bytes::BytesMut::from(&wire[..]);
+    assert!(matches!(
+        p.s.recv(0, &mut inbuf, p.now),
+        Err(Error::BadRecord(_))
+    ));
+    expect_close(&mut p, ErrorCode::BAD_RECORD);
+}
+
+#[test]
+fn oversized_record_header_is_refused() {
+    let mut p = Pair::established();
+    let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x50, 0x00][..]);
+    assert!(p.s.recv(0, &mut inbuf, p.now).is_err());
+    expect_close(&mut p, ErrorCode::BAD_RECORD);
+}
+
+#[test]
+fn truncated_record_then_eof_is_an_error() {
+    let mut p = Pair::established();
+    let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x00, 0x40, 1, 2][..]);
+    p.s.recv(0, &mut inbuf, p.now).unwrap();
+    assert_eq!(inbuf.len(), 7, "partial record kept for the next read");
+    p.s.handle_eof(0);
+    assert_eq!(p.s.error().unwrap().code(), ErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn handshake_garbage_fails_and_silence_times_out() {
+    let mut p = Pair::default_pair();
+    let mut inbuf = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+    assert!(matches!(
+        p.s.recv(0, &mut inbuf, p.now),
+        Err(Error::Handshake(_))
+    ));
+    // A client whose server never answers gives up at the handshake timeout.
+    let mut q = Pair::default_pair();
+    let deadline = q.c.poll_timeout().expect("handshake deadline");
+    q.c.handle_timeout(deadline + Duration::from_millis(1));
+    assert!(matches!(q.c.error(), Some(Error::HandshakeTimeout)));
+}
+
+#[test]
+fn fallback_tcpls_client_plain_server() {
+    let s = std::sync::Arc::new(
+        tcpls_proto::ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .enable_tcpls(false)
+            .build()
+            .unwrap(),
+    );
+    let mut p = Pair::new(client_config(TransportConfig::default()), s, 4);
+    p.drive();
+    assert!(!p.c.is_tcpls() && !p.s.is_tcpls());
+    let a = p.c.open_stream().unwrap();
+    assert!(p.c.open_stream().is_err(), "plain TLS carries one stream");
+    p.c.write(a, b"over plain tls").unwrap();
+    p.c.finish(a).unwrap();
+    p.drive();
+    let sid = p.s.accept_stream().unwrap();
+    assert_eq!(sid, a);
+    assert_eq!(
+        p.s.read(sid, 100).unwrap(),
+        ReadOutcome::Data("over plain tls".into())
+    );
+    assert_eq!(p.s.read(sid, 100).unwrap(), ReadOutcome::Fin);
+    p.s.write(sid, b"answer").unwrap();
+    p.s.finish(sid).unwrap();
+    p.drive();
+    assert_eq!(
+        p.c.read(a, 100).unwrap(),
+        ReadOutcome::Data("answer".into())
+    );
+    assert_eq!(p.c.read(a, 100).unwrap(), ReadOutcome::Fin);
+}
+
+#[test]
+fn fallback_plain_client_tcpls_server() {
+    let c = std::sync::Arc::new(
+        tcpls_proto::ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(false)
+            .build()
+            .unwrap(),
+    );
+    let mut p = Pair::new(c, server_config(TransportConfig::default()), 5);
+    p.drive();
+    assert!(!p.s.is_tcpls());
+    let a = p.c.open_stream().unwrap();
+    let big = vec![9u8; 300_000];
+    let mut off = 0;
+    while off < big.len() {
+        off += p.c.write(a, &big[off..]).unwrap();
+        p.drive();
+        if let Some(id) = p.s.accept_stream() {
+            assert_eq!(id, a);
+        }
+        while let ReadOutcome::Data(_) = p.s.read(a, usize::MAX).unwrap() {}
+    }
+    p.c.close(ErrorCode::NO_ERROR, "done");
+    p.drive();
+    assert!(p.c.is_drained());
+}
