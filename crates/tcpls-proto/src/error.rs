@@ -130,6 +130,9 @@ pub enum Error {
     /// Too many records under one key.
     #[error("AEAD key usage limit reached")]
     KeyLimit,
+    /// The TCP connection failed (reset, unreachable, local I/O error).
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// A local misuse of the API.
     #[error("{0}")]
     Usage(&'static str),
@@ -142,9 +145,10 @@ impl Error {
     /// The code this error puts in the CLOSE frame sent to the peer.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Handshake(_) | Error::HandshakeTimeout | Error::Internal(_) => {
-                ErrorCode::INTERNAL
-            }
+            Error::Handshake(_)
+            | Error::HandshakeTimeout
+            | Error::Internal(_)
+            | Error::ConnectionLost(_) => ErrorCode::INTERNAL,
             Error::BadRecord(_) | Error::Alert(_) => ErrorCode::BAD_RECORD,
             Error::Decode(_) => ErrorCode::FRAME_ENCODING,
             Error::FlowControl(_) => ErrorCode::FLOW_CONTROL,

@@ -1,1 +1,51 @@
+//! # tcpls
+//!
+//! TCPLS over tokio: the [`tcpls_proto`] state machine driven over real TCP
+//! sockets, with an API in the spirit of quinn.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tcpls::Error> {
+//! use std::sync::Arc;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tcpls::{ClientConfig, Server, ServerConfig};
+//!
+//! let server = Server::bind("127.0.0.1:0".parse().unwrap(),
+//!     Arc::new(ServerConfig::builder().self_signed(&["localhost"])?.build()?)).await?;
+//! let addr = server.local_addr()?;
+//! tokio::spawn(async move {
+//!     while let Ok(session) = server.accept().await {
+//!         tokio::spawn(async move {
+//!             while let Ok(mut stream) = session.accept_stream().await {
+//!                 let mut buf = Vec::new();
+//!                 stream.read_to_end(&mut buf).await.ok();
+//!                 stream.write_all(&buf).await.ok();
+//!                 stream.shutdown().await.ok();
+//!             }
+//!         });
+//!     }
+//! });
+//! let client = Arc::new(ClientConfig::builder().insecure().build()?);
+//! let session = tcpls::connect(addr, "localhost", client).await?;
+//! let mut stream = session.open_stream().await?;
+//! stream.write_all(b"echo me").await?;
+//! stream.shutdown().await?;
+//! let mut back = Vec::new();
+//! stream.read_to_end(&mut back).await?;
+//! assert_eq!(back, b"echo me");
+//! # Ok(()) }
+//! ```
 
+mod driver;
+mod endpoint;
+mod error;
+mod session;
+mod stream;
+
+pub use endpoint::{connect, Server};
+pub use error::Error;
+pub use session::{Session, SessionEvent};
+pub use stream::{RecvStream, SendStream, Stream};
+pub use tcpls_proto::{
+    config::{ClientConfigBuilder, ServerConfigBuilder},
+    CipherSuite, ClientConfig, ErrorCode, ServerConfig, StreamId, TransportConfig,
+};

@@ -146,6 +146,8 @@ pub struct Session {
     error: Option<Error>,
     /// A CLOSE frame (code, reason) still to send.
     close_frame: Option<(u32, Vec<u8>)>,
+    /// Send the CLOSE only after stream data already queued.
+    graceful_close: bool,
     handshake_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     scratch: Vec<u8>,
@@ -208,6 +210,7 @@ impl Session {
             raw_out: Vec::new(),
             error: None,
             close_frame: None,
+            graceful_close: false,
             handshake_deadline: Some(now + cfg.handshake_timeout),
             idle_deadline: cfg.idle_timeout.map(|d| now + d),
             scratch: Vec::new(),
@@ -352,6 +355,17 @@ impl Session {
                 "connection closed during handshake".into(),
             )),
             _ => self.fail(Error::Protocol("TCP connection closed without CLOSE")),
+        }
+    }
+
+    /// Handles a failed TCP connection (reset, I/O error).
+    pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String) {
+        if conn == self.conn.id {
+            self.fail(Error::ConnectionLost(reason));
+            // Nothing can be sent on a broken connection.
+            self.close_frame = None;
+            self.state = State::Done;
+            self.raw_out.clear();
         }
     }
 
@@ -854,11 +868,35 @@ impl Session {
             .push_back(Event::Closed(self.error.clone().expect("just set")));
     }
 
+    /// Like [`Self::close`], but stream data already queued (and allowed by
+    /// flow control) is sent before the CLOSE frame.
+    pub fn close_gracefully(&mut self, code: ErrorCode, reason: &str) {
+        if self.error.is_none() {
+            self.close(code, reason);
+            self.graceful_close = true;
+        }
+    }
+
+    fn stream_data_sendable(&self) -> bool {
+        let avail = self.send_credit.available();
+        self.send_queue.iter().any(|id| {
+            self.streams
+                .get(id)
+                .is_some_and(|s| s.send.wants_send(avail))
+        })
+    }
+
     fn fail(&mut self, e: Error) {
         if self.error.is_some() {
+            if matches!(e, Error::PeerClosed { .. }) {
+                // Closing already, and the peer is gone: nothing more to send.
+                self.close_frame = None;
+                self.state = State::Done;
+            }
             return;
         }
         tracing::debug!(side = ?self.side, error = %e, "session failed");
+        self.graceful_close = false;
         let code = e.code();
         match &e {
             Error::PeerClosed { .. } => self.state = State::Done,
@@ -1007,7 +1045,8 @@ impl Session {
         out.extend_from_slice(&[0; HEADER_LEN]);
         let body = out.len();
 
-        if let Some((code, reason)) = self.close_frame.take() {
+        let flush_first = self.graceful_close && self.stream_data_sendable();
+        if let Some((code, reason)) = self.close_frame.take_if(|_| !flush_first) {
             Frame::Close {
                 code,
                 reason: &reason,
@@ -1017,7 +1056,7 @@ impl Session {
             self.state = State::Done;
             return Ok(true);
         }
-        if self.error.is_some() {
+        if self.error.is_some() && !flush_first {
             out.truncate(start);
             self.state = State::Done;
             return Ok(false);

@@ -1,0 +1,309 @@
+//! Streams: `AsyncRead`/`AsyncWrite` halves over a session's stream.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tcpls_proto::{ReadOutcome, StreamId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::session_to_io;
+use crate::session::{Guard, SessionEvent};
+
+/// A bidirectional stream. Use [`Stream::split`] to read and write from
+/// different tasks.
+#[derive(Debug)]
+pub struct Stream {
+    send: SendStream,
+    recv: RecvStream,
+}
+
+/// The sending half of a stream.
+pub struct SendStream {
+    guard: Arc<Guard>,
+    id: StreamId,
+    finished: bool,
+}
+
+/// The receiving half of a stream.
+pub struct RecvStream {
+    guard: Arc<Guard>,
+    id: StreamId,
+    /// Part of a chunk that did not fit the caller's buffer.
+    leftover: Bytes,
+    eof: bool,
+}
+
+impl std::fmt::Debug for SendStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SendStream({:?})", self.id)
+    }
+}
+
+impl std::fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecvStream({:?})", self.id)
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(guard: Arc<Guard>, id: StreamId) -> Self {
+        Self {
+            send: SendStream {
+                guard: guard.clone(),
+                id,
+                finished: false,
+            },
+            recv: RecvStream {
+                guard,
+                id,
+                leftover: Bytes::new(),
+                eof: false,
+            },
+        }
+    }
+
+    /// The stream's identifier.
+    pub fn id(&self) -> StreamId {
+        self.send.id
+    }
+
+    /// Splits into independently usable halves.
+    pub fn split(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
+
+    /// The sending half.
+    pub fn send_half(&mut self) -> &mut SendStream {
+        &mut self.send
+    }
+
+    /// The receiving half.
+    pub fn recv_half(&mut self) -> &mut RecvStream {
+        &mut self.recv
+    }
+}
+
+impl SendStream {
+    /// The stream's identifier.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Ends the stream once all written data is sent, and waits until the
+    /// FIN has been handed to the connection.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_finish(cx)).await
+    }
+
+    /// Abandons the stream: unsent data is dropped and the peer's reads fail
+    /// with `code`.
+    pub fn reset(&mut self, code: u32) -> io::Result<()> {
+        let shared = &self.guard.0;
+        let mut inner = shared.lock();
+        self.finished = true;
+        let r = inner.proto.reset(self.id, code).map_err(session_to_io);
+        inner.dispatch();
+        drop(inner);
+        shared.tx.notify_one();
+        r
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shared = &self.guard.0;
+        let mut inner = shared.lock();
+        if !self.finished {
+            self.finished = true;
+            if let Err(e) = inner.proto.finish(self.id) {
+                return Poll::Ready(Err(session_to_io(e)));
+            }
+            shared.tx.notify_one();
+        }
+        if inner.proto.is_send_done(self.id) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = inner.proto.error() {
+            return Poll::Ready(Err(session_to_io(e.clone())));
+        }
+        inner.flushers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for SendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let shared = &self.guard.0;
+        let mut inner = shared.lock();
+        match inner.proto.write(self.id, buf) {
+            Ok(0) => {
+                inner.writers.insert(self.id, cx.waker().clone());
+                // Make sure the writer task drains what is queued.
+                shared.tx.notify_one();
+                Poll::Pending
+            }
+            Ok(n) => {
+                shared.tx.notify_one();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(session_to_io(e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shared = &self.guard.0;
+        let mut inner = shared.lock();
+        if inner.proto.unsent(self.id) == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = inner.proto.error() {
+            return Poll::Ready(Err(session_to_io(e.clone())));
+        }
+        inner.flushers.push(cx.waker().clone());
+        shared.tx.notify_one();
+        Poll::Pending
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_finish(cx)
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Like quinn: dropping a send half finishes it gracefully.
+            let shared = &self.guard.0;
+            let mut inner = shared.lock();
+            let _ = inner.proto.finish(self.id);
+            drop(inner);
+            shared.tx.notify_one();
+        }
+    }
+}
+
+impl RecvStream {
+    /// The stream's identifier.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Reads the next chunk of at most `max` bytes without copying it (the
+    /// bytes are a slice of the decrypted record). `None` at end of stream.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        poll_fn(|cx| self.poll_chunk(cx, max)).await
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.leftover.is_empty() {
+            let n = self.leftover.len().min(max);
+            return Poll::Ready(Ok(Some(self.leftover.split_to(n))));
+        }
+        if self.eof {
+            return Poll::Ready(Ok(None));
+        }
+        let shared = &self.guard.0;
+        let mut inner = shared.lock();
+        match inner.proto.read(self.id, max) {
+            Ok(ReadOutcome::Data(b)) => {
+                if inner.proto.has_transmit() {
+                    shared.tx.notify_one();
+                }
+                if !inner.proto.is_tcpls() {
+                    shared.rx.notify_one();
+                }
+                Poll::Ready(Ok(Some(b)))
+            }
+            Ok(ReadOutcome::Fin) => {
+                self.eof = true;
+                self.note_closed(&mut inner);
+                Poll::Ready(Ok(None))
+            }
+            Ok(ReadOutcome::Reset(code)) => {
+                self.eof = true;
+                self.note_closed(&mut inner);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset by peer (code {code})"),
+                )))
+            }
+            Ok(ReadOutcome::Blocked) => {
+                inner.readers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(session_to_io(e))),
+        }
+    }
+
+    fn note_closed(&self, inner: &mut crate::session::Inner) {
+        if inner.proto.is_send_done(self.id) {
+            inner.push_app_event(SessionEvent::StreamClosed(self.id));
+        }
+    }
+}
+
+impl AsyncRead for RecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_chunk(cx, buf.remaining()) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                buf.put_slice(&chunk);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        if !self.eof {
+            let shared = &self.guard.0;
+            let mut inner = shared.lock();
+            let _ = inner.proto.stop_reading(self.id);
+            drop(inner);
+            shared.tx.notify_one();
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().send).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_shutdown(cx)
+    }
+}

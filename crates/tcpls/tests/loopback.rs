@@ -1,0 +1,161 @@
+//! The runtime over real loopback sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tcpls::{ClientConfig, Server, ServerConfig, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn configs(t: TransportConfig) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let s = ServerConfig::builder()
+        .self_signed(&["localhost"])
+        .unwrap()
+        .transport(t.clone())
+        .build()
+        .unwrap();
+    let c = ClientConfig::builder()
+        .root_certificates_pem(&s.certificate_pem)
+        .unwrap()
+        .transport(t)
+        .build()
+        .unwrap();
+    (Arc::new(s), Arc::new(c))
+}
+
+async fn echo_server(cfg: Arc<ServerConfig>) -> std::net::SocketAddr {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok(session) = server.accept().await {
+            tokio::spawn(async move {
+                while let Ok(stream) = session.accept_stream().await {
+                    tokio::spawn(async move {
+                        let (mut tx, mut rx) = stream.split();
+                        tokio::io::copy(&mut rx, &mut tx).await.unwrap();
+                        tx.finish().await.unwrap();
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn data(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn echo_many_concurrent_streams_verified() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (s, c) = configs(TransportConfig::default());
+        let addr = echo_server(s).await;
+        let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+        assert!(session.is_tcpls());
+        let mut tasks = Vec::new();
+        for i in 0..16u8 {
+            let stream = session.open_stream().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let payload = data(i, 1 << 20);
+                let (mut tx, mut rx) = stream.split();
+                let sent = payload.clone();
+                let w = tokio::spawn(async move {
+                    tx.write_all(&sent).await.unwrap();
+                    tx.finish().await.unwrap();
+                });
+                let mut back = Vec::new();
+                rx.read_to_end(&mut back).await.unwrap();
+                w.await.unwrap();
+                assert_eq!(Sha256::digest(&back), Sha256::digest(&payload));
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        session.close(0, "done");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn verification_is_on_by_default() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (s, _) = configs(TransportConfig::default());
+        let addr = echo_server(s).await;
+        let strict = Arc::new(ClientConfig::builder().system_roots(false).build().unwrap());
+        let err = tcpls::connect(addr, "localhost", strict).await.unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn slow_reader_blocks_writer_within_limits() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let t = TransportConfig {
+            stream_window: 128 << 10,
+            session_window: 512 << 10,
+            send_buffer: 64 << 10,
+            ..Default::default()
+        };
+        let (s, c) = configs(t);
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+        let peer = server.accept().await.unwrap();
+        let mut stream = session.open_stream().await.unwrap();
+        // Write until the writer blocks: the peer accepts but never reads.
+        let chunk = vec![5u8; 16 << 10];
+        let mut written = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), stream.write_all(&chunk)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    written += chunk.len();
+                }
+                Err(_) => break,
+            }
+            assert!(written < 8 << 20, "writer never blocked");
+        }
+        // Window + send buffer + what the kernel's socket buffers hold.
+        assert!(written >= 128 << 10, "wrote {written}");
+        let mut incoming = peer.accept_stream().await.unwrap();
+        let mut got = vec![0u8; written];
+        incoming.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|b| *b == 5));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn close_reaches_peer_with_code() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (s, c) = configs(TransportConfig::default());
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+        let peer = server.accept().await.unwrap();
+        session.close(9, "maintenance");
+        match peer.closed().await {
+            tcpls_proto::Error::PeerClosed { code, reason } => {
+                assert_eq!(code, tcpls::ErrorCode::app(9));
+                assert_eq!(reason, "maintenance");
+            }
+            e => panic!("unexpected {e}"),
+        }
+    })
+    .await
+    .unwrap();
+}
