@@ -1,1 +1,63 @@
-fn main() {}
+//! The `tcpls` command: serve files, fetch them, measure goodput, demo.
+
+mod client;
+mod demo;
+mod get;
+mod http;
+mod perf;
+mod serve;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+/// TCPLS: streams, over TCP and TLS 1.3, in user space.
+#[derive(Parser, Debug)]
+#[command(name = "tcpls", version, about)]
+struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve files (and perf endpoints) over TCPLS and plain TLS 1.3.
+    Serve(serve::ServeArgs),
+    /// Fetch https:// URLs over TCPLS (plain HTTPS with ordinary servers).
+    Get(get::GetArgs),
+    /// Measure goodput against `tcpls serve`, optionally beside plain TLS.
+    Perf(perf::PerfArgs),
+    /// Server and client on loopback: a verified transfer and its goodput.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match cli.cmd {
+        Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Get(a) => get::run(a).await,
+        Cmd::Perf(a) => perf::run(a).await,
+        Cmd::Demo(a) => demo::run(a).await,
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcpls: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

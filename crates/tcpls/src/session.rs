@@ -146,6 +146,11 @@ impl Session {
         self.shared().lock().proto.is_tcpls()
     }
 
+    /// The negotiated TLS 1.3 cipher suite.
+    pub fn cipher_suite(&self) -> Option<tcpls_proto::CipherSuite> {
+        self.shared().lock().proto.cipher_suite()
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.shared().lock().peer_addr

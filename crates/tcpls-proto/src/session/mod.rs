@@ -54,7 +54,7 @@ use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::{Handshake, Outcome};
 use crate::ids::{ConnectionId, Side, StreamId};
-use crate::record::RecordKey;
+use crate::record::{CipherSuite, RecordKey};
 use crate::wire::frame::{encode_stream_header, Frame, FrameIter, STREAM_HEADER_LEN};
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
 use crate::wire::TransportParams;
@@ -123,6 +123,7 @@ pub struct Session {
     state: State,
     conn: Connection,
     peer_params: Option<TransportParams>,
+    suite: Option<CipherSuite>,
     streams: HashMap<StreamId, Stream>,
     /// Streams with something to send, in round-robin order.
     send_queue: VecDeque<StreamId>,
@@ -193,6 +194,7 @@ impl Session {
                 recv_seq: 0,
             },
             peer_params: None,
+            suite: None,
             streams: HashMap::new(),
             send_queue: VecDeque::new(),
             max_stream_data_queue: VecDeque::new(),
@@ -237,6 +239,11 @@ impl Session {
     /// The peer's transport parameters (TCPLS only).
     pub fn peer_params(&self) -> Option<&TransportParams> {
         self.peer_params.as_ref()
+    }
+
+    /// The negotiated TLS 1.3 cipher suite, once the handshake is done.
+    pub fn cipher_suite(&self) -> Option<CipherSuite> {
+        self.suite
     }
 
     /// Why the session ended, if it has.
@@ -383,6 +390,7 @@ impl Session {
             } => {
                 tracing::debug!(side = ?self.side, suite = ?send.suite(), "TCPLS session established");
                 self.peer_params = Some(peer.params);
+                self.suite = Some(send.suite());
                 self.send_credit = SendCredit::new(peer.params.initial_max_data);
                 self.local_limit = peer.params.max_streams;
                 self.state = State::Tcpls(Box::new(Keys { send, recv }));
@@ -392,6 +400,11 @@ impl Session {
             }
             Outcome::Fallback(ssl) => {
                 tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
+                self.suite = ssl
+                    .ssl()
+                    .current_cipher()
+                    .and_then(|c| c.standard_name())
+                    .and_then(CipherSuite::from_name);
                 self.state = State::Fallback(Box::new(Fallback::new(ssl)));
                 self.send_credit = SendCredit::new(u64::MAX);
                 // The TLS byte stream is stream 0, opened by the client.
