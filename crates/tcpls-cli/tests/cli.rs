@@ -1,0 +1,300 @@
+//! End-to-end tests of the `tcpls` binary, including interop with the real
+//! `openssl` command in both fallback directions.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcpls");
+
+/// Kills the child when the test ends, pass or fail.
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on {port}");
+}
+
+/// Runs a command with a time limit.
+fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command timed out: {cmd:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn openssl_available() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: the `openssl` command is not installed (scripts/setup.sh installs it)");
+    }
+    ok
+}
+
+fn write_cert(dir: &Path) -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
+fn random_file(path: &Path, len: usize) -> String {
+    let data: Vec<u8> = (0..len).map(|i| ((i * 2_654_435_761) >> 7) as u8).collect();
+    std::fs::write(path, &data).unwrap();
+    hex(&Sha256::digest(&data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn start_tcpls_serve(root: &Path, extra: &[&str]) -> (Reaper, u16) {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    (Reaper(child), port)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn get_over_tcpls_fetches_urls_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let sums: Vec<String> = (0..3)
+        .map(|i| random_file(&dir.path().join(format!("f{i}")), 3_000_000 + i))
+        .collect();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("https://127.0.0.1:{port}/f{i}"))
+        .collect();
+    let out = run_bounded(
+        Command::new(BIN)
+            .arg("get")
+            .args(&urls)
+            .args(["--insecure", "--json"]),
+        b"",
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    let reports = v.as_array().unwrap();
+    assert_eq!(reports.len(), 3);
+    for (r, sum) in reports.iter().zip(&sums) {
+        assert_eq!(r["sha256"], *sum);
+        assert_eq!(r["tcpls"], true);
+        assert_eq!(r["status"], 200);
+    }
+    // A missing file is an error with a non-zero exit.
+    let out = run_bounded(
+        Command::new(BIN).args([
+            "get",
+            &format!("https://127.0.0.1:{port}/nope"),
+            "-k",
+            "--json",
+        ]),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[test]
+fn get_verifies_certificates_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    random_file(&dir.path().join("x"), 10);
+    let cert = dir.path().join("served-cert.pem");
+    let (_srv, port) = start_tcpls_serve(dir.path(), &["--cert-out", cert.to_str().unwrap()]);
+    let url = format!("https://localhost:{port}/x");
+    let out = run_bounded(
+        Command::new(BIN).args(["get", &url, "--json"]),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.status.success(),
+        "self-signed certificate must be refused by default"
+    );
+    let out = run_bounded(
+        Command::new(BIN).args(["get", &url, "--json", "--ca", cert.to_str().unwrap()]),
+        b"",
+        Duration::from_secs(30),
+    );
+    json(&out);
+}
+
+#[test]
+fn tcpls_get_against_openssl_s_server_falls_back() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let sum = random_file(&dir.path().join("page.bin"), 1_500_000);
+    let port = free_port();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-WWW",
+            "-tls1_3",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    let _srv = Reaper(child);
+    let out = run_bounded(
+        Command::new(BIN).args([
+            "get",
+            &format!("https://127.0.0.1:{port}/page.bin"),
+            "--insecure",
+            "--json",
+        ]),
+        b"",
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    assert_eq!(v[0]["tcpls"], false, "s_server is plain TLS");
+    assert_eq!(v[0]["sha256"], sum);
+}
+
+#[test]
+fn openssl_s_client_against_tcpls_serve_falls_back() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from tcpls serve\n").unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let out = run_bounded(
+        Command::new("openssl").args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-quiet",
+            "-ign_eof",
+            "-tls1_3",
+        ]),
+        b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "response: {text}");
+    assert!(text.contains("hello from tcpls serve"), "response: {text}");
+}
+
+#[test]
+fn perf_prints_ratio_against_tls_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    for extra in [&[][..], &["--upload"][..]] {
+        let out = run_bounded(
+            Command::new(BIN)
+                .args([
+                    "perf",
+                    &format!("127.0.0.1:{port}"),
+                    "--bytes",
+                    "16M",
+                    "--streams",
+                    "2",
+                ])
+                .args(["--baseline", "tls", "--repeat", "1", "--json", "--insecure"])
+                .args(extra),
+            b"",
+            Duration::from_secs(120),
+        );
+        let v = json(&out);
+        assert!(v["tcpls"]["gbps_median"].as_f64().unwrap() > 0.0);
+        assert!(v["tls"]["gbps_median"].as_f64().unwrap() > 0.0);
+        assert!(v["ratio_tcpls_to_tls"].as_f64().is_some());
+    }
+}
+
+#[test]
+fn demo_verifies_its_transfer() {
+    let out = run_bounded(
+        Command::new(BIN).args(["demo", "--bytes", "8M", "--json"]),
+        b"",
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    assert_eq!(v["sha256_verified"], true);
+    assert_eq!(v["tcpls"], true);
+    assert_eq!(v["bytes"], 8 << 20);
+}
