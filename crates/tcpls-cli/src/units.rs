@@ -24,7 +24,7 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         .trim()
         .parse()
         .map_err(|_| anyhow::anyhow!("not a byte count: {s:?}"))?;
-    if !(n >= 0.0) {
+    if !n.is_finite() || n < 0.0 {
         bail!("not a byte count: {s:?}");
     }
     Ok((n * mult as f64) as u64)
@@ -33,22 +33,6 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
 /// Gbit/s for `bytes` in `secs`.
 pub fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 * 8.0 / secs.max(1e-9) / 1e9
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_units() {
-        assert_eq!(parse_bytes("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_bytes("100M").unwrap(), 100 << 20);
-        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
-        assert_eq!(parse_bytes("77").unwrap(), 77);
-        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
-        assert!(parse_bytes("3Q").is_err());
-        assert!(parse_bytes("x").is_err());
-    }
 }
 
 /// `1.5 GiB`-style rendering.
@@ -64,5 +48,21 @@ pub fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(parse_bytes("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("100M").unwrap(), 100 << 20);
+        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
+        assert_eq!(parse_bytes("77").unwrap(), 77);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert!(parse_bytes("3Q").is_err());
+        assert!(parse_bytes("x").is_err());
     }
 }

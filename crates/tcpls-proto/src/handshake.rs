@@ -102,7 +102,7 @@ fn shared(ssl: &SslRef) -> Option<&Shared> {
 }
 
 fn parse_hex(s: &str) -> Option<Zeroizing<Vec<u8>>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let mut v = Zeroizing::new(Vec::with_capacity(s.len() / 2));
@@ -172,6 +172,7 @@ pub(crate) fn install_callbacks(
 }
 
 /// What a finished handshake leaves behind.
+#[allow(clippy::large_enum_variant)] // built once per handshake, moved once
 pub(crate) enum Outcome {
     /// Both sides speak TCPLS: the session protects records itself.
     Tcpls {
