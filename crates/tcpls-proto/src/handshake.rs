@@ -35,8 +35,10 @@ pub(crate) struct MemIo {
 
 impl MemIo {
     pub(crate) fn feed(&mut self, data: &[u8]) {
-        if self.pos == self.input.len() {
-            self.input.clear();
+        // Drop what OpenSSL already consumed so the buffer stays about one
+        // record long instead of growing with everything ever received.
+        if self.pos > 0 {
+            self.input.drain(..self.pos);
             self.pos = 0;
         }
         self.input.extend_from_slice(data);

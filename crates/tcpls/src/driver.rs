@@ -56,8 +56,19 @@ async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
         if buf.capacity() - buf.len() < MAX_RECORD {
             buf.reserve(READ_CHUNK);
         }
+        // `rx` fires when a plain TLS reader consumed data: bytes already in
+        // `buf` may then be processable even if the peer sends nothing more.
+        // (`read_buf` is cancel-safe.)
         let r = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
+            _ = shared.rx.notified() => {
+                let mut inner = shared.lock();
+                let _ = inner.proto.recv(0, &mut buf, Instant::now());
+                inner.dispatch();
+                drop(inner);
+                shared.tx.notify_one();
+                continue;
+            }
             _ = done.notified() => break,
         };
         let mut inner = shared.lock();
@@ -76,8 +87,13 @@ async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
             }
         };
         inner.dispatch();
+        // Wake the writer only when the input produced something to send
+        // (credit updates, CLOSE): a wake-up per read costs a context switch.
+        let wake_writer = end || inner.proto.has_transmit() || inner.proto.error().is_some();
         drop(inner);
-        shared.tx.notify_one();
+        if wake_writer {
+            shared.tx.notify_one();
+        }
         if end {
             break;
         }

@@ -159,3 +159,61 @@ async fn close_reaches_peer_with_code() {
     .await
     .unwrap();
 }
+
+/// A plain TLS client uploading to a server whose application reads slowly:
+/// fallback backpressure must deliver every byte. (The stranded-backlog race
+/// fixed in `driver.rs` showed up in 1 of 4 `tcpls perf --upload --baseline
+/// tls` runs; this test exercises the same path but does not force the race.)
+#[tokio::test]
+async fn plain_tls_upload_to_slow_reader_completes() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let t = TransportConfig {
+            stream_window: 64 << 10,
+            ..Default::default()
+        };
+        let (s, _) = configs(t);
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let plain = Arc::new(
+            ClientConfig::builder()
+                .insecure()
+                .enable_tcpls(false)
+                .build()
+                .unwrap(),
+        );
+        let payload = data(3, 8 << 20);
+        let sent = payload.clone();
+        let client = tokio::spawn(async move {
+            let session = tcpls::connect(addr, "localhost", plain).await.unwrap();
+            assert!(!session.is_tcpls());
+            let mut stream = session.open_stream().await.unwrap();
+            stream.write_all(&sent).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut ack = Vec::new();
+            stream.read_to_end(&mut ack).await.unwrap();
+            assert_eq!(ack, b"ok");
+        });
+        let peer = server.accept().await.unwrap();
+        let mut stream = peer.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 5000];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&payload));
+        stream.write_all(b"ok").await.unwrap();
+        stream.shutdown().await.unwrap();
+        client.await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
