@@ -139,23 +139,12 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
-        let pb = bar(args.bytes, "TCPLS", args.json);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for n in split(args.bytes, args.streams) {
-            let stream = session.open_stream().await?;
-            let (upload, pb) = (args.upload, pb.clone());
-            tasks.push(tokio::spawn(async move {
-                transfer(stream, n, upload, true, &pb).await
-            }));
+        let mut streams = Vec::new();
+        for _ in 0..args.streams {
+            streams.push(session.open_stream().await?);
         }
-        for t in tasks {
-            t.await??;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        pb.finish_and_clear();
+        t_runs.push(timed(args, streams, "TCPLS", true).await?);
         session.close(0, "perf done");
-        t_runs.push(gbps(args.bytes, secs));
 
         if args.baseline == Some(Baseline::Tls) {
             let mut conns = Vec::new();
@@ -166,21 +155,8 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                         .await?,
                 );
             }
-            let pb = bar(args.bytes, "TLS", args.json);
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for (c, n) in conns.into_iter().zip(split(args.bytes, args.streams)) {
-                let (upload, pb) = (args.upload, pb.clone());
-                tasks.push(tokio::spawn(async move {
-                    transfer(c, n, upload, false, &pb).await
-                }));
-            }
-            for t in tasks {
-                t.await??;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            pb.finish_and_clear();
-            b_runs.push(gbps(args.bytes, secs));
+            // TLS has no half-close that servers expect: the request stays open.
+            b_runs.push(timed(args, conns, "TLS", false).await?);
         }
     }
     let tcpls = Series {
@@ -200,6 +176,29 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         tcpls,
         tls,
     })
+}
+
+/// Runs one perf transfer per stream in parallel (the bytes split evenly)
+/// and returns the goodput in Gbit/s.
+async fn timed<S>(args: &PerfArgs, streams: Vec<S>, label: &str, half_close: bool) -> Result<f64>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let pb = bar(args.bytes, label, args.json);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, n) in streams.into_iter().zip(split(args.bytes, args.streams)) {
+        let (upload, pb) = (args.upload, pb.clone());
+        tasks.push(tokio::spawn(async move {
+            transfer(s, n, upload, half_close, &pb).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    Ok(gbps(args.bytes, secs))
 }
 
 /// Splits `total` into `k` near-equal parts.

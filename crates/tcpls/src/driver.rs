@@ -39,28 +39,15 @@ async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
             }
             inner.proto.wants_input()
         };
-        if !wants_input {
-            // Plain TLS backlog: wait for the application to read, then
-            // let the session take more of what is already buffered.
-            tokio::select! {
-                _ = shared.rx.notified() => {}
-                _ = done.notified() => break,
-            }
-            let mut inner = shared.lock();
-            let _ = inner.proto.recv(0, &mut buf, Instant::now());
-            inner.dispatch();
-            drop(inner);
-            shared.tx.notify_one();
-            continue;
-        }
-        if buf.capacity() - buf.len() < MAX_RECORD {
+        if wants_input && buf.capacity() - buf.len() < MAX_RECORD {
             buf.reserve(READ_CHUNK);
         }
         // `rx` fires when a plain TLS reader consumed data: bytes already in
-        // `buf` may then be processable even if the peer sends nothing more.
+        // `buf` may then be processable even if the peer sends nothing more,
+        // and while the session wants no input only that can make progress.
         // (`read_buf` is cancel-safe.)
         let r = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+            r = rd.read_buf(&mut buf), if wants_input => r,
             _ = shared.rx.notified() => {
                 let mut inner = shared.lock();
                 let _ = inner.proto.recv(0, &mut buf, Instant::now());

@@ -60,29 +60,6 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    /// Reads a big-endian `u8`.
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-    /// Reads a big-endian `u16`.
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a big-endian `u32`.
-    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a big-endian `u64`.
-    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a fixed-size array.
-    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
-        let s = self.take(N, what)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
 }
 
 /// Backward reader: each call consumes bytes from the end of the buffer.
@@ -109,28 +86,49 @@ impl<'a> RevReader<'a> {
         self.buf = head;
         Ok(tail)
     }
-    /// Reads a big-endian `u8` that ends at the current position.
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-    /// Reads a big-endian `u16` that ends at the current position.
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a big-endian `u32` that ends at the current position.
-    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a big-endian `u64` that ends at the current position.
-    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array(what)?))
-    }
-    /// Reads a fixed-size array that ends at the current position.
-    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+}
+
+/// Fixed-width big-endian reads on top of `take`, shared by both readers
+/// (for [`RevReader`] the value is the one that ends at the current
+/// position).
+pub trait Take<'a> {
+    /// Takes the next `n` bytes in this reader's direction.
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError>;
+
+    /// Reads a fixed-size array.
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let s = self.take(N, what)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
         Ok(a)
+    }
+    /// Reads a `u8`.
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+    /// Reads a big-endian `u16`.
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+    /// Reads a big-endian `u32`.
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+    /// Reads a big-endian `u64`.
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+}
+
+impl<'a> Take<'a> for Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        Reader::take(self, n, what)
+    }
+}
+
+impl<'a> Take<'a> for RevReader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        RevReader::take(self, n, what)
     }
 }
 

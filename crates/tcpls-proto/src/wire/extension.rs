@@ -8,7 +8,7 @@
 //! `tcpls_join` (ClientHello of a joining connection): the 32-byte token.
 
 use crate::error::DecodeError;
-use crate::wire::codec::{Codec, Reader};
+use crate::wire::codec::{Codec, Reader, Take};
 use crate::wire::frame::TOKEN_LEN;
 
 /// Extension code point of `tcpls` (private-use range).

@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::error::DecodeError;
 use crate::ids::{ConnectionId, StreamId};
-use crate::wire::codec::RevReader;
+use crate::wire::codec::{RevReader, Take};
 
 /// Frame type byte values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

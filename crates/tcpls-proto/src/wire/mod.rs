@@ -7,7 +7,7 @@ pub mod extension;
 pub mod frame;
 pub mod record;
 
-pub use codec::{Codec, Reader, RevReader};
+pub use codec::{Codec, Reader, RevReader, Take};
 pub use extension::{JoinExtension, TcplsExtension, TransportParams};
 pub use frame::{Frame, FrameIter, FrameType};
 pub use record::{ContentType, RecordHeader};
