@@ -37,6 +37,9 @@ pub struct TransportConfig {
     pub idle_timeout: Option<Duration>,
     /// TCP User Timeout to ask the peer for (`None`: leave the kernel's).
     pub user_timeout: Option<Duration>,
+    /// TCP connections per session (the first plus joins); the session
+    /// uses the smaller of both sides' values.
+    pub max_connections: u32,
 }
 
 impl Default for TransportConfig {
@@ -49,6 +52,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             user_timeout: None,
+            max_connections: 8,
         }
     }
 }
@@ -63,7 +67,7 @@ impl TransportConfig {
             user_timeout_ms: self
                 .user_timeout
                 .map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
-            max_connections: 1,
+            max_connections: self.max_connections.max(1),
         }
     }
 }

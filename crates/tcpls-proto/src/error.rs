@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-/// Error code carried by a CLOSE frame (and by RESET_STREAM for applications).
+/// Error code carried by a CLOSE frame. (RESET_STREAM carries the
+/// application's own `u32`, not an `ErrorCode`.)
 ///
 /// Codes below `0x100` are the transport's; applications use their own values
 /// through [`ErrorCode::app`].
@@ -133,6 +134,9 @@ pub enum Error {
     /// The TCP connection failed (reset, unreachable, local I/O error).
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// A joining connection was refused; the session is unaffected.
+    #[error("join refused: {0}")]
+    JoinRefused(&'static str),
     /// A local misuse of the API.
     #[error("{0}")]
     Usage(&'static str),
@@ -157,7 +161,7 @@ impl Error {
             Error::IdleTimeout => ErrorCode::IDLE_TIMEOUT,
             Error::KeyLimit => ErrorCode::KEY_LIMIT,
             Error::PeerClosed { code, .. } | Error::LocallyClosed { code, .. } => *code,
-            Error::Usage(_) => ErrorCode::INTERNAL,
+            Error::Usage(_) | Error::JoinRefused(_) => ErrorCode::INTERNAL,
         }
     }
 }

@@ -159,13 +159,16 @@ pub(crate) fn install_callbacks(
             let Some(st) = shared(ssl) else {
                 return Ok(());
             };
-            let ext = TcplsExtension::from_slice(data).map_err(|_| SslAlert::DECODE_ERROR)?;
-            if ext.version != TCPLS_VERSION {
+            // The version comes first: a server that does not speak it
+            // answers as plain TLS whatever the rest looks like.
+            let version = data.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]]));
+            if version != Some(TCPLS_VERSION) {
                 if server {
-                    return Ok(()); // unknown version: answer as plain TLS
+                    return Ok(());
                 }
                 return Err(SslAlert::ILLEGAL_PARAMETER);
             }
+            let ext = TcplsExtension::from_slice(data).map_err(|_| SslAlert::DECODE_ERROR)?;
             st.lock().unwrap_or_else(|p| p.into_inner()).peer_ext = Some(ext);
             Ok(())
         },

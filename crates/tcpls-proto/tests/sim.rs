@@ -411,3 +411,70 @@ fn fallback_plain_client_tcpls_server() {
     p.drive();
     assert!(p.c.is_drained());
 }
+
+/// Regression: data for a reset stream must not be credited twice, or a
+/// peer could grow the session window by resending it.
+#[test]
+fn duplicate_data_on_reset_stream_does_not_inflate_session_window() {
+    let t = TransportConfig {
+        session_window: 8 << 10,
+        stream_window: 8 << 10,
+        ..Default::default()
+    };
+    let mut p = Pair::new(client_config(t.clone()), server_config(t), 9);
+    p.drive();
+    let chunk = vec![0u8; 4096];
+    let frame = |id: u32, offset: u64| {
+        let mut rec = Vec::new();
+        Frame::Stream {
+            id: StreamId(id),
+            offset,
+            fin: false,
+            data: &chunk,
+        }
+        .encode(&mut rec);
+        rec
+    };
+    p.c.send_raw_record_for_testing(&frame(0, 0)).unwrap();
+    let mut rec = Vec::new();
+    Frame::ResetStream {
+        id: StreamId(0),
+        code: 1,
+        final_size: 4096,
+    }
+    .encode(&mut rec);
+    p.c.send_raw_record_for_testing(&rec).unwrap();
+    p.c.send_raw_record_for_testing(&frame(0, 0)).unwrap();
+    p.c.send_raw_record_for_testing(&frame(0, 0)).unwrap();
+    // 4 KiB were credited back by the reset; 8 KiB more on other streams
+    // (unread) is within the window, 12 KiB is not.
+    p.c.send_raw_record_for_testing(&frame(2, 0)).unwrap();
+    p.c.send_raw_record_for_testing(&frame(4, 0)).unwrap();
+    p.c.send_raw_record_for_testing(&frame(6, 0)).unwrap();
+    expect_close(&mut p, ErrorCode::FLOW_CONTROL);
+}
+
+/// Regression: once a session failed, further input is ignored (no events
+/// after `Closed`).
+#[test]
+fn input_after_failure_is_ignored() {
+    let mut p = Pair::established();
+    p.c.send_raw_record_for_testing(&[0x5a]).unwrap();
+    let a = p.c.open_stream().unwrap();
+    p.c.write(a, b"late").unwrap();
+    let mut wire = Vec::new();
+    p.c.poll_transmit(0, &mut wire, usize::MAX).unwrap();
+    let mut inbuf = bytes::BytesMut::from(&wire[..]);
+    assert!(p.s.recv(0, &mut inbuf, p.now).is_err());
+    let events = drain_events(&mut p.s);
+    let closed_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Closed(_)))
+        .expect("closed");
+    assert_eq!(
+        closed_at,
+        events.len() - 1,
+        "no events after Closed: {events:?}"
+    );
+    assert_eq!(p.s.accept_stream(), None);
+}

@@ -67,6 +67,13 @@ impl Inner {
                     }
                 }
                 Event::StreamsAvailable => self.openers.drain(..).for_each(Waker::wake),
+                // Multipath events: the runtime joins no connections yet.
+                Event::TokensAvailable
+                | Event::TokenIssued(_)
+                | Event::TokenRetired(_)
+                | Event::ConnectionAdded(_)
+                | Event::ConnectionClosed(_)
+                | Event::PeerAddress { .. } => {}
                 Event::Closed(e) => {
                     self.readers.drain().for_each(|(_, w)| w.wake());
                     self.writers.drain().for_each(|(_, w)| w.wake());

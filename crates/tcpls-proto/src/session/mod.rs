@@ -40,11 +40,13 @@
 //! ```
 
 pub mod assembler;
+mod connection;
 mod fallback;
 pub mod flow;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,9 +57,12 @@ use crate::error::{Error, ErrorCode};
 use crate::handshake::{Handshake, Outcome};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::{CipherSuite, RecordKey};
-use crate::wire::frame::{encode_stream_header, Frame, FrameIter, STREAM_HEADER_LEN};
+use crate::wire::frame::{encode_stream_header, Frame, FrameIter, STREAM_HEADER_LEN, TOKEN_LEN};
+use crate::wire::join::encode_join_hello;
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
 use crate::wire::TransportParams;
+pub use connection::ConnectionState;
+use connection::{Connection, Connections, Tokens};
 use fallback::{Fallback, FallbackRead};
 use flow::{RecvCredit, SendCredit};
 use stream::Stream;
@@ -78,9 +83,30 @@ pub enum Event {
     StreamWritable(StreamId),
     /// The peer raised the stream limit: [`Session::open_stream`] may succeed.
     StreamsAvailable,
+    /// The peer sent join tokens: [`Session::join`] can add a connection.
+    TokensAvailable,
+    /// Server: a token was issued; the endpoint must route joins carrying
+    /// it to this session.
+    TokenIssued([u8; TOKEN_LEN]),
+    /// Server: a token was used or the session ended; forget it.
+    TokenRetired([u8; TOKEN_LEN]),
+    /// A connection joined the session and carries records.
+    ConnectionAdded(ConnectionId),
+    /// A connection left the session (FIN, reset, or retired).
+    ConnectionClosed(ConnectionId),
+    /// The peer advertised (`added`) or withdrew an address.
+    PeerAddress {
+        /// The address.
+        addr: SocketAddr,
+        /// True for NEW_ADDRESS, false for REMOVE_ADDRESS.
+        added: bool,
+    },
     /// The session ended.
     Closed(Error),
 }
+
+/// Most peer addresses kept (NEW_ADDRESS beyond it closes the session).
+const MAX_PEER_ADDRESSES: usize = 16;
 
 /// Result of [`Session::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,20 +134,25 @@ struct Keys {
     recv: RecordKey,
 }
 
-/// One TCP connection of the session: its id and record sequence numbers.
-#[derive(Debug)]
-struct Connection {
-    id: ConnectionId,
-    send_seq: u64,
-    recv_seq: u64,
-}
-
 /// A TCPLS session (or a plain TLS session after fallback).
 pub struct Session {
     side: Side,
     cfg: TransportConfig,
     state: State,
-    conn: Connection,
+    conns: Connections,
+    /// Connection for new streams, control frames and the handshake.
+    primary: ConnectionId,
+    /// Connections allowed in this session (both sides' minimum).
+    max_connections: u32,
+    tokens: Tokens,
+    /// Streams whose connection changed: STREAM_CHANGE frames to send.
+    stream_changes: VecDeque<StreamId>,
+    /// Connections this side stopped using: CONNECTION_RESET frames to send.
+    conn_resets: VecDeque<ConnectionId>,
+    /// Address advertisements to send (address, true = NEW, false = REMOVE).
+    address_updates: VecDeque<(SocketAddr, bool)>,
+    /// Addresses the peer advertised.
+    peer_addresses: Vec<SocketAddr>,
     peer_params: Option<TransportParams>,
     suite: Option<CipherSuite>,
     streams: HashMap<StreamId, Stream>,
@@ -165,6 +196,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// True if a handshake record holds only whole NewSessionTicket messages.
+fn only_session_tickets(mut msgs: &[u8]) -> bool {
+    while !msgs.is_empty() {
+        if msgs.len() < 4 || msgs[0] != 4 {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, msgs[1], msgs[2], msgs[3]]) as usize;
+        let Some(rest) = msgs.get(4 + len..) else {
+            return false;
+        };
+        msgs = rest;
+    }
+    true
+}
+
 impl Session {
     /// Starts a client session; the ClientHello is ready in
     /// [`Self::poll_transmit`].
@@ -188,11 +234,14 @@ impl Session {
         Self {
             side,
             state: State::Handshake(Box::new(hs)),
-            conn: Connection {
-                id: 0,
-                send_seq: 0,
-                recv_seq: 0,
-            },
+            conns: [(0, Connection::new(ConnectionState::Active))].into(),
+            primary: 0,
+            max_connections: 1,
+            tokens: Tokens::default(),
+            stream_changes: VecDeque::new(),
+            conn_resets: VecDeque::new(),
+            address_updates: VecDeque::new(),
+            peer_addresses: Vec::new(),
             peer_params: None,
             suite: None,
             streams: HashMap::new(),
@@ -311,20 +360,28 @@ impl Session {
         buf: &mut BytesMut,
         now: Instant,
     ) -> Result<(), Error> {
-        if conn != self.conn.id {
+        let Some(c) = self.conns.get(&conn) else {
             return Err(Error::Usage("unknown connection id"));
+        };
+        if c.state == ConnectionState::PendingAuth {
+            return self.recv_join(conn, buf);
+        }
+        if c.state == ConnectionState::Closed || (self.error.is_some() && !self.graceful_close) {
+            // After a failure or an immediate close, input is ignored.
+            buf.clear();
+            return Ok(());
         }
         if let Some(d) = self.cfg.idle_timeout {
             self.idle_deadline = Some(now + d);
         }
-        let r = self.recv_inner(buf);
+        let r = self.recv_inner(conn, buf);
         if let Err(e) = &r {
             self.fail(e.clone());
         }
         r
     }
 
-    fn recv_inner(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+    fn recv_inner(&mut self, conn: ConnectionId, buf: &mut BytesMut) -> Result<(), Error> {
         match &mut self.state {
             State::Handshake(hs) => {
                 hs.feed(buf);
@@ -336,7 +393,7 @@ impl Session {
                 }
                 Ok(())
             }
-            State::Tcpls(_) => self.recv_records(buf),
+            State::Tcpls(_) => self.recv_records(conn, buf),
             State::Fallback(_) => self.recv_fallback(buf),
             State::Done => {
                 buf.clear();
@@ -347,7 +404,12 @@ impl Session {
 
     /// Handles the TCP connection's end of stream (the peer's FIN).
     pub fn handle_eof(&mut self, conn: ConnectionId) {
-        if conn != self.conn.id || self.error.is_some() {
+        if self.error.is_some() || !self.conns.contains_key(&conn) {
+            return;
+        }
+        if self.other_connections(conn) {
+            // One of several connections ended: the session goes on.
+            self.drop_connection(conn);
             return;
         }
         match &self.state {
@@ -367,7 +429,14 @@ impl Session {
 
     /// Handles a failed TCP connection (reset, I/O error).
     pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String) {
-        if conn == self.conn.id {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        if self.other_connections(conn) {
+            self.drop_connection(conn);
+            return;
+        }
+        {
             self.fail(Error::ConnectionLost(reason));
             // Nothing can be sent on a broken connection.
             self.close_frame = None;
@@ -396,7 +465,16 @@ impl Session {
                 self.state = State::Tcpls(Box::new(Keys { send, recv }));
                 self.events.push_back(Event::Connected { tcpls: true });
                 buf.extend_from_slice(&leftover);
-                self.recv_records(buf)
+                self.max_connections = self
+                    .cfg
+                    .max_connections
+                    .min(peer.params.max_connections)
+                    .max(1);
+                if self.side == Side::Server {
+                    self.tokens.next_seq = 1;
+                    self.replenish_tokens();
+                }
+                self.recv_records(0, buf)
             }
             Outcome::Fallback(ssl) => {
                 tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
@@ -408,7 +486,7 @@ impl Session {
                 self.state = State::Fallback(Box::new(Fallback::new(ssl)));
                 self.send_credit = SendCredit::new(u64::MAX);
                 // The TLS byte stream is stream 0, opened by the client.
-                let mut s = Stream::new(u64::MAX, self.cfg.stream_window);
+                let mut s = Stream::new(u64::MAX, self.cfg.stream_window, 0);
                 s.recv.credit = RecvCredit::new(u64::MAX);
                 self.streams.insert(StreamId(0), s);
                 self.events.push_back(Event::Connected { tcpls: false });
@@ -466,7 +544,7 @@ impl Session {
         Ok(())
     }
 
-    fn recv_records(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+    fn recv_records(&mut self, conn: ConnectionId, buf: &mut BytesMut) -> Result<(), Error> {
         loop {
             let State::Tcpls(keys) = &self.state else {
                 buf.clear();
@@ -485,12 +563,15 @@ impl Session {
                 buf.reserve(HEADER_LEN + hdr.len - buf.len());
                 return Ok(());
             }
-            if self.conn.recv_seq >= keys.recv.suite().record_limit() {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return Ok(());
+            };
+            if c.recv_seq >= keys.recv.suite().record_limit() {
                 return Err(Error::KeyLimit);
             }
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
-            let (ct, len) = keys.recv.open(self.conn.id, self.conn.recv_seq, &mut rec)?;
-            self.conn.recv_seq += 1;
+            let (ct, len) = keys.recv.open(conn, c.recv_seq, &mut rec)?;
+            c.recv_seq += 1;
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             match ct {
                 ContentType::ApplicationData => self.on_frames(&plain)?,
@@ -504,7 +585,7 @@ impl Session {
                     return Err(Error::Alert(plain.get(1).copied().unwrap_or(0)));
                 }
                 // NewSessionTicket (type 4) from a server that sends tickets: no resumption, skip.
-                ContentType::Handshake if plain.first() == Some(&4) => {}
+                ContentType::Handshake if only_session_tickets(&plain) => {}
                 _ => return Err(Error::BadRecord("unexpected inner content type")),
             }
         }
@@ -550,15 +631,56 @@ impl Session {
                         reason: String::from_utf8_lossy(reason).into_owned(),
                     });
                 }
-                // Multipath and failover frames: valid on the wire, acted on
-                // once sessions own several connections.
-                Frame::Ack { .. }
-                | Frame::NewToken { .. }
-                | Frame::ConnectionReset { .. }
-                | Frame::NewAddress(_)
-                | Frame::RemoveAddress(_)
-                | Frame::StreamChange { .. }
-                | Frame::TransportOption { .. } => {}
+                Frame::NewToken { seq, token } => {
+                    if self.side == Side::Server {
+                        return Err(Error::Protocol("NEW_TOKEN sent by a client"));
+                    }
+                    if seq == 0 || self.conns.contains_key(&seq) {
+                        return Err(Error::Protocol("NEW_TOKEN reuses a connection id"));
+                    }
+                    // Bounded: the server may not have more outstanding than allowed.
+                    if self.tokens.outstanding.len() >= self.max_connections as usize {
+                        return Err(Error::Protocol("too many tokens"));
+                    }
+                    self.tokens.outstanding.insert(seq, token);
+                    self.events.push_back(Event::TokensAvailable);
+                }
+                Frame::StreamChange { id, conn } => {
+                    if !self.conns.get(&conn).is_some_and(|c| c.can_send()) {
+                        return Err(Error::Protocol("STREAM_CHANGE to an unknown connection"));
+                    }
+                    if self.ensure_stream(id)? {
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            s.conn = conn;
+                        }
+                    }
+                }
+                Frame::ConnectionReset { conn } => {
+                    // The peer stopped sending on `conn`: stop using it too.
+                    if conn != self.primary || self.other_connections(conn) {
+                        self.retire_connection(conn, false);
+                    }
+                }
+                Frame::NewAddress(addr) => {
+                    if !self.peer_addresses.contains(&addr) {
+                        if self.peer_addresses.len() >= MAX_PEER_ADDRESSES {
+                            return Err(Error::Protocol("too many advertised addresses"));
+                        }
+                        self.peer_addresses.push(addr);
+                        self.events
+                            .push_back(Event::PeerAddress { addr, added: true });
+                    }
+                }
+                Frame::RemoveAddress(addr) => {
+                    if let Some(i) = self.peer_addresses.iter().position(|a| *a == addr) {
+                        self.peer_addresses.remove(i);
+                        self.events
+                            .push_back(Event::PeerAddress { addr, added: false });
+                    }
+                }
+                // Record acknowledgements and transport options: valid on
+                // the wire, acted on by the failover work.
+                Frame::Ack { .. } | Frame::TransportOption { .. } => {}
             }
         }
         Ok(())
@@ -580,13 +702,15 @@ impl Session {
             if id.index() >= self.peer_limit {
                 return Err(Error::StreamLimit);
             }
-            let (send_credit, window) = (
+            let (send_credit, window, primary) = (
                 self.peer_params.map_or(0, |p| p.initial_max_stream_data),
                 self.cfg.stream_window,
+                self.primary,
             );
             while self.next_peer <= id.index() {
                 let sid = StreamId::new(self.side.peer(), self.next_peer);
-                self.streams.insert(sid, Stream::new(send_credit, window));
+                self.streams
+                    .insert(sid, Stream::new(send_credit, window, primary));
                 self.accept_queue.push_back(sid);
                 self.events.push_back(Event::StreamOpened(sid));
                 self.next_peer += 1;
@@ -621,7 +745,9 @@ impl Session {
         self.recv_credit.on_grow(grown, "session window exceeded")?;
         if s.recv.reset.is_some() || s.recv.done {
             // Reset or abandoned by the application: count it, drop it.
-            self.consume_session_credit(data.len() as u64);
+            // Only bytes beyond what was already counted (a reset credited
+            // everything up to its final size).
+            self.consume_session_credit(grown);
             return Ok(());
         }
         s.recv.asm.insert(offset, data);
@@ -685,8 +811,10 @@ impl Session {
         self.next_local += 1;
         if !self.streams.contains_key(&id) {
             let credit = self.peer_params.map_or(0, |p| p.initial_max_stream_data);
-            self.streams
-                .insert(id, Stream::new(credit, self.cfg.stream_window));
+            self.streams.insert(
+                id,
+                Stream::new(credit, self.cfg.stream_window, self.primary),
+            );
         }
         Ok(id)
     }
@@ -864,6 +992,252 @@ impl Session {
         self.streams.len()
     }
 
+    // ---------------------------------------------------------- connections
+
+    /// True if a connection other than `conn` carries (or can carry) records.
+    fn other_connections(&self, conn: ConnectionId) -> bool {
+        self.conns
+            .iter()
+            .any(|(id, c)| *id != conn && c.state == ConnectionState::Active)
+    }
+
+    /// Forgets a connection that ended, moving its streams to another one.
+    fn drop_connection(&mut self, conn: ConnectionId) {
+        self.retire_connection(conn, false);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnectionState::Closed;
+        }
+        self.conns.remove(&conn);
+        self.events.push_back(Event::ConnectionClosed(conn));
+        if self.side == Side::Server && self.error.is_none() {
+            self.replenish_tokens();
+        }
+    }
+
+    /// Stops sending on `conn`: its streams move to the primary (or any
+    /// active) connection. `tell_peer` queues a CONNECTION_RESET.
+    fn retire_connection(&mut self, conn: ConnectionId, tell_peer: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state == ConnectionState::Active {
+            c.state = ConnectionState::Draining;
+        }
+        if self.primary == conn {
+            if let Some((id, _)) = self.conns.iter().find(|(_, c)| c.can_send()) {
+                self.primary = *id;
+            }
+        }
+        let primary = self.primary;
+        for s in self.streams.values_mut() {
+            if s.conn == conn {
+                s.conn = primary;
+            }
+        }
+        if tell_peer && !self.conn_resets.contains(&conn) {
+            self.conn_resets.push_back(conn);
+        }
+    }
+
+    fn replenish_tokens(&mut self) {
+        let in_use = self
+            .conns
+            .values()
+            .filter(|c| c.state != ConnectionState::Closed)
+            .count();
+        while in_use + self.tokens.outstanding.len() < self.max_connections as usize {
+            let mut token = [0u8; TOKEN_LEN];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut token);
+            let seq = self.tokens.next_seq;
+            self.tokens.next_seq += 1;
+            self.tokens.outstanding.insert(seq, token);
+            self.tokens.to_send.push_back((seq, token));
+            self.events.push_back(Event::TokenIssued(token));
+        }
+    }
+
+    /// Client: takes an unused token and returns the new connection's id
+    /// and the bytes to send first on a fresh TCP connection (the join
+    /// ClientHello and a first record that proves the session keys). The
+    /// connection carries records from then on.
+    pub fn join(&mut self) -> Result<(ConnectionId, Vec<u8>), Error> {
+        self.check_open()?;
+        if self.side != Side::Client || !matches!(self.state, State::Tcpls(_)) {
+            return Err(Error::Usage("only an established TCPLS client can join"));
+        }
+        let (seq, token) = self.tokens.outstanding.pop_first().ok_or(Error::Usage(
+            "no join token available (max connections reached?)",
+        ))?;
+        let mut random = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+        let mut out = encode_join_hello(&token, &random);
+        self.conns
+            .insert(seq, Connection::new(ConnectionState::Active));
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        Frame::Ping.encode(&mut out);
+        self.seal(seq, &mut out, start)?;
+        self.events.push_back(Event::ConnectionAdded(seq));
+        Ok((seq, out))
+    }
+
+    /// Server: a new TCP connection presented `token` in a join
+    /// ClientHello. Returns the connection id to feed its records to; the
+    /// connection is attached once its first record decrypts under that
+    /// id. A token that is unknown here is refused without effect.
+    pub fn accept_join(&mut self, token: &[u8; TOKEN_LEN]) -> Result<ConnectionId, Error> {
+        self.check_open()?;
+        if self.side != Side::Server || !matches!(self.state, State::Tcpls(_)) {
+            return Err(Error::Usage("not an established TCPLS server session"));
+        }
+        let seq = self
+            .tokens
+            .find(token)
+            .ok_or(Error::JoinRefused("unknown or used token"))?;
+        if self.conns.contains_key(&seq) {
+            return Err(Error::JoinRefused(
+                "a join with this token is already in progress",
+            ));
+        }
+        let mut c = Connection::new(ConnectionState::PendingAuth);
+        c.token = Some(*token);
+        self.conns.insert(seq, c);
+        Ok(seq)
+    }
+
+    /// The first records of a joining connection: attach it if the first
+    /// record decrypts, else drop the connection and leave the session as
+    /// it was.
+    fn recv_join(&mut self, conn: ConnectionId, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Tcpls(keys) = &self.state else {
+            return Err(Error::JoinRefused("session not established"));
+        };
+        let hdr = match RecordHeader::parse(buf) {
+            Ok(Some(h)) if h.content_type == ContentType::ApplicationData => h,
+            Ok(None) => return Ok(()),
+            _ => {
+                self.conns.remove(&conn);
+                return Err(Error::JoinRefused("first record is not application data"));
+            }
+        };
+        if buf.len() < HEADER_LEN + hdr.len {
+            return Ok(());
+        }
+        let mut first = buf[..HEADER_LEN + hdr.len].to_vec();
+        if keys.recv.open(conn, 0, &mut first).is_err() {
+            self.conns.remove(&conn);
+            return Err(Error::JoinRefused("first record does not decrypt"));
+        }
+        let c = self.conns.get_mut(&conn).expect("pending connection");
+        c.state = ConnectionState::Active;
+        if let Some(token) = c.token.take() {
+            self.tokens.outstanding.remove(&conn);
+            self.events.push_back(Event::TokenRetired(token));
+        }
+        self.events.push_back(Event::ConnectionAdded(conn));
+        self.replenish_tokens();
+        let r = self.recv_records(conn, buf);
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    /// Moves every stream, and new streams, to `conn` (application-driven
+    /// migration). Records already sent on other connections still arrive
+    /// and are reordered by stream offset; the peer is told with
+    /// STREAM_CHANGE so its data follows.
+    pub fn migrate(&mut self, conn: ConnectionId) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.conns.get(&conn).is_some_and(|c| c.can_send()) {
+            return Err(Error::Usage("no such active connection"));
+        }
+        self.primary = conn;
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.set_stream_connection(id, conn)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a stream's data on `conn` from now on (stream steering), and
+    /// asks the peer to do the same (STREAM_CHANGE).
+    pub fn set_stream_connection(&mut self, id: StreamId, conn: ConnectionId) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.conns.get(&conn).is_some_and(|c| c.can_send()) {
+            return Err(Error::Usage("no such active connection"));
+        }
+        let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
+        s.conn = conn;
+        if !s.change_pending {
+            s.change_pending = true;
+            self.stream_changes.push_back(id);
+        }
+        Ok(())
+    }
+
+    /// The connection a stream's data is sent on.
+    pub fn stream_connection(&self, id: StreamId) -> Option<ConnectionId> {
+        self.streams.get(&id).map(|s| s.conn)
+    }
+
+    /// Stops sending on `conn` and tells the peer (CONNECTION_RESET); the
+    /// caller closes the TCP connection once [`Self::poll_transmit`] gives
+    /// nothing more for it. Its streams move to the primary connection.
+    pub fn close_connection(&mut self, conn: ConnectionId) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.other_connections(conn) {
+            return Err(Error::Usage(
+                "cannot retire the last connection; close the session",
+            ));
+        }
+        self.retire_connection(conn, true);
+        Ok(())
+    }
+
+    /// The session's connections and their states.
+    pub fn connections(&self) -> Vec<(ConnectionId, ConnectionState)> {
+        self.conns.iter().map(|(id, c)| (*id, c.state)).collect()
+    }
+
+    /// State of one connection (`None`: unknown or forgotten).
+    pub fn connection_state(&self, conn: ConnectionId) -> Option<ConnectionState> {
+        self.conns.get(&conn).map(|c| c.state)
+    }
+
+    /// The connection new streams and control frames use.
+    pub fn primary_connection(&self) -> ConnectionId {
+        self.primary
+    }
+
+    /// Join tokens the client holds.
+    pub fn available_tokens(&self) -> usize {
+        if self.side == Side::Client {
+            self.tokens.outstanding.len()
+        } else {
+            0
+        }
+    }
+
+    /// Advertises an address of this side to the peer (NEW_ADDRESS).
+    pub fn advertise_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
+        self.check_open()?;
+        self.address_updates.push_back((addr, true));
+        Ok(())
+    }
+
+    /// Withdraws an advertised address (REMOVE_ADDRESS).
+    pub fn withdraw_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
+        self.check_open()?;
+        self.address_updates.push_back((addr, false));
+        Ok(())
+    }
+
+    /// Addresses the peer advertised and has not withdrawn.
+    pub fn peer_addresses(&self) -> &[SocketAddr] {
+        &self.peer_addresses
+    }
+
     // ---------------------------------------------------------------- close
 
     /// Closes the session: the peer gets a CLOSE frame with `code` and
@@ -877,6 +1251,7 @@ impl Session {
             reason: reason.to_string(),
         });
         self.close_frame = Some((code.0, reason.as_bytes().to_vec()));
+        self.retire_all_tokens();
         self.events
             .push_back(Event::Closed(self.error.clone().expect("just set")));
     }
@@ -887,6 +1262,14 @@ impl Session {
         if self.error.is_none() {
             self.close(code, reason);
             self.graceful_close = true;
+        }
+    }
+
+    fn retire_all_tokens(&mut self) {
+        if self.side == Side::Server {
+            for (_, t) in std::mem::take(&mut self.tokens.outstanding) {
+                self.events.push_back(Event::TokenRetired(t));
+            }
         }
     }
 
@@ -921,6 +1304,7 @@ impl Session {
             hs.take_output(&mut self.raw_out); // the alert, if any
             self.state = State::Done;
         }
+        self.retire_all_tokens();
         self.events.push_back(Event::Closed(e.clone()));
         self.error = Some(e);
     }
@@ -935,21 +1319,30 @@ impl Session {
         out: &mut Vec<u8>,
         max: usize,
     ) -> Result<usize, Error> {
-        if conn != self.conn.id {
+        let Some(c) = self.conns.get(&conn) else {
             return Err(Error::Usage("unknown connection id"));
+        };
+        if !c.can_send() {
+            return Ok(0);
         }
         let start = out.len();
-        out.append(&mut self.raw_out);
+        if conn == self.primary {
+            out.append(&mut self.raw_out);
+        }
         match &mut self.state {
             State::Handshake(hs) => hs.take_output(out),
             State::Fallback(_) => self.transmit_fallback(out, start + max),
             State::Tcpls(_) => {
                 while out.len() - start < max {
-                    match self.build_record(out) {
+                    match self.build_record(conn, out) {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(e) => {
+                            // Nothing more can be sealed (key limit, AEAD
+                            // failure): end without a CLOSE.
                             self.fail(e);
+                            self.state = State::Done;
+                            break;
                         }
                     }
                 }
@@ -972,6 +1365,10 @@ impl Session {
             }
             State::Tcpls(_) => {
                 self.close_frame.is_some()
+                    || !self.tokens.to_send.is_empty()
+                    || !self.stream_changes.is_empty()
+                    || !self.conn_resets.is_empty()
+                    || !self.address_updates.is_empty()
                     || self.max_data_pending
                     || self.max_streams_pending
                     || !self.max_stream_data_queue.is_empty()
@@ -1047,11 +1444,14 @@ impl Session {
     }
 
     /// Builds and seals one record; false when there was nothing to send.
-    fn build_record(&mut self, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn build_record(&mut self, conn: ConnectionId, out: &mut Vec<u8>) -> Result<bool, Error> {
         let State::Tcpls(keys) = &self.state else {
             return Ok(false);
         };
-        if self.conn.send_seq >= keys.send.suite().record_limit() {
+        let Some(c) = self.conns.get(&conn) else {
+            return Ok(false);
+        };
+        if c.send_seq >= keys.send.suite().record_limit() {
             return Err(Error::KeyLimit);
         }
         let start = out.len();
@@ -1065,7 +1465,7 @@ impl Session {
                 reason: &reason,
             }
             .encode(out);
-            self.seal(out, start)?;
+            self.seal(conn, out, start)?;
             self.state = State::Done;
             return Ok(true);
         }
@@ -1086,6 +1486,26 @@ impl Session {
         if self.max_streams_pending {
             self.max_streams_pending = false;
             Frame::MaxStreams(self.peer_limit).encode(&mut ctl);
+        }
+        while ctl.len() < MAX_PLAINTEXT / 4 {
+            if let Some((seq, token)) = self.tokens.to_send.pop_front() {
+                Frame::NewToken { seq, token }.encode(&mut ctl);
+            } else if let Some(c) = self.conn_resets.pop_front() {
+                Frame::ConnectionReset { conn: c }.encode(&mut ctl);
+            } else if let Some((addr, add)) = self.address_updates.pop_front() {
+                if add {
+                    Frame::NewAddress(addr).encode(&mut ctl);
+                } else {
+                    Frame::RemoveAddress(addr).encode(&mut ctl);
+                }
+            } else if let Some(id) = self.stream_changes.pop_front() {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.change_pending = false;
+                    Frame::StreamChange { id, conn: s.conn }.encode(&mut ctl);
+                }
+            } else {
+                break;
+            }
         }
         while ctl.len() + 13 <= MAX_PLAINTEXT / 4 {
             let Some(id) = self.max_stream_data_queue.pop_front() else {
@@ -1115,6 +1535,14 @@ impl Session {
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
+            if s.conn != conn {
+                if self.conns.get(&s.conn).is_some_and(|c| c.can_send()) {
+                    // Steered to another connection: leave it queued.
+                    self.send_queue.push_back(id);
+                    continue;
+                }
+                s.conn = conn;
+            }
             s.in_send_queue = false;
             if let Some(code) = s.send.reset {
                 if !s.send.reset_sent {
@@ -1162,7 +1590,7 @@ impl Session {
             out.truncate(start);
             return Ok(false);
         }
-        self.seal(out, start)?;
+        self.seal(conn, out, start)?;
         Ok(true)
     }
 
@@ -1170,25 +1598,32 @@ impl Session {
     /// encoder. Only for tests that play a misbehaving peer.
     #[doc(hidden)]
     pub fn send_raw_record_for_testing(&mut self, plaintext: &[u8]) -> Result<(), Error> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(Error::Usage("record plaintext too long"));
+        }
         let mut out = vec![0; HEADER_LEN];
         out.extend_from_slice(plaintext);
-        self.seal(&mut out, 0)?;
+        self.seal(self.primary, &mut out, 0)?;
         self.raw_out.extend_from_slice(&out);
         Ok(())
     }
 
-    fn seal(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), Error> {
+    fn seal(&mut self, conn: ConnectionId, out: &mut Vec<u8>, start: usize) -> Result<(), Error> {
         let State::Tcpls(keys) = &self.state else {
             return Err(Error::Internal("seal outside TCPLS mode".into()));
         };
-        keys.send.seal(
-            self.conn.id,
-            self.conn.send_seq,
-            ContentType::ApplicationData,
-            out,
-            start,
-        )?;
-        self.conn.send_seq += 1;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Error::Usage("unknown connection id"))?;
+        if let Err(e) = keys
+            .send
+            .seal(conn, c.send_seq, ContentType::ApplicationData, out, start)
+        {
+            out.truncate(start); // never let plaintext reach the wire
+            return Err(e);
+        }
+        c.send_seq += 1;
         Ok(())
     }
 }

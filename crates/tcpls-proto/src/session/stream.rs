@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::ids::ConnectionId;
 use crate::session::assembler::Assembler;
 use crate::session::flow::{RecvCredit, SendCredit};
 
@@ -93,15 +94,21 @@ pub(crate) struct Stream {
     pub in_send_queue: bool,
     /// A MAX_STREAM_DATA for this stream is waiting to be sent.
     pub max_data_pending: bool,
+    /// Connection this side sends the stream's data on.
+    pub conn: ConnectionId,
+    /// A STREAM_CHANGE for this stream is queued.
+    pub change_pending: bool,
 }
 
 impl Stream {
-    pub fn new(send_credit: u64, recv_window: u64) -> Self {
+    pub fn new(send_credit: u64, recv_window: u64, conn: ConnectionId) -> Self {
         Self {
             send: SendState::new(send_credit),
             recv: RecvState::new(recv_window),
             in_send_queue: false,
             max_data_pending: false,
+            conn,
+            change_pending: false,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod extension;
 pub mod frame;
+pub mod join;
 pub mod record;
 
 pub use codec::{Codec, Reader, RevReader, Take};

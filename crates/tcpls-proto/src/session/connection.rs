@@ -1,0 +1,79 @@
+//! The TCP connections of a session, and the one-time tokens that let new
+//! connections join it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use subtle::ConstantTimeEq;
+
+use crate::ids::ConnectionId;
+use crate::wire::frame::TOKEN_LEN;
+
+/// Lifecycle of one TCP connection inside a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Server side of a join: the token matched, but no record has
+    /// decrypted under this connection id yet.
+    PendingAuth,
+    /// Carrying records.
+    Active,
+    /// This side stopped sending on it (migration or explicit close); the
+    /// peer's remaining records are still read until its FIN.
+    Draining,
+    /// Gone (FIN seen after draining, reset, or failure).
+    Closed,
+}
+
+/// One TCP connection: id (part of the nonce) and record sequence numbers.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub state: ConnectionState,
+    pub send_seq: u64,
+    pub recv_seq: u64,
+    /// The token this connection joined with (server), retired on attach.
+    pub token: Option<[u8; TOKEN_LEN]>,
+}
+
+impl Connection {
+    pub fn new(state: ConnectionState) -> Self {
+        Self {
+            state,
+            send_seq: 0,
+            recv_seq: 0,
+            token: None,
+        }
+    }
+
+    /// Records may be built for it.
+    pub fn can_send(&self) -> bool {
+        self.state == ConnectionState::Active
+    }
+}
+
+/// Tokens of a session: on the server, issued and not yet used (at most
+/// `max_connections - 1` outstanding); on the client, received and unused.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    /// seq -> token.
+    pub outstanding: BTreeMap<u32, [u8; TOKEN_LEN]>,
+    /// Server: tokens to announce in NEW_TOKEN frames.
+    pub to_send: VecDeque<(u32, [u8; TOKEN_LEN])>,
+    /// Server: next sequence number (connection id) to issue.
+    pub next_seq: u32,
+}
+
+impl Tokens {
+    /// Finds the sequence number of `token`, comparing every candidate in
+    /// constant time (the loop does not stop at a match).
+    pub fn find(&self, token: &[u8; TOKEN_LEN]) -> Option<u32> {
+        let mut found = None;
+        for (seq, t) in &self.outstanding {
+            if bool::from(t.ct_eq(token)) {
+                found = Some(*seq);
+            }
+        }
+        found
+    }
+}
+
+/// Connection ids in a map ordered by id.
+pub(crate) type Connections = BTreeMap<ConnectionId, Connection>;

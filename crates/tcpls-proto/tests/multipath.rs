@@ -1,0 +1,251 @@
+//! Several connections per session, in memory: joins with one-time tokens,
+//! migration with reordering, stream steering, refused joins.
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use common::*;
+use tcpls_proto::session::ConnectionState;
+use tcpls_proto::wire::join::{probe_join, JoinProbe};
+use tcpls_proto::{ConnectionId, Error, ReadOutcome, Session, StreamId, TransportConfig};
+
+/// Client and server with one byte pipe per connection and direction; a
+/// link can be held back to reorder connections against each other.
+struct Net {
+    c: Session,
+    s: Session,
+    now: Instant,
+    c_in: BTreeMap<ConnectionId, BytesMut>,
+    s_in: BTreeMap<ConnectionId, BytesMut>,
+    /// Client→server bytes held back per connection.
+    held: BTreeMap<ConnectionId, VecDeque<u8>>,
+    hold: Vec<ConnectionId>,
+    carried: BTreeMap<ConnectionId, usize>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let mut p = Pair::established();
+        p.drive();
+        let Pair { c, s, now, .. } = p;
+        Self {
+            c,
+            s,
+            now,
+            c_in: [(0, BytesMut::new())].into(),
+            s_in: [(0, BytesMut::new())].into(),
+            held: BTreeMap::new(),
+            hold: Vec::new(),
+            carried: BTreeMap::new(),
+        }
+    }
+
+    fn join(&mut self) -> ConnectionId {
+        let (id, bytes) = self.c.join().unwrap();
+        let JoinProbe::Join { token, len } = probe_join(&bytes) else {
+            panic!("not a join hello");
+        };
+        assert_eq!(self.s.accept_join(&token).unwrap(), id);
+        let mut rest = BytesMut::from(&bytes[len..]);
+        self.s.recv(id, &mut rest, self.now).unwrap();
+        self.c_in.insert(id, BytesMut::new());
+        self.s_in.insert(id, rest);
+        id
+    }
+
+    fn step(&mut self) -> bool {
+        let mut moved = false;
+        let conns: Vec<ConnectionId> = self.c_in.keys().copied().collect();
+        for id in conns {
+            let mut wire = Vec::new();
+            let _ = self.c.poll_transmit(id, &mut wire, 64 << 10);
+            moved |= !wire.is_empty();
+            *self.carried.entry(id).or_default() += wire.len();
+            if self.hold.contains(&id) {
+                self.held.entry(id).or_default().extend(wire);
+            } else {
+                let inbuf = self.s_in.get_mut(&id).unwrap();
+                inbuf.extend_from_slice(&wire);
+                let _ = self.s.recv(id, inbuf, self.now);
+            }
+            let mut wire = Vec::new();
+            let _ = self.s.poll_transmit(id, &mut wire, 64 << 10);
+            moved |= !wire.is_empty();
+            let inbuf = self.c_in.get_mut(&id).unwrap();
+            inbuf.extend_from_slice(&wire);
+            let _ = self.c.recv(id, inbuf, self.now);
+        }
+        moved
+    }
+
+    fn release(&mut self, id: ConnectionId) {
+        self.hold.retain(|h| *h != id);
+        if let Some(bytes) = self.held.remove(&id) {
+            let inbuf = self.s_in.get_mut(&id).unwrap();
+            inbuf.extend(bytes);
+            let _ = self.s.recv(id, inbuf, self.now);
+        }
+    }
+
+    fn drive(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+fn read_all(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
+    loop {
+        match s.read(id, usize::MAX).unwrap() {
+            ReadOutcome::Data(d) => into.extend_from_slice(&d),
+            ReadOutcome::Fin => return true,
+            ReadOutcome::Blocked => return false,
+            ReadOutcome::Reset(c) => panic!("reset {c}"),
+        }
+    }
+}
+
+#[test]
+fn server_issues_tokens_and_join_steers_a_stream() {
+    let mut n = Net::new();
+    let max = TransportConfig::default().max_connections as usize;
+    assert_eq!(n.c.available_tokens(), max - 1);
+    let id = n.join();
+    n.drive();
+    assert_eq!(n.s.connection_state(id), Some(ConnectionState::Active));
+    // Tokens plus connections never exceed the connection limit.
+    assert_eq!(n.c.available_tokens(), max - 2);
+
+    let a = n.c.open_stream().unwrap();
+    n.c.set_stream_connection(a, id).unwrap();
+    let data = vec![42u8; 300_000];
+    n.c.write(a, &data).unwrap();
+    n.c.finish(a).unwrap();
+    let before = n.carried.get(&0).copied().unwrap_or(0);
+    n.drive();
+    assert!(n.carried[&id] > data.len(), "stream data went over the joined connection");
+    assert!(n.carried[&0] - before < 1000, "not over connection 0");
+    let sid = n.s.accept_stream().unwrap();
+    // STREAM_CHANGE made the server answer on the same connection.
+    assert_eq!(n.s.stream_connection(sid), Some(id));
+    let mut got = Vec::new();
+    assert!(read_all(&mut n.s, sid, &mut got));
+    assert_eq!(got, data);
+}
+
+#[test]
+fn migration_with_reordering_loses_and_duplicates_nothing() {
+    let mut n = Net::new();
+    let id = n.join();
+    n.drive();
+    let a = n.c.open_stream().unwrap();
+    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut written = 0;
+    let mut got = Vec::new();
+    let mut sid = None;
+    let mut migrated = false;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 100_000, "stalled");
+        if written < data.len() {
+            written += n.c.write(a, &data[written..]).unwrap();
+            if written == data.len() {
+                n.c.finish(a).unwrap();
+            }
+        }
+        if !migrated && written > data.len() / 3 {
+            // Hold what is in flight on connection 0, move to the new one:
+            // later bytes arrive before earlier ones.
+            n.hold.push(0);
+            n.step();
+            n.c.migrate(id).unwrap();
+            migrated = true;
+        }
+        n.step();
+        if migrated && written == data.len() && n.hold.contains(&0) {
+            n.release(0);
+        }
+        if let Some(s) = n.s.accept_stream() {
+            sid = Some(s);
+        }
+        if let Some(s) = sid {
+            if read_all(&mut n.s, s, &mut got) {
+                break;
+            }
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes differ");
+    assert_eq!(n.c.primary_connection(), id);
+    // Retire the old connection: the peer is told, then its FIN is benign.
+    n.c.close_connection(0).unwrap();
+    n.drive();
+    assert_eq!(n.s.connection_state(0), Some(ConnectionState::Draining));
+    n.s.handle_eof(0);
+    n.c.handle_eof(0);
+    assert!(n.s.error().is_none() && n.c.error().is_none());
+    assert_eq!(n.s.connection_state(0), None);
+    // The closed connection's slot comes back as a new token.
+    n.c_in.remove(&0);
+    n.s_in.remove(&0);
+    n.drive();
+    let max = TransportConfig::default().max_connections as usize;
+    assert_eq!(n.c.available_tokens(), max - 1);
+    // The session goes on over the remaining connection.
+    let b = n.c.open_stream().unwrap();
+    n.c.write(b, b"still here").unwrap();
+    n.drive();
+    let sb = n.s.accept_stream().unwrap();
+    let mut tail = Vec::new();
+    read_all(&mut n.s, sb, &mut tail);
+    assert_eq!(tail, b"still here");
+}
+
+#[test]
+fn bad_joins_are_refused_without_effect() {
+    let mut n = Net::new();
+    // A random token.
+    assert!(matches!(n.s.accept_join(&[7u8; 32]), Err(Error::JoinRefused(_))));
+    // A valid token with a record not sealed under the session keys.
+    let (id, bytes) = n.c.join().unwrap();
+    let JoinProbe::Join { token, len } = probe_join(&bytes) else { panic!() };
+    assert_eq!(n.s.accept_join(&token).unwrap(), id);
+    let mut forged = bytes[len..].to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut buf = BytesMut::from(&forged[..]);
+    assert!(matches!(n.s.recv(id, &mut buf, n.now), Err(Error::JoinRefused(_))));
+    assert!(n.s.error().is_none());
+    // The token survives a forged attempt and works with the real record.
+    assert_eq!(n.s.accept_join(&token).unwrap(), id);
+    let mut real = BytesMut::from(&bytes[len..]);
+    n.s.recv(id, &mut real, n.now).unwrap();
+    assert_eq!(n.s.connection_state(id), Some(ConnectionState::Active));
+    // Replay of the used token.
+    assert!(matches!(n.s.accept_join(&token), Err(Error::JoinRefused(_))));
+    // A token of another session.
+    let mut other = Net::new();
+    let (_, obytes) = other.c.join().unwrap();
+    let JoinProbe::Join { token: otoken, .. } = probe_join(&obytes) else { panic!() };
+    assert!(matches!(n.s.accept_join(&otoken), Err(Error::JoinRefused(_))));
+    // The session is unaffected by all of the above.
+    assert!(n.s.error().is_none());
+    let a = n.c.open_stream().unwrap();
+    n.c.write(a, b"ok").unwrap();
+    n.c_in.insert(id, BytesMut::new());
+    n.s_in.entry(id).or_default();
+    n.drive();
+    assert!(n.s.accept_stream().is_some());
+    // After the session closed, no token works.
+    let (_, later) = n.c.join().unwrap();
+    let JoinProbe::Join { token: ltoken, .. } = probe_join(&later) else { panic!() };
+    n.s.close(tcpls_proto::ErrorCode::NO_ERROR, "bye");
+    assert!(n.s.accept_join(&ltoken).is_err());
+}
