@@ -129,7 +129,10 @@ fn server_issues_tokens_and_join_steers_a_stream() {
     n.c.finish(a).unwrap();
     let before = n.carried.get(&0).copied().unwrap_or(0);
     n.drive();
-    assert!(n.carried[&id] > data.len(), "stream data went over the joined connection");
+    assert!(
+        n.carried[&id] > data.len(),
+        "stream data went over the joined connection"
+    );
     assert!(n.carried[&0] - before < 1000, "not over connection 0");
     let sid = n.s.accept_stream().unwrap();
     // STREAM_CHANGE made the server answer on the same connection.
@@ -212,16 +215,24 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
 fn bad_joins_are_refused_without_effect() {
     let mut n = Net::new();
     // A random token.
-    assert!(matches!(n.s.accept_join(&[7u8; 32]), Err(Error::JoinRefused(_))));
+    assert!(matches!(
+        n.s.accept_join(&[7u8; 32]),
+        Err(Error::JoinRefused(_))
+    ));
     // A valid token with a record not sealed under the session keys.
     let (id, bytes) = n.c.join().unwrap();
-    let JoinProbe::Join { token, len } = probe_join(&bytes) else { panic!() };
+    let JoinProbe::Join { token, len } = probe_join(&bytes) else {
+        panic!()
+    };
     assert_eq!(n.s.accept_join(&token).unwrap(), id);
     let mut forged = bytes[len..].to_vec();
     let last = forged.len() - 1;
     forged[last] ^= 1;
     let mut buf = BytesMut::from(&forged[..]);
-    assert!(matches!(n.s.recv(id, &mut buf, n.now), Err(Error::JoinRefused(_))));
+    assert!(matches!(
+        n.s.recv(id, &mut buf, n.now),
+        Err(Error::JoinRefused(_))
+    ));
     assert!(n.s.error().is_none());
     // The token survives a forged attempt and works with the real record.
     assert_eq!(n.s.accept_join(&token).unwrap(), id);
@@ -229,12 +240,20 @@ fn bad_joins_are_refused_without_effect() {
     n.s.recv(id, &mut real, n.now).unwrap();
     assert_eq!(n.s.connection_state(id), Some(ConnectionState::Active));
     // Replay of the used token.
-    assert!(matches!(n.s.accept_join(&token), Err(Error::JoinRefused(_))));
+    assert!(matches!(
+        n.s.accept_join(&token),
+        Err(Error::JoinRefused(_))
+    ));
     // A token of another session.
     let mut other = Net::new();
     let (_, obytes) = other.c.join().unwrap();
-    let JoinProbe::Join { token: otoken, .. } = probe_join(&obytes) else { panic!() };
-    assert!(matches!(n.s.accept_join(&otoken), Err(Error::JoinRefused(_))));
+    let JoinProbe::Join { token: otoken, .. } = probe_join(&obytes) else {
+        panic!()
+    };
+    assert!(matches!(
+        n.s.accept_join(&otoken),
+        Err(Error::JoinRefused(_))
+    ));
     // The session is unaffected by all of the above.
     assert!(n.s.error().is_none());
     let a = n.c.open_stream().unwrap();
@@ -245,7 +264,9 @@ fn bad_joins_are_refused_without_effect() {
     assert!(n.s.accept_stream().is_some());
     // After the session closed, no token works.
     let (_, later) = n.c.join().unwrap();
-    let JoinProbe::Join { token: ltoken, .. } = probe_join(&later) else { panic!() };
+    let JoinProbe::Join { token: ltoken, .. } = probe_join(&later) else {
+        panic!()
+    };
     n.s.close(tcpls_proto::ErrorCode::NO_ERROR, "bye");
     assert!(n.s.accept_join(&ltoken).is_err());
 }

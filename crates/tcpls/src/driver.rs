@@ -1,14 +1,17 @@
-//! The tasks that move bytes between a TCP socket and the protocol core.
+//! The tasks that move bytes between TCP sockets and the protocol core.
 //!
 //! Two tasks per connection, like quinn's connection driver split in halves:
 //! the reader feeds whole records to `Session::recv` (reading in large
-//! chunks), the writer drains `Session::poll_transmit` in batches and fires
-//! timers. Both hold the session lock only while calling the state machine.
+//! chunks), the writer drains `Session::poll_transmit` for its connection in
+//! batches and fires timers. Both hold the session lock only while calling
+//! the state machine.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use tcpls_proto::session::ConnectionState;
+use tcpls_proto::ConnectionId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -22,19 +25,46 @@ const READ_CHUNK: usize = 256 << 10;
 /// Bytes of records built before one write to the socket.
 const WRITE_BATCH: usize = 256 << 10;
 
-pub(crate) fn spawn(shared: Arc<Shared>, tcp: TcpStream) {
+/// Starts the tasks of connection `conn`. `input` holds bytes already read
+/// from the socket; `first` bytes to write before anything else.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    conn: ConnectionId,
+    input: BytesMut,
+    first: Vec<u8>,
+) {
+    let _ = tcp.set_nodelay(true);
     let (rd, wr) = tcp.into_split();
+    let notify = Arc::new(Notify::new());
+    shared
+        .writers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(conn, notify.clone());
     let done = Arc::new(Notify::new());
-    tokio::spawn(reader(shared.clone(), rd, done.clone()));
-    tokio::spawn(writer(shared, wr, done));
+    tokio::spawn(reader(shared.clone(), rd, conn, input, done.clone()));
+    tokio::spawn(writer(shared, wr, conn, notify, first, done));
 }
 
-async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+async fn reader(
+    shared: Arc<Shared>,
+    mut rd: OwnedReadHalf,
+    conn: ConnectionId,
+    mut buf: BytesMut,
+    done: Arc<Notify>,
+) {
+    if !buf.is_empty() {
+        let mut inner = shared.lock();
+        let _ = inner.proto.recv(conn, &mut buf, Instant::now());
+        inner.dispatch();
+        drop(inner);
+        shared.wake_writers();
+    }
     loop {
         let wants_input = {
             let inner = shared.lock();
-            if inner.proto.is_drained() {
+            if inner.proto.is_drained() || inner.proto.connection_state(conn).is_none() {
                 break;
             }
             inner.proto.wants_input()
@@ -50,10 +80,10 @@ async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
             r = rd.read_buf(&mut buf), if wants_input => r,
             _ = shared.rx.notified() => {
                 let mut inner = shared.lock();
-                let _ = inner.proto.recv(0, &mut buf, Instant::now());
+                let _ = inner.proto.recv(conn, &mut buf, Instant::now());
                 inner.dispatch();
                 drop(inner);
-                shared.tx.notify_one();
+                shared.wake_writers();
                 continue;
             }
             _ = done.notified() => break,
@@ -61,53 +91,77 @@ async fn reader(shared: Arc<Shared>, mut rd: OwnedReadHalf, done: Arc<Notify>) {
         let mut inner = shared.lock();
         let end = match r {
             Ok(0) => {
-                inner.proto.handle_eof(0);
+                inner.proto.handle_eof(conn);
                 true
             }
-            Ok(_) => {
-                let _ = inner.proto.recv(0, &mut buf, Instant::now());
-                false
-            }
+            Ok(_) => match inner.proto.recv(conn, &mut buf, Instant::now()) {
+                Err(tcpls_proto::Error::JoinRefused(why)) => {
+                    tracing::info!(conn, why, "join refused");
+                    true
+                }
+                _ => false,
+            },
             Err(e) => {
-                inner.proto.handle_connection_error(0, e.to_string());
+                inner.proto.handle_connection_error(conn, e.to_string());
                 true
             }
         };
         inner.dispatch();
-        // Wake the writer only when the input produced something to send
+        // Wake the writers only when the input produced something to send
         // (credit updates, CLOSE): a wake-up per read costs a context switch.
-        let wake_writer = end || inner.proto.has_transmit() || inner.proto.error().is_some();
+        let wake = end || inner.proto.has_transmit() || inner.proto.error().is_some();
         drop(inner);
-        if wake_writer {
-            shared.tx.notify_one();
+        if wake {
+            shared.wake_writers();
         }
         if end {
             break;
         }
     }
+    done.notify_one();
 }
 
-async fn writer(shared: Arc<Shared>, mut wr: OwnedWriteHalf, done: Arc<Notify>) {
-    let mut out = Vec::with_capacity(WRITE_BATCH + MAX_RECORD);
+async fn writer(
+    shared: Arc<Shared>,
+    mut wr: OwnedWriteHalf,
+    conn: ConnectionId,
+    notify: Arc<Notify>,
+    first: Vec<u8>,
+    done: Arc<Notify>,
+) {
+    let mut out = first;
+    out.reserve(WRITE_BATCH + MAX_RECORD);
     loop {
-        let (deadline, drained) = {
-            let mut inner = shared.lock();
-            out.clear();
-            let _ = inner.proto.poll_transmit(0, &mut out, WRITE_BATCH);
-            inner.flushers.drain(..).for_each(|w| w.wake());
-            inner.dispatch();
-            (inner.proto.poll_timeout(), inner.proto.is_drained())
-        };
         if !out.is_empty() {
             if let Err(e) = wr.write_all(&out).await {
                 let mut inner = shared.lock();
-                inner.proto.handle_connection_error(0, e.to_string());
+                inner.proto.handle_connection_error(conn, e.to_string());
                 inner.dispatch();
                 break;
             }
+            out.clear();
+        }
+        let (deadline, finished) = {
+            let mut inner = shared.lock();
+            let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+            inner.flushers.drain(..).for_each(|w| w.wake());
+            inner.dispatch();
+            let state = inner.proto.connection_state(conn);
+            let retired = !matches!(
+                state,
+                Some(ConnectionState::Active | ConnectionState::PendingAuth)
+            );
+            (
+                inner.proto.poll_timeout(),
+                inner.proto.is_drained() || retired,
+            )
+        };
+        if !out.is_empty() {
             continue;
         }
-        if drained {
+        if finished {
+            // Session over, or this connection retired: our FIN follows the
+            // last record; the reader still reads the peer's until its FIN.
             let _ = wr.shutdown().await;
             break;
         }
@@ -118,13 +172,21 @@ async fn writer(shared: Arc<Shared>, mut wr: OwnedWriteHalf, done: Arc<Notify>) 
             }
         };
         tokio::select! {
-            _ = shared.tx.notified() => {}
+            _ = notify.notified() => {}
             _ = sleep => {
                 let mut inner = shared.lock();
                 inner.proto.handle_timeout(Instant::now());
                 inner.dispatch();
             }
+            _ = done.notified() => break,
         }
     }
-    done.notify_one();
+    shared
+        .writers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&conn);
+    if shared.lock().proto.is_drained() {
+        done.notify_one();
+    }
 }

@@ -3,18 +3,21 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::Instant;
 
+use bytes::BytesMut;
+use tcpls_proto::wire::join::{probe_join, JoinProbe};
 use tcpls_proto::{ClientConfig, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::driver;
 use crate::error::Error;
-use crate::session::{Guard, Inner, Session, Shared};
+use crate::session::{Guard, Inner, Session, Shared, TokenRegistry};
 
 /// Handshakes a server runs at once; further connections wait in the
 /// kernel's accept queue.
@@ -22,11 +25,15 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// Established sessions waiting for [`Server::accept`].
 const ACCEPT_QUEUE: usize = 64;
 
-fn start(proto: tcpls_proto::Session, tcp: TcpStream) -> Session {
-    let _ = tcp.set_nodelay(true);
+fn start(
+    proto: tcpls_proto::Session,
+    tcp: TcpStream,
+    input: BytesMut,
+    registry: Option<Arc<TokenRegistry>>,
+) -> Session {
     let local_addr = tcp.local_addr().ok();
     let peer_addr = tcp.peer_addr().ok();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new_cyclic(|me| Shared {
         inner: Mutex::new(Inner {
             proto,
             readers: HashMap::new(),
@@ -39,14 +46,33 @@ fn start(proto: tcpls_proto::Session, tcp: TcpStream) -> Session {
             connected: None,
             local_addr,
             peer_addr,
+            me: registry.as_ref().map(|_| me.clone()),
+            registry,
         }),
-        tx: Default::default(),
+        writers: Default::default(),
         rx: Default::default(),
     });
-    driver::spawn(shared.clone(), tcp);
+    driver::spawn(shared.clone(), tcp, 0, input, Vec::new());
     Session {
         guard: Arc::new(Guard(shared)),
     }
+}
+
+/// Opens a TCP connection to `remote`, from `bind` when given.
+pub(crate) async fn tcp_connect(
+    remote: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect(remote).await;
+    };
+    let socket = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(local)?;
+    socket.connect(remote).await
 }
 
 async fn established(session: &Session) -> Result<(), Error> {
@@ -73,11 +99,11 @@ pub async fn connect(
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
     let timeout = config.transport.handshake_timeout;
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, None))
         .await
         .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
     let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())?;
-    let session = start(proto, tcp);
+    let session = start(proto, tcp, BytesMut::new(), None);
     established(&session).await?;
     Ok(session)
 }
@@ -137,6 +163,7 @@ impl Drop for Server {
 
 async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, tx: mpsc::Sender<Session>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let registry = Arc::new(TokenRegistry::default());
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -150,26 +177,67 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, tx: mpsc:
                 continue;
             }
         };
-        let proto = match tcpls_proto::Session::accept(config.clone(), Instant::now()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create session");
-                continue;
-            }
-        };
-        let queue = tx.clone();
+        let (config, queue, registry) = (config.clone(), tx.clone(), registry.clone());
         tokio::spawn(async move {
-            let session = start(proto, tcp);
-            match established(&session).await {
-                Ok(()) => {
+            let timeout = config.transport.handshake_timeout;
+            match tokio::time::timeout(timeout, incoming(tcp, config, registry)).await {
+                Ok(Ok(Some(session))) => {
                     drop(permit);
                     let _ = queue.send(session).await;
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection refused"),
+                Err(_) => tracing::debug!(%peer, "handshake timed out"),
             }
         });
         if tx.is_closed() {
             return;
         }
     }
+}
+
+/// Handles a new TCP connection: a join of an existing session (routed by
+/// its token) or a new session. Returns the new session once established.
+async fn incoming(
+    mut tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    registry: Arc<TokenRegistry>,
+) -> Result<Option<Session>, Error> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let probe = loop {
+        match probe_join(&buf) {
+            JoinProbe::Incomplete => {
+                if tcp.read_buf(&mut buf).await? == 0 {
+                    return Ok(None);
+                }
+            }
+            p => break p,
+        }
+    };
+    if let JoinProbe::Join { token, len } = probe {
+        let session = registry
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token)
+            .and_then(Weak::upgrade);
+        let Some(shared) = session else {
+            return Err(Error::Session(tcpls_proto::Error::JoinRefused(
+                "unknown token",
+            )));
+        };
+        let conn = {
+            let mut inner = shared.lock();
+            let r = inner.proto.accept_join(&token);
+            inner.dispatch();
+            r?
+        };
+        let _ = buf.split_to(len);
+        driver::spawn(shared, tcp, conn, buf, Vec::new());
+        return Ok(None);
+    }
+    let proto = tcpls_proto::Session::accept(config, Instant::now())?;
+    let session = start(proto, tcp, buf, Some(registry));
+    established(&session).await?;
+    Ok(Some(session))
 }

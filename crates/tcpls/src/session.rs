@@ -1,12 +1,12 @@
 //! The application's handle on a session.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 
-use tcpls_proto::{ErrorCode, Event, StreamId};
+use tcpls_proto::{ConnectionId, ErrorCode, Event, StreamId};
 use tokio::sync::Notify;
 
 use crate::error::Error;
@@ -19,6 +19,17 @@ pub enum SessionEvent {
     StreamOpened(StreamId),
     /// A stream finished in both directions and its state was freed.
     StreamClosed(StreamId),
+    /// A TCP connection joined the session.
+    ConnectionAdded(ConnectionId),
+    /// A TCP connection left the session (the session goes on).
+    ConnectionClosed(ConnectionId),
+    /// The peer advertised (`added`) or withdrew an address.
+    PeerAddress {
+        /// The address.
+        addr: SocketAddr,
+        /// True when advertised, false when withdrawn.
+        added: bool,
+    },
     /// The session ended (by either side, or a failure).
     Closed(tcpls_proto::Error),
 }
@@ -40,6 +51,10 @@ pub(crate) struct Inner {
     pub connected: Option<bool>,
     pub local_addr: Option<SocketAddr>,
     pub peer_addr: Option<SocketAddr>,
+    /// Server side: the token registry and a weak handle on this session
+    /// to register (set once the session is built).
+    pub registry: Option<Arc<TokenRegistry>>,
+    pub me: Option<Weak<Shared>>,
 }
 
 impl Inner {
@@ -67,13 +82,27 @@ impl Inner {
                     }
                 }
                 Event::StreamsAvailable => self.openers.drain(..).for_each(Waker::wake),
-                // Multipath events: the runtime joins no connections yet.
-                Event::TokensAvailable
-                | Event::TokenIssued(_)
-                | Event::TokenRetired(_)
-                | Event::ConnectionAdded(_)
-                | Event::ConnectionClosed(_)
-                | Event::PeerAddress { .. } => {}
+                Event::TokenIssued(t) => {
+                    if let (Some(reg), Some(me)) = (&self.registry, &self.me) {
+                        reg.map
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(t, me.clone());
+                    }
+                }
+                Event::TokenRetired(t) => {
+                    if let Some(reg) = &self.registry {
+                        reg.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
+                    }
+                }
+                Event::ConnectionAdded(c) => self.push_app_event(SessionEvent::ConnectionAdded(c)),
+                Event::ConnectionClosed(c) => {
+                    self.push_app_event(SessionEvent::ConnectionClosed(c))
+                }
+                Event::PeerAddress { addr, added } => {
+                    self.push_app_event(SessionEvent::PeerAddress { addr, added })
+                }
+                Event::TokensAvailable => {}
                 Event::Closed(e) => {
                     self.readers.drain().for_each(|(_, w)| w.wake());
                     self.writers.drain().for_each(|(_, w)| w.wake());
@@ -97,13 +126,28 @@ impl Inner {
 
 pub(crate) struct Shared {
     pub inner: Mutex<Inner>,
-    /// Wakes the writer task: something may be ready to transmit.
-    pub tx: Notify,
+    /// One per connection: wakes its writer task (something may be ready to
+    /// transmit). A separate lock, so waking never waits for `inner`.
+    pub writers: Mutex<BTreeMap<ConnectionId, Arc<Notify>>>,
     /// Wakes the reader task: the application consumed buffered input.
     pub rx: Notify,
 }
 
+/// Server-wide map from join token to session, filled from the sessions'
+/// `TokenIssued` / `TokenRetired` events. The session itself compares the
+/// token again in constant time before accepting a join.
+#[derive(Default)]
+pub(crate) struct TokenRegistry {
+    pub map: Mutex<HashMap<[u8; 32], Weak<Shared>>>,
+}
+
 impl Shared {
+    /// Wakes every connection's writer.
+    pub fn wake_writers(&self) {
+        let w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        w.values().for_each(|n| n.notify_one());
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -120,7 +164,7 @@ impl Drop for Guard {
             .close_gracefully(ErrorCode::NO_ERROR, "session dropped");
         inner.dispatch();
         drop(inner);
-        self.0.tx.notify_one();
+        self.0.wake_writers();
     }
 }
 
@@ -236,7 +280,77 @@ impl Session {
         inner.proto.close(ErrorCode::app(code), reason);
         inner.dispatch();
         drop(inner);
-        self.shared().tx.notify_one();
+        self.shared().wake_writers();
+    }
+
+    /// Adds a TCP connection to the session (client side): connects to
+    /// `remote` (from `bind` if given, e.g. another interface's address)
+    /// and joins with a one-time token; no new handshake. New streams still
+    /// use the primary connection until [`Self::migrate`] or
+    /// [`Stream::set_connection`].
+    pub async fn join(
+        &self,
+        remote: SocketAddr,
+        bind: Option<SocketAddr>,
+    ) -> Result<ConnectionId, Error> {
+        let tcp = crate::endpoint::tcp_connect(remote, bind).await?;
+        let (id, first) = {
+            let mut inner = self.shared().lock();
+            let r = inner.proto.join();
+            inner.dispatch();
+            r?
+        };
+        crate::driver::spawn(
+            self.shared().clone(),
+            tcp,
+            id,
+            bytes::BytesMut::new(),
+            first,
+        );
+        Ok(id)
+    }
+
+    /// Moves all streams, and new ones, to connection `conn`.
+    pub fn migrate(&self, conn: ConnectionId) -> Result<(), Error> {
+        self.with_proto(|p| p.migrate(conn))
+    }
+
+    /// Stops sending on `conn` (its streams move to the primary connection)
+    /// and closes it once drained.
+    pub fn close_connection(&self, conn: ConnectionId) -> Result<(), Error> {
+        self.with_proto(|p| p.close_connection(conn))
+    }
+
+    /// The session's connections and their states.
+    pub fn connections(&self) -> Vec<(ConnectionId, tcpls_proto::session::ConnectionState)> {
+        self.shared().lock().proto.connections()
+    }
+
+    /// Advertises an address of this side to the peer.
+    pub fn advertise_address(&self, addr: SocketAddr) -> Result<(), Error> {
+        self.with_proto(|p| p.advertise_address(addr))
+    }
+
+    /// Addresses the peer advertised.
+    pub fn peer_addresses(&self) -> Vec<SocketAddr> {
+        self.shared().lock().proto.peer_addresses().to_vec()
+    }
+
+    /// Join tokens available (client).
+    pub fn available_tokens(&self) -> usize {
+        self.shared().lock().proto.available_tokens()
+    }
+
+    pub(crate) fn with_proto<T>(
+        &self,
+        f: impl FnOnce(&mut tcpls_proto::Session) -> Result<T, tcpls_proto::Error>,
+    ) -> Result<T, Error> {
+        let mut inner = self.shared().lock();
+        let r = f(&mut inner.proto);
+        inner.dispatch();
+        drop(inner);
+        self.shared().wake_writers();
+        Ok(r?)
     }
 
     /// Waits until the session has ended and returns why.

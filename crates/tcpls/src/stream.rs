@@ -71,6 +71,22 @@ impl Stream {
         self.send.id
     }
 
+    /// Sends this stream's data on connection `conn` from now on, and asks
+    /// the peer to do the same (stream steering).
+    pub fn set_connection(&self, conn: tcpls_proto::ConnectionId) -> io::Result<()> {
+        let shared = &self.send.guard.0;
+        let mut inner = shared.lock();
+        let r = inner.proto.set_stream_connection(self.id(), conn);
+        drop(inner);
+        shared.wake_writers();
+        r.map_err(session_to_io)
+    }
+
+    /// The connection this stream's data is sent on.
+    pub fn connection(&self) -> Option<tcpls_proto::ConnectionId> {
+        self.send.guard.0.lock().proto.stream_connection(self.id())
+    }
+
     /// Splits into independently usable halves.
     pub fn split(self) -> (SendStream, RecvStream) {
         (self.send, self.recv)
@@ -108,7 +124,7 @@ impl SendStream {
         let r = inner.proto.reset(self.id, code).map_err(session_to_io);
         inner.dispatch();
         drop(inner);
-        shared.tx.notify_one();
+        shared.wake_writers();
         r
     }
 
@@ -120,7 +136,7 @@ impl SendStream {
             if let Err(e) = inner.proto.finish(self.id) {
                 return Poll::Ready(Err(session_to_io(e)));
             }
-            shared.tx.notify_one();
+            shared.wake_writers();
         }
         if inner.proto.is_send_done(self.id) {
             return Poll::Ready(Ok(()));
@@ -148,11 +164,11 @@ impl AsyncWrite for SendStream {
             Ok(0) => {
                 inner.writers.insert(self.id, cx.waker().clone());
                 // Make sure the writer task drains what is queued.
-                shared.tx.notify_one();
+                shared.wake_writers();
                 Poll::Pending
             }
             Ok(n) => {
-                shared.tx.notify_one();
+                shared.wake_writers();
                 Poll::Ready(Ok(n))
             }
             Err(e) => Poll::Ready(Err(session_to_io(e))),
@@ -169,7 +185,7 @@ impl AsyncWrite for SendStream {
             return Poll::Ready(Err(session_to_io(e.clone())));
         }
         inner.flushers.push(cx.waker().clone());
-        shared.tx.notify_one();
+        shared.wake_writers();
         Poll::Pending
     }
 
@@ -186,7 +202,7 @@ impl Drop for SendStream {
             let mut inner = shared.lock();
             let _ = inner.proto.finish(self.id);
             drop(inner);
-            shared.tx.notify_one();
+            shared.wake_writers();
         }
     }
 }
@@ -216,7 +232,7 @@ impl RecvStream {
         match inner.proto.read(self.id, max) {
             Ok(ReadOutcome::Data(b)) => {
                 if inner.proto.has_transmit() {
-                    shared.tx.notify_one();
+                    shared.wake_writers();
                 }
                 if !inner.proto.is_tcpls() {
                     shared.rx.notify_one();
@@ -277,7 +293,7 @@ impl Drop for RecvStream {
             let mut inner = shared.lock();
             let _ = inner.proto.stop_reading(self.id);
             drop(inner);
-            shared.tx.notify_one();
+            shared.wake_writers();
         }
     }
 }
