@@ -35,6 +35,14 @@ pub(crate) fn spawn(
     first: Vec<u8>,
 ) {
     let _ = tcp.set_nodelay(true);
+    // A second descriptor of the socket, for TCP_INFO while the tasks own it.
+    if let Ok(fd) = socket2::SockRef::from(&tcp).try_clone() {
+        shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn, fd.into());
+    }
     let (rd, wr) = tcp.into_split();
     let notify = Arc::new(Notify::new());
     shared
@@ -118,6 +126,11 @@ async fn reader(
             break;
         }
     }
+    shared
+        .sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&conn);
     done.notify_one();
 }
 

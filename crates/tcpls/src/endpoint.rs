@@ -5,7 +5,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tcpls_proto::wire::join::{probe_join, JoinProbe};
@@ -13,7 +13,7 @@ use tcpls_proto::{ClientConfig, ServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::driver;
 use crate::error::Error;
@@ -51,6 +51,7 @@ fn start(
         }),
         writers: Default::default(),
         rx: Default::default(),
+        sockets: Default::default(),
     });
     driver::spawn(shared.clone(), tcp, 0, input, Vec::new());
     Session {
@@ -98,13 +99,130 @@ pub async fn connect(
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
+    connect_from(addr, None, server_name, config).await
+}
+
+/// Like [`connect`], from the local address `bind` (e.g. one interface).
+pub async fn connect_from(
+    addr: SocketAddr,
+    bind: Option<SocketAddr>,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<Session, Error> {
     let timeout = config.transport.handshake_timeout;
-    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, None))
+    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind))
         .await
         .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
     let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())?;
     let session = start(proto, tcp, BytesMut::new(), None);
     established(&session).await?;
+    Ok(session)
+}
+
+/// How [`connect_any`] races its addresses.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Delay before starting the next attempt while earlier ones are still
+    /// pending (RFC 8305's "Connection Attempt Delay").
+    pub attempt_delay: Duration,
+    /// Give up when no attempt completed its handshake by then.
+    pub timeout: Duration,
+    /// After the first handshake completes, join the other addresses to the
+    /// session as additional connections.
+    pub keep_others: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            attempt_delay: Duration::from_millis(250),
+            timeout: Duration::from_secs(10),
+            keep_others: false,
+        }
+    }
+}
+
+/// Orders addresses as RFC 8305 section 4 suggests: families interleaved,
+/// IPv6 first.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let (v6, v4): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| a.is_ipv6());
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Happy eyeballs: races TCP + TLS handshakes to several addresses of one
+/// server (staggered by `attempt_delay`, the next attempt starting early
+/// when one fails) and returns the first session established. The losing
+/// attempts are dropped, or, with `keep_others`, their addresses are joined
+/// to the winning session once it is up.
+///
+/// ```no_run
+/// # async fn f(cfg: std::sync::Arc<tcpls::ClientConfig>) -> Result<(), tcpls::Error> {
+/// let addrs = ["[2001:db8::1]:443".parse().unwrap(), "192.0.2.1:443".parse().unwrap()];
+/// let session = tcpls::connect_any(&addrs, "example.com", cfg, tcpls::ConnectOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_any(
+    addrs: &[SocketAddr],
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    opts: ConnectOptions,
+) -> Result<Session, Error> {
+    let order = interleave(addrs);
+    if order.is_empty() {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no address to connect to",
+        )));
+    }
+    let race = async {
+        let mut attempts = JoinSet::new();
+        let mut next = 0;
+        let mut last_err = None;
+        loop {
+            if next < order.len() {
+                let (addr, name, cfg) = (order[next], server_name.to_string(), config.clone());
+                attempts.spawn(async move { (addr, connect(addr, &name, cfg).await) });
+                next += 1;
+            }
+            let delay = tokio::time::sleep(opts.attempt_delay);
+            tokio::select! {
+                done = attempts.join_next(), if !attempts.is_empty() => match done {
+                    Some(Ok((addr, Ok(session)))) => return Ok((addr, session)),
+                    Some(Ok((addr, Err(e)))) => {
+                        tracing::debug!(%addr, error = %e, "attempt failed");
+                        last_err = Some(e);
+                        if attempts.is_empty() && next == order.len() {
+                            return Err(last_err.expect("an attempt failed"));
+                        }
+                    }
+                    Some(Err(join)) => last_err = Some(Error::Io(std::io::Error::other(join))),
+                    None => {}
+                },
+                _ = delay, if next < order.len() => {}
+            }
+            if attempts.is_empty() && next == order.len() {
+                return Err(last_err
+                    .unwrap_or_else(|| Error::Io(std::io::Error::other("all attempts failed"))));
+            }
+        }
+    };
+    let (winner, session) = tokio::time::timeout(opts.timeout, race)
+        .await
+        .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
+    if opts.keep_others && session.is_tcpls() {
+        for addr in order.into_iter().filter(|a| *a != winner) {
+            if let Err(e) = session.join(addr, None).await {
+                tracing::debug!(%addr, error = %e, "could not join");
+            }
+        }
+    }
     Ok(session)
 }
 

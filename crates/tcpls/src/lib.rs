@@ -39,11 +39,13 @@ mod driver;
 mod endpoint;
 mod error;
 mod session;
+mod socket;
 mod stream;
 
-pub use endpoint::{connect, Server};
+pub use endpoint::{connect, connect_any, connect_from, ConnectOptions, Server};
 pub use error::Error;
 pub use session::{Session, SessionEvent};
+pub use socket::ConnectionStats;
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},

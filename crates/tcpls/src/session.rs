@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     pub writers: Mutex<BTreeMap<ConnectionId, Arc<Notify>>>,
     /// Wakes the reader task: the application consumed buffered input.
     pub rx: Notify,
+    /// A duplicate descriptor of each connection's socket (for TCP_INFO).
+    pub sockets: Mutex<BTreeMap<ConnectionId, std::os::fd::OwnedFd>>,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'
@@ -334,6 +336,19 @@ impl Session {
     /// Addresses the peer advertised.
     pub fn peer_addresses(&self) -> Vec<SocketAddr> {
         self.shared().lock().proto.peer_addresses().to_vec()
+    }
+
+    /// Kernel TCP statistics of each live connection.
+    pub fn connection_stats(&self) -> Vec<crate::ConnectionStats> {
+        let sockets = self
+            .shared()
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sockets
+            .iter()
+            .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
+            .collect()
     }
 
     /// Join tokens available (client).

@@ -124,3 +124,63 @@ async fn forged_join_is_refused_and_session_unaffected() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test]
+async fn happy_eyeballs_skips_silent_and_refused_addresses() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let s = Arc::new(
+            ServerConfig::builder()
+                .self_signed(&["localhost"])
+                .unwrap()
+                .build()
+                .unwrap(),
+        );
+        let c = Arc::new(ClientConfig::builder().insecure().build().unwrap());
+        // Listening on every address so 127.0.0.1 and 127.0.0.2 reach it.
+        let server = Server::bind("0.0.0.0:0".parse().unwrap(), s).await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok(session) = server.accept().await {
+                tokio::spawn(async move { session.closed().await });
+            }
+        });
+        // Accepts TCP but never answers the TLS handshake.
+        let silent = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        // Nothing listens here: refused at once.
+        let refused: std::net::SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.4:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let real1: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let real2: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+        let opts = tcpls::ConnectOptions {
+            attempt_delay: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
+            keep_others: true,
+        };
+        let session =
+            tcpls::connect_any(&[silent_addr, refused, real1, real2], "localhost", c, opts)
+                .await
+                .unwrap();
+        let won = session.peer_addr().unwrap();
+        assert!(won == real1 || won == real2, "winner {won}");
+        // The other real address was joined; the refused one was not.
+        let active = session
+            .connections()
+            .iter()
+            .filter(|(_, st)| *st == ConnectionState::Active)
+            .count();
+        assert!(active >= 2, "connections: {:?}", session.connections());
+        // Kernel statistics are available per connection.
+        let mut st = session.open_stream().await.unwrap();
+        st.write_all(&[1u8; 100_000]).await.unwrap();
+        st.shutdown().await.unwrap();
+        let stats = session.connection_stats();
+        assert!(!stats.is_empty());
+        assert!(stats.iter().any(|s| s.rtt_us > 0 && s.mss > 0), "{stats:?}");
+        drop(silent);
+    })
+    .await
+    .expect("timed out");
+}

@@ -1,0 +1,114 @@
+//! Socket-level facts the protocol core cannot see: kernel TCP statistics.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tcpls_proto::ConnectionId;
+
+/// Per-connection kernel TCP statistics (`TCP_INFO`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// The connection within the session.
+    pub conn: ConnectionId,
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Round-trip time variation, microseconds.
+    pub rttvar_us: u32,
+    /// Congestion window, segments.
+    pub cwnd: u32,
+    /// Sender maximum segment size, bytes.
+    pub mss: u32,
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// Most recent delivery rate estimate, bytes per second.
+    pub delivery_rate: u64,
+    /// Bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Bytes written but not yet sent by the kernel.
+    pub notsent_bytes: u32,
+}
+
+/// Linux's `struct tcp_info` up to `tcpi_delivery_rate` (include/uapi/
+/// linux/tcp.h). Declared here because the libc crate's copy stops before
+/// the byte counters and the delivery rate. The kernel fills at most the
+/// length we pass, so older kernels leave the tail zero.
+#[repr(C)]
+#[derive(Default)]
+struct TcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    rate_flags: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+}
+
+/// Reads `TCP_INFO` of a socket.
+pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<ConnectionStats> {
+    let mut info = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: `info` is a plain repr(C) struct of `len` bytes that the
+    // kernel writes at most `len` bytes into; `fd` is an open socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut TcpInfo).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ConnectionStats {
+        conn,
+        rtt_us: info.rtt,
+        rttvar_us: info.rttvar,
+        cwnd: info.snd_cwnd,
+        mss: info.snd_mss,
+        total_retrans: info.total_retrans,
+        delivery_rate: info.delivery_rate,
+        bytes_acked: info.bytes_acked,
+        bytes_received: info.bytes_received,
+        notsent_bytes: info.notsent_bytes,
+    })
+}
