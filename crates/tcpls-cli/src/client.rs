@@ -1,9 +1,11 @@
 //! Client-side options shared by `get` and `perf`, and the plain TLS client
 //! used for fallback (`get`) and the baseline (`perf --baseline tls`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
@@ -22,6 +24,15 @@ pub struct ClientOpts {
     /// TLS 1.3 cipher suite to offer (default: all, server's choice).
     #[arg(long, value_parser = parse_suite)]
     pub cipher: Option<CipherSuite>,
+    /// TCP connections per session: the first plus joins (toward the
+    /// server's advertised addresses when it has any). Streams are spread
+    /// over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
+    /// Local address to connect from (repeatable: connection i uses the
+    /// i-th, cycling), e.g. one per interface.
+    #[arg(long = "bind")]
+    pub binds: Vec<SocketAddr>,
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -47,6 +58,49 @@ impl ClientOpts {
             b = b.insecure();
         }
         Ok(Arc::new(b.build()?))
+    }
+
+    fn bind_for(&self, i: usize) -> Option<SocketAddr> {
+        (!self.binds.is_empty()).then(|| self.binds[i % self.binds.len()])
+    }
+
+    /// Opens a session with `--connections` connections (falls back to one
+    /// connection against a plain TLS server).
+    pub async fn open_session(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        cfg: Arc<ClientConfig>,
+    ) -> Result<tcpls::Session> {
+        if self.connections == 0 {
+            anyhow::bail!("--connections must be at least 1");
+        }
+        let session = tcpls::connect_from(addr, self.bind_for(0), name, cfg)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        if self.connections == 1 || !session.is_tcpls() {
+            return Ok(session);
+        }
+        // Tokens (and address advertisements) follow the handshake at once.
+        for _ in 0..200 {
+            if session.available_tokens() + 1 >= self.connections as usize {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let advertised = session.peer_addresses();
+        for i in 1..self.connections as usize {
+            let remote = if advertised.is_empty() {
+                addr
+            } else {
+                advertised[(i - 1) % advertised.len()]
+            };
+            session
+                .join(remote, self.bind_for(i))
+                .await
+                .with_context(|| format!("joining connection {i} toward {remote}"))?;
+        }
+        Ok(session)
     }
 
     /// A plain TLS 1.3 connection through OpenSSL's own record layer.

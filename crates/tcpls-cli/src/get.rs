@@ -113,10 +113,9 @@ pub async fn run(args: GetArgs) -> Result<()> {
     }
     let mut tasks = Vec::new();
     for ((host, port), targets) in groups {
-        let cfg = cfg.clone();
-        let bars = bars.clone();
+        let (cfg, bars, opts) = (cfg.clone(), bars.clone(), args.client.clone());
         tasks.push(tokio::spawn(async move {
-            fetch_group(&host, port, targets, cfg, bars).await
+            fetch_group(&host, port, targets, cfg, &opts, bars).await
         }));
     }
     let mut reports = Vec::new();
@@ -160,6 +159,7 @@ async fn fetch_group(
     port: u16,
     targets: Vec<Target>,
     cfg: std::sync::Arc<tcpls::ClientConfig>,
+    opts: &ClientOpts,
     bars: MultiProgress,
 ) -> Vec<Result<Report>> {
     let addr = match tokio::net::lookup_host((host, port))
@@ -174,16 +174,18 @@ async fn fetch_group(
                 .collect();
         }
     };
-    let first = match tcpls::connect(addr, host, cfg.clone()).await {
+    let first = match opts.open_session(addr, host, cfg.clone()).await {
         Ok(s) => s,
         Err(e) => {
             return targets
                 .iter()
-                .map(|t| Err(anyhow!("{}: {e}", t.url)))
+                .map(|t| Err(anyhow!("{}: {e:#}", t.url)))
                 .collect()
         }
     };
     let tcpls = first.is_tcpls();
+    let conns: Vec<tcpls::ConnectionId> =
+        first.connections().into_iter().map(|(id, _)| id).collect();
     let mut tasks = Vec::new();
     for (i, t) in targets.into_iter().enumerate() {
         let session = if tcpls || i == 0 {
@@ -194,10 +196,14 @@ async fn fetch_group(
         };
         let bar = bars.add(ProgressBar::new(0));
         let host = host.to_string();
+        let conns = conns.clone();
         tasks.push(tokio::spawn(async move {
             let session = session.map_err(|e| anyhow!("{}: {e}", t.url))?;
             let stream = session.open_stream().await?;
             let is_tcpls = session.is_tcpls();
+            if is_tcpls && conns.len() > 1 {
+                stream.set_connection(conns[i % conns.len()])?;
+            }
             let start = Instant::now();
             let path = &t.url[url::Position::BeforePath..url::Position::AfterQuery];
             let (status, bytes, sha) = fetch(stream, &host, path, is_tcpls, &t.sink, &bar)

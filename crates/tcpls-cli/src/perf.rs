@@ -2,12 +2,16 @@
 //! TLS 1.3/TCP baseline measured in the same run (interleaved repetitions).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::client::ClientOpts;
 use crate::http;
@@ -45,8 +49,67 @@ pub struct PerfArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Check every received byte against the server's perf pattern.
+    #[arg(long)]
+    pub verify: bool,
+    /// Migrate all streams to the next connection this often during a
+    /// TCPLS run (with --connections >= 2), e.g. 500ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub migrate_every: Option<Duration>,
+    /// Most migrations per run (with --migrate-every).
+    #[arg(long, default_value_t = u32::MAX)]
+    pub migrations: u32,
+    /// Write the last TCPLS run's goodput, sampled every 10 ms, and its
+    /// migrations to this JSON file.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("{s:?}: use a unit, e.g. 500ms or 2s"));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("not a positive duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Kernel statistics of one connection (from TCP_INFO) at the end of a run.
+#[derive(Debug, Serialize, Clone)]
+pub struct ConnStats {
+    pub conn: u32,
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub cwnd: u32,
+    pub total_retrans: u32,
+    pub delivery_rate_bps: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
+/// Goodput over time of one run.
+#[derive(Debug, Serialize, Clone, Default)]
+pub struct Timeline {
+    pub interval_ms: u64,
+    /// Bytes delivered to the application in each interval.
+    pub bytes: Vec<u64>,
+    /// (milliseconds since start, what happened).
+    pub events: Vec<(u64, String)>,
+    /// Longest run of intervals without progress, after the first byte and
+    /// before the last, in milliseconds.
+    pub max_stall_ms: u64,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -66,6 +129,10 @@ pub struct PerfReport {
     pub tls: Option<Series>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_tcpls_to_tls: Option<f64>,
+    pub connections: Vec<ConnStats>,
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_stall_ms: Option<u64>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -122,6 +189,18 @@ pub async fn run(args: PerfArgs) -> Result<()> {
             );
             println!("ratio TCPLS/TLS: {r:.3}");
         }
+        for c in &report.connections {
+            println!(
+                "connection {}: rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
+                c.conn, c.rtt_us, c.rttvar_us, c.cwnd, c.total_retrans, c.bytes_acked, c.bytes_received
+            );
+        }
+        if let Some(ms) = report.max_stall_ms {
+            println!("longest stall: {ms} ms");
+        }
+        if report.verified {
+            println!("received data verified");
+        }
     }
     Ok(())
 }
@@ -133,17 +212,57 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut t_runs = Vec::new();
     let mut b_runs = Vec::new();
     let mut cipher = None;
+    let mut stats = Vec::new();
+    let mut timeline = Timeline::default();
     for _ in 0..args.repeat {
-        let session = tcpls::connect(args.addr, &args.server_name, cfg.clone()).await?;
+        let session = args
+            .client
+            .open_session(args.addr, &args.server_name, cfg.clone())
+            .await?;
         if !session.is_tcpls() {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
+        let conns: Vec<tcpls::ConnectionId> = session
+            .connections()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let mut streams = Vec::new();
-        for _ in 0..args.streams {
-            streams.push(session.open_stream().await?);
+        for i in 0..args.streams as usize {
+            let s = session.open_stream().await?;
+            if conns.len() > 1 {
+                s.set_connection(conns[i % conns.len()])?;
+            }
+            streams.push(s);
         }
-        t_runs.push(timed(args, streams, "TCPLS", true).await?);
+        let progress = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(Notify::new());
+        let sampler = tokio::spawn(sample(
+            session.clone(),
+            progress.clone(),
+            done.clone(),
+            conns,
+            args.migrate_every,
+            args.migrations,
+        ));
+        t_runs.push(timed(args, streams, "TCPLS", true, &progress).await?);
+        done.notify_one();
+        timeline = sampler.await?;
+        stats = session
+            .connection_stats()
+            .into_iter()
+            .map(|c| ConnStats {
+                conn: c.conn,
+                rtt_us: c.rtt_us,
+                rttvar_us: c.rttvar_us,
+                cwnd: c.cwnd,
+                total_retrans: c.total_retrans,
+                delivery_rate_bps: c.delivery_rate.saturating_mul(8),
+                bytes_acked: c.bytes_acked,
+                bytes_received: c.bytes_received,
+            })
+            .collect();
         session.close(0, "perf done");
 
         if args.baseline == Some(Baseline::Tls) {
@@ -156,8 +275,13 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                 );
             }
             // TLS has no half-close that servers expect: the request stays open.
-            b_runs.push(timed(args, conns, "TLS", false).await?);
+            let counter = Arc::new(AtomicU64::new(0));
+            b_runs.push(timed(args, conns, "TLS", false, &counter).await?);
         }
+    }
+    if let Some(path) = &args.timeline {
+        std::fs::write(path, serde_json::to_vec_pretty(&timeline)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let tcpls = Series {
         gbps_median: median(&t_runs),
@@ -175,12 +299,87 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         ratio_tcpls_to_tls: tls.as_ref().map(|t| tcpls.gbps_median / t.gbps_median),
         tcpls,
         tls,
+        connections: stats,
+        verified: args.verify && !args.upload,
+        max_stall_ms: args.timeline.as_ref().map(|_| timeline.max_stall_ms),
     })
+}
+
+const SAMPLE: Duration = Duration::from_millis(10);
+
+/// Samples delivered bytes every 10 ms and migrates the session on
+/// schedule, until `done`; returns the timeline.
+async fn sample(
+    session: tcpls::Session,
+    progress: Arc<AtomicU64>,
+    done: Arc<Notify>,
+    conns: Vec<tcpls::ConnectionId>,
+    every: Option<Duration>,
+    max_migrations: u32,
+) -> Timeline {
+    let start = Instant::now();
+    let mut t = Timeline {
+        interval_ms: SAMPLE.as_millis() as u64,
+        ..Default::default()
+    };
+    let mut tick = tokio::time::interval(SAMPLE);
+    let mut last = 0;
+    let mut next_migration = every.map(|d| start + d);
+    let mut migrations = 0;
+    let mut target = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = done.notified() => break,
+        }
+        let now = progress.load(Ordering::Relaxed);
+        t.bytes.push(now - last);
+        last = now;
+        if let Some(at) = next_migration {
+            if Instant::now() >= at && migrations < max_migrations && conns.len() > 1 {
+                target = (target + 1) % conns.len();
+                if session.migrate(conns[target]).is_ok() {
+                    migrations += 1;
+                    t.events.push((
+                        start.elapsed().as_millis() as u64,
+                        format!("migrate to connection {}", conns[target]),
+                    ));
+                }
+                next_migration = every.map(|d| at + d);
+            }
+        }
+    }
+    t.bytes.push(progress.load(Ordering::Relaxed) - last);
+    t.max_stall_ms = max_stall(&t.bytes) * t.interval_ms;
+    t
+}
+
+/// Longest run of empty intervals between the first and the last non-empty one.
+fn max_stall(bytes: &[u64]) -> u64 {
+    let (Some(first), Some(last)) = (
+        bytes.iter().position(|b| *b > 0),
+        bytes.iter().rposition(|b| *b > 0),
+    ) else {
+        return 0;
+    };
+    let mut longest = 0;
+    let mut run = 0;
+    for b in &bytes[first..=last] {
+        run = if *b == 0 { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
 }
 
 /// Runs one perf transfer per stream in parallel (the bytes split evenly)
 /// and returns the goodput in Gbit/s.
-async fn timed<S>(args: &PerfArgs, streams: Vec<S>, label: &str, half_close: bool) -> Result<f64>
+async fn timed<S>(
+    args: &PerfArgs,
+    streams: Vec<S>,
+    label: &str,
+    half_close: bool,
+    counter: &Arc<AtomicU64>,
+) -> Result<f64>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -188,9 +387,9 @@ where
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (s, n) in streams.into_iter().zip(split(args.bytes, args.streams)) {
-        let (upload, pb) = (args.upload, pb.clone());
+        let (upload, verify, pb, counter) = (args.upload, args.verify, pb.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
-            transfer(s, n, upload, half_close, &pb).await
+            transfer(s, n, upload, half_close, verify, &pb, &counter).await
         }));
     }
     for t in tasks {
@@ -215,7 +414,9 @@ async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
     n: u64,
     upload: bool,
     half_close: bool,
+    verify: bool,
     pb: &ProgressBar,
+    counter: &AtomicU64,
 ) -> Result<()> {
     let mut buf = vec![0u8; 256 << 10];
     if upload {
@@ -228,6 +429,7 @@ async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
             s.write_all(&buf[..k]).await?;
             left -= k as u64;
             pb.inc(k as u64);
+            counter.fetch_add(k as u64, Ordering::Relaxed);
         }
     } else {
         let req = format!("GET {PERF_PREFIX}/{n} HTTP/1.1\r\nHost: perf\r\n\r\n");
@@ -248,14 +450,37 @@ async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
         let len = head
             .content_length()?
             .ok_or_else(|| anyhow!("no Content-Length"))?;
+        let block = crate::serve::perf_block();
+        // Byte i of the body is block[i % block.len()].
+        let check = |at: u64, data: &[u8]| -> Result<()> {
+            let mut off = (at % block.len() as u64) as usize;
+            let mut rest = data;
+            while !rest.is_empty() {
+                let k = rest.len().min(block.len() - off);
+                if rest[..k] != block[off..off + k] {
+                    bail!("received data differs from the perf pattern near offset {at}");
+                }
+                rest = &rest[k..];
+                off = 0;
+            }
+            Ok(())
+        };
+        if verify {
+            check(0, &rest)?;
+        }
         let mut got = rest.len() as u64;
+        counter.fetch_add(got, Ordering::Relaxed);
         while got < len {
             let k = s.read(&mut buf).await?;
             if k == 0 {
                 bail!("transfer ended after {got} of {len} bytes");
             }
+            if verify {
+                check(got, &buf[..k])?;
+            }
             got += k as u64;
             pb.inc(k as u64);
+            counter.fetch_add(k as u64, Ordering::Relaxed);
         }
     }
     Ok(())

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Directory whose files are served.
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
+    /// Extra address of this server to advertise to clients (repeatable);
+    /// clients may join connections toward it.
+    #[arg(long = "advertise")]
+    pub advertise: Vec<SocketAddr>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -62,14 +66,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "tcpls: self-signed certificate: clients need --insecure or --ca (see --cert-out)"
         );
     }
-    serve(server, root).await
+    serve(server, root, args.advertise).await
 }
 
 /// Accepts sessions forever; each stream carries one request.
-pub async fn serve(server: Server, root: PathBuf) -> Result<()> {
+pub async fn serve(server: Server, root: PathBuf, advertise: Vec<SocketAddr>) -> Result<()> {
     let root = Arc::new(root);
     loop {
         let session = server.accept().await?;
+        if session.is_tcpls() {
+            for a in &advertise {
+                session.advertise_address(*a)?;
+            }
+        }
         let root = root.clone();
         tokio::spawn(async move {
             tracing::info!(peer = ?session.peer_addr(), tcpls = session.is_tcpls(), "session");
@@ -86,7 +95,8 @@ pub async fn serve(server: Server, root: PathBuf) -> Result<()> {
     }
 }
 
-fn perf_block() -> &'static [u8] {
+/// The bytes `GET /_perf/N` sends, repeated.
+pub fn perf_block() -> &'static [u8] {
     static BLOCK: OnceLock<Vec<u8>> = OnceLock::new();
     BLOCK.get_or_init(|| {
         (0..256u32 << 10)

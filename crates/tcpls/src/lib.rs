@@ -49,5 +49,5 @@ pub use socket::ConnectionStats;
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
-    CipherSuite, ClientConfig, ErrorCode, ServerConfig, StreamId, TransportConfig,
+    CipherSuite, ClientConfig, ConnectionId, ErrorCode, ServerConfig, StreamId, TransportConfig,
 };
