@@ -66,18 +66,28 @@ impl ClientOpts {
 
     /// Opens a session with `--connections` connections (falls back to one
     /// connection against a plain TLS server).
+    /// With several addresses (e.g. from DNS) and no `--bind`, they are
+    /// raced happy-eyeballs style.
     pub async fn open_session(
         &self,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         name: &str,
         cfg: Arc<ClientConfig>,
     ) -> Result<tcpls::Session> {
         if self.connections == 0 {
             anyhow::bail!("--connections must be at least 1");
         }
-        let session = tcpls::connect_from(addr, self.bind_for(0), name, cfg)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
+        let addr = *addrs.first().context("no address")?;
+        let session = if addrs.len() > 1 && self.binds.is_empty() {
+            tcpls::connect_any(addrs, name, cfg, tcpls::ConnectOptions::default())
+                .await
+                .with_context(|| format!("connecting to {addrs:?}"))?
+        } else {
+            tcpls::connect_from(addr, self.bind_for(0), name, cfg)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?
+        };
+        let addr = session.peer_addr().unwrap_or(addr);
         if self.connections == 1 || !session.is_tcpls() {
             return Ok(session);
         }

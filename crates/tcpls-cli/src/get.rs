@@ -162,19 +162,17 @@ async fn fetch_group(
     opts: &ClientOpts,
     bars: MultiProgress,
 ) -> Vec<Result<Report>> {
-    let addr = match tokio::net::lookup_host((host, port))
-        .await
-        .map(|mut a| a.next())
-    {
-        Ok(Some(a)) => a,
-        Ok(None) | Err(_) => {
-            return targets
-                .iter()
-                .map(|t| Err(anyhow!("{}: cannot resolve {host}", t.url)))
-                .collect();
-        }
+    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+        Ok(a) => a.collect(),
+        Err(_) => Vec::new(),
     };
-    let first = match opts.open_session(addr, host, cfg.clone()).await {
+    if addrs.is_empty() {
+        return targets
+            .iter()
+            .map(|t| Err(anyhow!("{}: cannot resolve {host}", t.url)))
+            .collect();
+    }
+    let first = match opts.open_session(&addrs, host, cfg.clone()).await {
         Ok(s) => s,
         Err(e) => {
             return targets
@@ -183,6 +181,8 @@ async fn fetch_group(
                 .collect()
         }
     };
+    // Further plain-TLS sessions go where the first one succeeded.
+    let addr = first.peer_addr().unwrap_or(addrs[0]);
     let tcpls = first.is_tcpls();
     let conns: Vec<tcpls::ConnectionId> =
         first.connections().into_iter().map(|(id, _)| id).collect();

@@ -217,7 +217,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     for _ in 0..args.repeat {
         let session = args
             .client
-            .open_session(args.addr, &args.server_name, cfg.clone())
+            .open_session(&[args.addr], &args.server_name, cfg.clone())
             .await?;
         if !session.is_tcpls() {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
