@@ -22,6 +22,8 @@ use crate::units::{gbps, parse_bytes};
 pub enum Baseline {
     /// Plain TLS 1.3 over TCP through OpenSSL (tokio-openssl).
     Tls,
+    /// TCPLS without record acknowledgements and failover.
+    NoAcks,
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,9 +42,10 @@ pub struct PerfArgs {
     /// Send to the server instead of receiving from it.
     #[arg(long)]
     pub upload: bool,
-    /// Also measure this baseline and print TCPLS/baseline ratios.
+    /// Also measure this baseline and print TCPLS/baseline ratios
+    /// (repeatable: --baseline tls --baseline no-acks).
     #[arg(long)]
-    pub baseline: Option<Baseline>,
+    pub baseline: Vec<Baseline>,
     /// Runs of each kind, interleaved; figures are medians.
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
@@ -129,6 +132,14 @@ pub struct PerfReport {
     pub tls: Option<Series>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_tcpls_to_tls: Option<f64>,
+    /// TCPLS with acknowledgements off (`--baseline no-acks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_acks: Option<Series>,
+    /// Goodput with acknowledgements over goodput without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_acks_to_no_acks: Option<f64>,
+    /// Whether the measured TCPLS sessions acknowledged records.
+    pub failover: bool,
     pub connections: Vec<ConnStats>,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +200,13 @@ pub async fn run(args: PerfArgs) -> Result<()> {
             );
             println!("ratio TCPLS/TLS: {r:.3}");
         }
+        if let (Some(n), Some(r)) = (&report.no_acks, report.ratio_acks_to_no_acks) {
+            println!(
+                "no ACKs    {:8.2} Gbit/s  (runs: {:.2?})",
+                n.gbps_median, n.runs_gbps
+            );
+            println!("ratio ACKs on/off: {r:.3}");
+        }
         for c in &report.connections {
             println!(
                 "connection {}: rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
@@ -209,8 +227,14 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let cfg = args
         .client
         .tcpls_config(tcpls::TransportConfig::default())?;
+    let no_acks_cfg = args.client.tcpls_config(tcpls::TransportConfig {
+        failover: false,
+        ..Default::default()
+    })?;
     let mut t_runs = Vec::new();
     let mut b_runs = Vec::new();
+    let mut n_runs = Vec::new();
+    let mut failover = false;
     let mut cipher = None;
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
@@ -223,6 +247,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
+        failover = session.failover();
         let conns: Vec<tcpls::ConnectionId> = session
             .connections()
             .into_iter()
@@ -265,7 +290,21 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             .collect();
         session.close(0, "perf done");
 
-        if args.baseline == Some(Baseline::Tls) {
+        if args.baseline.contains(&Baseline::NoAcks) {
+            let s = args
+                .client
+                .open_session(&[args.addr], &args.server_name, no_acks_cfg.clone())
+                .await?;
+            let mut streams = Vec::new();
+            for _ in 0..args.streams {
+                streams.push(s.open_stream().await?);
+            }
+            let counter = Arc::new(AtomicU64::new(0));
+            n_runs.push(timed(args, streams, "no-ack", true, &counter).await?);
+            s.close(0, "perf done");
+        }
+
+        if args.baseline.contains(&Baseline::Tls) {
             let mut conns = Vec::new();
             for _ in 0..args.streams {
                 conns.push(
@@ -291,12 +330,19 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         gbps_median: median(&b_runs),
         runs_gbps: b_runs,
     });
+    let no_acks = (!n_runs.is_empty()).then(|| Series {
+        gbps_median: median(&n_runs),
+        runs_gbps: n_runs,
+    });
     Ok(PerfReport {
         bytes: args.bytes,
         streams: args.streams,
         direction: if args.upload { "upload" } else { "download" },
         cipher,
         ratio_tcpls_to_tls: tls.as_ref().map(|t| tcpls.gbps_median / t.gbps_median),
+        ratio_acks_to_no_acks: no_acks.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),
+        no_acks,
+        failover,
         tcpls,
         tls,
         connections: stats,

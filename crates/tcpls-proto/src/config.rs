@@ -35,11 +35,33 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Close the session when nothing arrives for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
-    /// TCP User Timeout to ask the peer for (`None`: leave the kernel's).
+    /// TCP User Timeout for the session's sockets (default 250 ms: a
+    /// connection whose sent data stays unacknowledged that long fails, and
+    /// with failover its data moves to another connection). Both sides
+    /// apply the larger of their requests. `None`: the kernel's default.
     pub user_timeout: Option<Duration>,
     /// TCP connections per session (the first plus joins); the session
     /// uses the smaller of both sides' values.
     pub max_connections: u32,
+    /// Record acknowledgements and failover: keep sent stream data until
+    /// the peer acknowledges its record, and replay it on another
+    /// connection when one fails. Used when both sides enable it.
+    pub failover: bool,
+    /// Acknowledge after this many ack-eliciting records...
+    pub ack_every_records: u32,
+    /// ...or this many bytes of them...
+    pub ack_every_bytes: usize,
+    /// ...or this long after the first unacknowledged one.
+    pub ack_delay: Duration,
+    /// Probe a connection with PING when nothing arrived on it for this
+    /// long, and declare it failed when the PING is not acknowledged within
+    /// `probe_timeout` (catches blackholes on idle connections).
+    pub keepalive: Option<Duration>,
+    /// See `keepalive`.
+    pub probe_timeout: Duration,
+    /// With failover, how long a session without any connection waits for
+    /// the client to join a new one before it fails.
+    pub rejoin_grace: Duration,
 }
 
 impl Default for TransportConfig {
@@ -51,8 +73,15 @@ impl Default for TransportConfig {
             send_buffer: 1 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
-            user_timeout: None,
+            user_timeout: Some(Duration::from_millis(250)),
             max_connections: 8,
+            failover: true,
+            ack_every_records: 16,
+            ack_every_bytes: 256 << 10,
+            ack_delay: Duration::from_millis(20),
+            keepalive: None,
+            probe_timeout: Duration::from_millis(300),
+            rejoin_grace: Duration::from_secs(10),
         }
     }
 }
@@ -68,6 +97,7 @@ impl TransportConfig {
                 .user_timeout
                 .map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
             max_connections: self.max_connections.max(1),
+            failover: self.failover,
         }
     }
 }

@@ -191,8 +191,8 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
     n.c.close_connection(0).unwrap();
     n.drive();
     assert_eq!(n.s.connection_state(0), Some(ConnectionState::Draining));
-    n.s.handle_eof(0);
-    n.c.handle_eof(0);
+    n.s.handle_eof(0, n.now);
+    n.c.handle_eof(0, n.now);
     assert!(n.s.error().is_none() && n.c.error().is_none());
     assert_eq!(n.s.connection_state(0), None);
     // The closed connection's slot comes back as a new token.

@@ -326,12 +326,32 @@ fn oversized_record_header_is_refused() {
 
 #[test]
 fn truncated_record_then_eof_is_an_error() {
-    let mut p = Pair::established();
+    // Without failover, the end of the only connection ends the session.
+    let t = TransportConfig {
+        failover: false,
+        ..Default::default()
+    };
+    let mut p = Pair::new(client_config(t.clone()), server_config(t), 2);
+    p.drive();
     let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x00, 0x40, 1, 2][..]);
     p.s.recv(0, &mut inbuf, p.now).unwrap();
     assert_eq!(inbuf.len(), 7, "partial record kept for the next read");
-    p.s.handle_eof(0);
+    p.s.handle_eof(0, p.now);
     assert_eq!(p.s.error().unwrap().code(), ErrorCode::PROTOCOL_VIOLATION);
+}
+
+#[test]
+fn losing_the_only_connection_waits_for_a_rejoin_then_fails() {
+    let mut p = Pair::established();
+    p.s.handle_eof(0, p.now);
+    assert!(p.s.error().is_none(), "failover: the session waits");
+    assert!(drain_events(&mut p.s)
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected)));
+    let deadline = p.s.poll_timeout().expect("rejoin deadline");
+    assert!(deadline >= p.now + TransportConfig::default().rejoin_grace);
+    p.s.handle_timeout(deadline);
+    assert!(matches!(p.s.error(), Some(Error::ConnectionLost(_))));
 }
 
 #[test]

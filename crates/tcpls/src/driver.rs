@@ -99,7 +99,7 @@ async fn reader(
         let mut inner = shared.lock();
         let end = match r {
             Ok(0) => {
-                inner.proto.handle_eof(conn);
+                inner.proto.handle_eof(conn, Instant::now());
                 true
             }
             Ok(_) => match inner.proto.recv(conn, &mut buf, Instant::now()) {
@@ -110,14 +110,24 @@ async fn reader(
                 _ => false,
             },
             Err(e) => {
-                inner.proto.handle_connection_error(conn, e.to_string());
+                inner
+                    .proto
+                    .handle_connection_error(conn, e.to_string(), Instant::now());
                 true
             }
         };
         inner.dispatch();
         // Wake the writers only when the input produced something to send
         // (credit updates, CLOSE): a wake-up per read costs a context switch.
-        let wake = end || inner.proto.has_transmit() || inner.proto.error().is_some();
+        // ...or when a timer (ACK delay) is now due earlier than the one
+        // the writers sleep on.
+        let timer_moved = match (inner.proto.poll_timeout(), inner.armed_timeout) {
+            (Some(t), Some(armed)) => t < armed,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let wake =
+            end || timer_moved || inner.proto.has_transmit() || inner.proto.error().is_some();
         drop(inner);
         if wake {
             shared.wake_writers();
@@ -148,7 +158,9 @@ async fn writer(
         if !out.is_empty() {
             if let Err(e) = wr.write_all(&out).await {
                 let mut inner = shared.lock();
-                inner.proto.handle_connection_error(conn, e.to_string());
+                inner
+                    .proto
+                    .handle_connection_error(conn, e.to_string(), Instant::now());
                 inner.dispatch();
                 break;
             }
@@ -164,10 +176,9 @@ async fn writer(
                 state,
                 Some(ConnectionState::Active | ConnectionState::PendingAuth)
             );
-            (
-                inner.proto.poll_timeout(),
-                inner.proto.is_drained() || retired,
-            )
+            let deadline = inner.proto.poll_timeout();
+            inner.armed_timeout = deadline;
+            (deadline, inner.proto.is_drained() || retired)
         };
         if !out.is_empty() {
             continue;

@@ -46,8 +46,10 @@ fn start(
             connected: None,
             local_addr,
             peer_addr,
-            me: registry.as_ref().map(|_| me.clone()),
+            me: Some(me.clone()),
             registry,
+            rejoining: false,
+            armed_timeout: None,
         }),
         writers: Default::default(),
         rx: Default::default(),
@@ -351,6 +353,7 @@ async fn incoming(
             r?
         };
         let _ = buf.split_to(len);
+        shared.apply_user_timeout_to(&tcp);
         driver::spawn(shared, tcp, conn, buf, Vec::new());
         return Ok(None);
     }

@@ -23,6 +23,9 @@ pub enum SessionEvent {
     ConnectionAdded(ConnectionId),
     /// A TCP connection left the session (the session goes on).
     ConnectionClosed(ConnectionId),
+    /// A TCP connection failed; its unacknowledged data was replayed on
+    /// the others (or on a rejoined one).
+    ConnectionFailed(ConnectionId),
     /// The peer advertised (`added`) or withdrew an address.
     PeerAddress {
         /// The address.
@@ -55,6 +58,70 @@ pub(crate) struct Inner {
     /// to register (set once the session is built).
     pub registry: Option<Arc<TokenRegistry>>,
     pub me: Option<Weak<Shared>>,
+    /// Client: a rejoin task is running.
+    pub rejoining: bool,
+    /// The timer the writer tasks sleep on (to wake them when an earlier
+    /// one is needed).
+    pub armed_timeout: Option<std::time::Instant>,
+}
+
+/// Client side, after the last connection failed: joins a new connection
+/// (to the original address or one the server advertised), retrying with
+/// backoff until it works or the session ends.
+async fn rejoin(me: Weak<Shared>) {
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        let Some(shared) = me.upgrade() else { return };
+        let targets: Vec<SocketAddr> = {
+            let mut inner = shared.lock();
+            let connected = inner
+                .proto
+                .connections()
+                .iter()
+                .any(|(_, st)| *st == tcpls_proto::session::ConnectionState::Active);
+            if inner.proto.error().is_some() || connected {
+                inner.rejoining = false;
+                return;
+            }
+            inner
+                .peer_addr
+                .into_iter()
+                .chain(inner.proto.peer_addresses().iter().copied())
+                .collect()
+        };
+        drop(shared);
+        for addr in targets {
+            let attempt = tokio::time::timeout(
+                delay.max(std::time::Duration::from_millis(200)),
+                crate::endpoint::tcp_connect(addr, None),
+            )
+            .await;
+            let Ok(Ok(tcp)) = attempt else { continue };
+            let Some(shared) = me.upgrade() else { return };
+            let joined = {
+                let mut inner = shared.lock();
+                let r = inner.proto.join();
+                inner.dispatch();
+                r
+            };
+            match joined {
+                Ok((id, first)) => {
+                    tracing::info!(conn = id, %addr, "rejoined after losing every connection");
+                    shared.apply_user_timeout_to(&tcp);
+                    crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
+                    shared.lock().rejoining = false;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rejoin");
+                    shared.lock().rejoining = false;
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(500));
+    }
 }
 
 impl Inner {
@@ -65,6 +132,9 @@ impl Inner {
             match ev {
                 Event::Connected { tcpls } => {
                     self.connected = Some(tcpls);
+                    if let Some(me) = self.me.as_ref().and_then(Weak::upgrade) {
+                        me.apply_user_timeout(self.proto.user_timeout());
+                    }
                     self.openers.drain(..).for_each(Waker::wake);
                 }
                 Event::StreamOpened(id) => {
@@ -101,6 +171,18 @@ impl Inner {
                 }
                 Event::PeerAddress { addr, added } => {
                     self.push_app_event(SessionEvent::PeerAddress { addr, added })
+                }
+                Event::ConnectionFailed(c) => {
+                    self.push_app_event(SessionEvent::ConnectionFailed(c))
+                }
+                Event::Disconnected => {
+                    if self.proto.side() == tcpls_proto::Side::Client && !self.rejoining {
+                        let rt = tokio::runtime::Handle::try_current();
+                        if let (Some(me), Ok(rt)) = (self.me.clone(), rt) {
+                            self.rejoining = true;
+                            rt.spawn(rejoin(me));
+                        }
+                    }
                 }
                 Event::TokensAvailable => {}
                 Event::Closed(e) => {
@@ -144,6 +226,22 @@ pub(crate) struct TokenRegistry {
 }
 
 impl Shared {
+    /// Applies the TCP User Timeout to every connection's socket.
+    pub fn apply_user_timeout(&self, t: Option<std::time::Duration>) {
+        let Some(t) = t else { return };
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for fd in sockets.values() {
+            let _ = socket2::SockRef::from(fd).set_tcp_user_timeout(Some(t));
+        }
+    }
+
+    /// Applies the session's TCP User Timeout to a new socket.
+    pub fn apply_user_timeout_to(&self, tcp: &tokio::net::TcpStream) {
+        if let Some(t) = self.lock().proto.user_timeout() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
+        }
+    }
+
     /// Wakes every connection's writer.
     pub fn wake_writers(&self) {
         let w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,6 +295,11 @@ impl Session {
     /// True when the peer speaks TCPLS; false after fallback to plain TLS.
     pub fn is_tcpls(&self) -> bool {
         self.shared().lock().proto.is_tcpls()
+    }
+
+    /// True when both sides acknowledge records (failover is on).
+    pub fn failover(&self) -> bool {
+        self.shared().lock().proto.failover()
     }
 
     /// The negotiated TLS 1.3 cipher suite.

@@ -2,10 +2,12 @@
 //! connections join it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
+use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, StreamId};
 use crate::wire::frame::TOKEN_LEN;
 
 /// Lifecycle of one TCP connection inside a session.
@@ -23,6 +25,23 @@ pub enum ConnectionState {
     Closed,
 }
 
+/// Something sent in a record that must be replayed elsewhere if the
+/// record is never acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) enum Sent {
+    Stream {
+        id: StreamId,
+        offset: u64,
+        data: Bytes,
+        fin: bool,
+    },
+    Reset {
+        id: StreamId,
+        code: u32,
+        final_size: u64,
+    },
+}
+
 /// One TCP connection: id (part of the nonce) and record sequence numbers.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -31,6 +50,20 @@ pub(crate) struct Connection {
     pub recv_seq: u64,
     /// The token this connection joined with (server), retired on attach.
     pub token: Option<[u8; TOKEN_LEN]>,
+    /// Sent and not yet acknowledged: (record sequence, what it carried).
+    pub unacked: VecDeque<(u64, Sent)>,
+    /// Ack-eliciting records and bytes received since our last ACK.
+    pub ack_records: u32,
+    pub ack_bytes: usize,
+    /// An ACK for this connection is due (now, or at `ack_deadline`).
+    pub ack_due: bool,
+    pub ack_deadline: Option<Instant>,
+    /// When a record last arrived.
+    pub last_recv: Option<Instant>,
+    /// A PING must go out on this connection.
+    pub ping_due: bool,
+    /// Sequence and send time of the outstanding keepalive PING.
+    pub probe: Option<(u64, Instant)>,
 }
 
 impl Connection {
@@ -40,6 +73,14 @@ impl Connection {
             send_seq: 0,
             recv_seq: 0,
             token: None,
+            unacked: VecDeque::new(),
+            ack_records: 0,
+            ack_bytes: 0,
+            ack_due: false,
+            ack_deadline: None,
+            last_recv: None,
+            ping_due: false,
+            probe: None,
         }
     }
 
@@ -59,6 +100,9 @@ pub(crate) struct Tokens {
     pub to_send: VecDeque<(u32, [u8; TOKEN_LEN])>,
     /// Server: next sequence number (connection id) to issue.
     pub next_seq: u32,
+    /// Client: highest sequence number used to join (tokens are issued in
+    /// order, so anything at or below it is a re-sent duplicate).
+    pub used_up_to: u32,
 }
 
 impl Tokens {

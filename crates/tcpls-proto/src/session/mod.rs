@@ -62,7 +62,7 @@ use crate::wire::join::encode_join_hello;
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
 use crate::wire::TransportParams;
 pub use connection::ConnectionState;
-use connection::{Connection, Connections, Tokens};
+use connection::{Connection, Connections, Sent, Tokens};
 use fallback::{Fallback, FallbackRead};
 use flow::{RecvCredit, SendCredit};
 use stream::Stream;
@@ -94,6 +94,12 @@ pub enum Event {
     ConnectionAdded(ConnectionId),
     /// A connection left the session (FIN, reset, or retired).
     ConnectionClosed(ConnectionId),
+    /// A connection failed (reset, timeout, unacknowledged probe); its
+    /// unacknowledged data is replayed on the others.
+    ConnectionFailed(ConnectionId),
+    /// No connection is left, but the session waits (until the rejoin
+    /// grace period ends) for the client to join a new one.
+    Disconnected,
     /// The peer advertised (`added`) or withdrew an address.
     PeerAddress {
         /// The address.
@@ -153,6 +159,17 @@ pub struct Session {
     address_updates: VecDeque<(SocketAddr, bool)>,
     /// Addresses the peer advertised.
     peer_addresses: Vec<SocketAddr>,
+    /// Both sides acknowledge records and replay after failures.
+    acks: bool,
+    /// Sent data of failed connections, to send again first.
+    replay: VecDeque<Sent>,
+    /// With failover and no connection left: when the session gives up.
+    rejoin_deadline: Option<Instant>,
+    /// Connections that failed recently (CONNECTION_RESET is re-sent for
+    /// them after every failure, in case the first one was lost too).
+    failed_conns: VecDeque<ConnectionId>,
+    /// Latest time the caller gave us.
+    now: Instant,
     peer_params: Option<TransportParams>,
     suite: Option<CipherSuite>,
     streams: HashMap<StreamId, Stream>,
@@ -242,6 +259,11 @@ impl Session {
             conn_resets: VecDeque::new(),
             address_updates: VecDeque::new(),
             peer_addresses: Vec::new(),
+            acks: false,
+            replay: VecDeque::new(),
+            rejoin_deadline: None,
+            failed_conns: VecDeque::new(),
+            now,
             peer_params: None,
             suite: None,
             streams: HashMap::new(),
@@ -290,6 +312,26 @@ impl Session {
         self.peer_params.as_ref()
     }
 
+    /// The TCP User Timeout to apply to this session's sockets: the larger
+    /// of the two sides' requests (either one if only one asked).
+    pub fn user_timeout(&self) -> Option<std::time::Duration> {
+        let ours = self.cfg.user_timeout.filter(|d| !d.is_zero());
+        let theirs = self
+            .peer_params
+            .map(|p| p.user_timeout_ms)
+            .filter(|ms| *ms > 0)
+            .map(|ms| std::time::Duration::from_millis(ms as u64));
+        match (ours, theirs) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when failover is on (both sides acknowledge records).
+    pub fn failover(&self) -> bool {
+        self.acks
+    }
+
     /// The negotiated TLS 1.3 cipher suite, once the handshake is done.
     pub fn cipher_suite(&self) -> Option<CipherSuite> {
         self.suite
@@ -330,10 +372,27 @@ impl Session {
         if self.error.is_some() {
             return None;
         }
-        match (self.handshake_deadline, self.idle_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut t = [
+            self.handshake_deadline,
+            self.idle_deadline,
+            self.rejoin_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut at = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        };
+        for c in self.conns.values().filter(|c| c.can_send()) {
+            at(c.ack_deadline);
+            at(c.probe.map(|(_, sent)| sent + self.cfg.probe_timeout));
+            if c.probe.is_none() {
+                at(self.cfg.keepalive.zip(c.last_recv).map(|(k, l)| l + k));
+            }
         }
+        t
     }
 
     /// Fires expired timers.
@@ -341,10 +400,39 @@ impl Session {
         if self.error.is_some() {
             return;
         }
+        self.now = now;
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.fail(Error::HandshakeTimeout);
+            return;
         } else if self.idle_deadline.is_some_and(|d| now >= d) {
             self.fail(Error::IdleTimeout);
+            return;
+        } else if self.rejoin_deadline.is_some_and(|d| now >= d) {
+            self.fail(Error::ConnectionLost(
+                "no connection rejoined in time".into(),
+            ));
+            return;
+        }
+        let mut failed = Vec::new();
+        for (id, c) in self.conns.iter_mut().filter(|(_, c)| c.can_send()) {
+            if c.ack_deadline.is_some_and(|d| now >= d) {
+                c.ack_deadline = None;
+                c.ack_due = true;
+            }
+            match c.probe {
+                Some((_, sent)) if now >= sent + self.cfg.probe_timeout => failed.push(*id),
+                None => {
+                    if let (Some(k), Some(l)) = (self.cfg.keepalive, c.last_recv) {
+                        if now >= l + k && !c.ping_due {
+                            c.ping_due = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in failed {
+            self.connection_failed(id, "keepalive probe not acknowledged");
         }
     }
 
@@ -374,6 +462,7 @@ impl Session {
         if let Some(d) = self.cfg.idle_timeout {
             self.idle_deadline = Some(now + d);
         }
+        self.now = now;
         let r = self.recv_inner(conn, buf);
         if let Err(e) = &r {
             self.fail(e.clone());
@@ -403,13 +492,22 @@ impl Session {
     }
 
     /// Handles the TCP connection's end of stream (the peer's FIN).
-    pub fn handle_eof(&mut self, conn: ConnectionId) {
-        if self.error.is_some() || !self.conns.contains_key(&conn) {
+    pub fn handle_eof(&mut self, conn: ConnectionId, now: Instant) {
+        self.now = now;
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if self.error.is_some() {
             return;
         }
-        if self.other_connections(conn) {
-            // One of several connections ended: the session goes on.
+        if c.state == ConnectionState::Draining && self.other_connections(conn) {
+            // A retired connection ended: expected.
             self.drop_connection(conn);
+            return;
+        }
+        if self.can_fail_over(conn) {
+            // An unexpected FIN is a failure like a reset.
+            self.connection_failed(conn, "unexpected FIN");
             return;
         }
         match &self.state {
@@ -428,12 +526,13 @@ impl Session {
     }
 
     /// Handles a failed TCP connection (reset, I/O error).
-    pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String) {
-        if !self.conns.contains_key(&conn) {
+    pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String, now: Instant) {
+        self.now = now;
+        if !self.conns.contains_key(&conn) || self.error.is_some() {
             return;
         }
-        if self.other_connections(conn) {
-            self.drop_connection(conn);
+        if self.can_fail_over(conn) {
+            self.connection_failed(conn, &reason);
             return;
         }
         {
@@ -460,6 +559,7 @@ impl Session {
                 tracing::debug!(side = ?self.side, suite = ?send.suite(), "TCPLS session established");
                 self.peer_params = Some(peer.params);
                 self.suite = Some(send.suite());
+                self.acks = self.cfg.failover && peer.params.failover;
                 self.send_credit = SendCredit::new(peer.params.initial_max_data);
                 self.local_limit = peer.params.max_streams;
                 self.state = State::Tcpls(Box::new(Keys { send, recv }));
@@ -572,9 +672,14 @@ impl Session {
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
             let (ct, len) = keys.recv.open(conn, c.recv_seq, &mut rec)?;
             c.recv_seq += 1;
+            c.last_recv = Some(self.now);
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             match ct {
-                ContentType::ApplicationData => self.on_frames(&plain)?,
+                ContentType::ApplicationData => {
+                    if self.on_frames(&plain)? && self.acks {
+                        self.schedule_ack(conn, len);
+                    }
+                }
                 ContentType::Alert => {
                     if plain.len() == 2 && plain[1] == 0 {
                         return Err(Error::PeerClosed {
@@ -591,9 +696,14 @@ impl Session {
         }
     }
 
-    fn on_frames(&mut self, plain: &Bytes) -> Result<(), Error> {
+    /// Processes a record's frames; true if the record asks for an ACK
+    /// (anything but ACK and PADDING).
+    fn on_frames(&mut self, plain: &Bytes) -> Result<bool, Error> {
+        let mut eliciting = false;
         for frame in FrameIter::new(plain) {
-            match frame? {
+            let frame = frame?;
+            eliciting |= !matches!(frame, Frame::Ack { .. } | Frame::Padding);
+            match frame {
                 Frame::Padding | Frame::Ping => {}
                 Frame::Stream {
                     id,
@@ -635,19 +745,28 @@ impl Session {
                     if self.side == Side::Server {
                         return Err(Error::Protocol("NEW_TOKEN sent by a client"));
                     }
-                    if seq == 0 || self.conns.contains_key(&seq) {
-                        return Err(Error::Protocol("NEW_TOKEN reuses a connection id"));
+                    if seq == 0 {
+                        return Err(Error::Protocol("NEW_TOKEN for connection 0"));
                     }
-                    // Bounded: the server may not have more outstanding than allowed.
-                    if self.tokens.outstanding.len() >= self.max_connections as usize {
-                        return Err(Error::Protocol("too many tokens"));
+                    // Tokens are re-sent after failures: a known or already
+                    // used sequence number is a duplicate, not an error.
+                    let known = self.conns.contains_key(&seq)
+                        || self.tokens.outstanding.contains_key(&seq)
+                        || seq <= self.tokens.used_up_to;
+                    if !known {
+                        // Bounded: the server may not have more outstanding than allowed.
+                        if self.tokens.outstanding.len() >= self.max_connections as usize {
+                            return Err(Error::Protocol("too many tokens"));
+                        }
+                        self.tokens.outstanding.insert(seq, token);
+                        self.events.push_back(Event::TokensAvailable);
                     }
-                    self.tokens.outstanding.insert(seq, token);
-                    self.events.push_back(Event::TokensAvailable);
                 }
                 Frame::StreamChange { id, conn } => {
+                    // A change toward a connection that is not (or no longer)
+                    // active here is stale, e.g. it crossed a failure: ignore.
                     if !self.conns.get(&conn).is_some_and(|c| c.can_send()) {
-                        return Err(Error::Protocol("STREAM_CHANGE to an unknown connection"));
+                        continue;
                     }
                     if self.ensure_stream(id)? {
                         if let Some(s) = self.streams.get_mut(&id) {
@@ -656,11 +775,20 @@ impl Session {
                     }
                 }
                 Frame::ConnectionReset { conn } => {
-                    // The peer stopped sending on `conn`: stop using it too.
-                    if conn != self.primary || self.other_connections(conn) {
+                    // The peer stopped sending on `conn` (retired or failed):
+                    // stop using it too; what we sent on it and was not
+                    // acknowledged goes again elsewhere.
+                    if self.other_connections(conn) {
+                        let known = self.conns.contains_key(&conn);
                         self.retire_connection(conn, false);
+                        self.requeue_unacked(conn);
+                        if known {
+                            // Frames we sent on it may be lost as well.
+                            self.reannounce();
+                        }
                     }
                 }
+                Frame::Ack { conn, seq } => self.on_ack(conn, seq)?,
                 Frame::NewAddress(addr) => {
                     if !self.peer_addresses.contains(&addr) {
                         if self.peer_addresses.len() >= MAX_PEER_ADDRESSES {
@@ -678,12 +806,160 @@ impl Session {
                             .push_back(Event::PeerAddress { addr, added: false });
                     }
                 }
-                // Record acknowledgements and transport options: valid on
-                // the wire, acted on by the failover work.
-                Frame::Ack { .. } | Frame::TransportOption { .. } => {}
+                // Transport options: valid on the wire, not acted on yet.
+                Frame::TransportOption { .. } => {}
             }
         }
+        Ok(eliciting)
+    }
+
+    fn schedule_ack(&mut self, conn: ConnectionId, len: usize) {
+        let (every, bytes, delay, now) = (
+            self.cfg.ack_every_records,
+            self.cfg.ack_every_bytes,
+            self.cfg.ack_delay,
+            self.now,
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.ack_records += 1;
+            c.ack_bytes += len;
+            if c.ack_records >= every || c.ack_bytes >= bytes {
+                c.ack_due = true;
+            } else if c.ack_deadline.is_none() {
+                c.ack_deadline = Some(now + delay);
+            }
+        }
+    }
+
+    fn on_ack(&mut self, conn: ConnectionId, seq: u64) -> Result<(), Error> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(()); // a connection already gone
+        };
+        if seq >= c.send_seq {
+            return Err(Error::Protocol("ACK for a record never sent"));
+        }
+        if c.probe.is_some_and(|(p, _)| p <= seq) {
+            c.probe = None;
+        }
+        let mut freed = false;
+        while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, Sent::Stream { id, data, .. })) = c.unacked.pop_front() {
+                if let Some(st) = self.streams.get_mut(&id) {
+                    st.send.unacked_bytes -= data.len();
+                    freed = true;
+                }
+            }
+        }
+        if freed {
+            self.wake_writers();
+        }
         Ok(())
+    }
+
+    /// True if losing `conn` leaves the session alive: another connection
+    /// is active, or failover lets the client join a new one.
+    fn can_fail_over(&self, conn: ConnectionId) -> bool {
+        matches!(self.state, State::Tcpls(_))
+            && (self.other_connections(conn) || (self.acks && self.max_connections > 1))
+    }
+
+    /// A connection died: forget it, replay what it did not deliver, tell
+    /// the peer, and wait for a new one if it was the last.
+    fn connection_failed(&mut self, conn: ConnectionId, reason: &str) {
+        tracing::debug!(side = ?self.side, conn, reason, "connection failed");
+        self.retire_connection(conn, false);
+        self.requeue_unacked(conn);
+        self.conns.remove(&conn);
+        self.events.push_back(Event::ConnectionFailed(conn));
+        if self.side == Side::Server {
+            self.replenish_tokens();
+        }
+        // Tell the peer (now, or on the connection that replaces this one)
+        // so it replays what it sent on `conn` without waiting to notice;
+        // `reannounce` below queues the CONNECTION_RESET.
+        if self.failed_conns.len() >= 64 {
+            self.failed_conns.pop_front();
+        }
+        self.failed_conns.push_back(conn);
+        if !self.conns.values().any(|c| c.can_send()) {
+            self.rejoin_deadline = Some(self.now + self.cfg.rejoin_grace);
+            self.events.push_back(Event::Disconnected);
+        }
+        // Credit and stream announcements may have died with it.
+        self.reannounce();
+    }
+
+    /// Remembers a replayed item as sent in record `seq` of `conn`.
+    fn record_sent(&mut self, conn: ConnectionId, seq: u64, sent: Sent) {
+        if !self.acks {
+            return;
+        }
+        if let Sent::Stream { id, data, .. } = &sent {
+            if let Some(st) = self.streams.get_mut(id) {
+                st.send.unacked_bytes += data.len();
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.unacked.push_back((seq, sent));
+        }
+    }
+
+    /// After a rejoin: the new connection becomes primary and carries every
+    /// stream.
+    fn adopt_primary(&mut self, conn: ConnectionId) {
+        self.primary = conn;
+        for s in self.streams.values_mut() {
+            s.conn = conn;
+        }
+        self.requeue_all();
+    }
+
+    fn requeue_unacked(&mut self, conn: ConnectionId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for (_, sent) in c.unacked.drain(..) {
+            if let Sent::Stream { id, data, .. } = &sent {
+                if let Some(st) = self.streams.get_mut(id) {
+                    st.send.unacked_bytes -= data.len();
+                }
+            }
+            self.replay.push_back(sent);
+        }
+        self.wake_writers();
+    }
+
+    /// Sends again the state a lost record may have carried: credit limits,
+    /// stream limit, stream-to-connection mapping.
+    fn reannounce(&mut self) {
+        if !matches!(self.state, State::Tcpls(_)) {
+            return;
+        }
+        self.max_data_pending = true;
+        self.max_streams_pending = true;
+        for (id, s) in self.streams.iter_mut() {
+            if !s.max_data_pending {
+                s.max_data_pending = true;
+                self.max_stream_data_queue.push_back(*id);
+            }
+            if !s.change_pending {
+                s.change_pending = true;
+                self.stream_changes.push_back(*id);
+            }
+        }
+        for c in &self.failed_conns {
+            if !self.conn_resets.contains(c) {
+                self.conn_resets.push_back(*c);
+            }
+        }
+        if self.side == Side::Server {
+            self.tokens.to_send = self
+                .tokens
+                .outstanding
+                .iter()
+                .map(|(s, t)| (*s, *t))
+                .collect();
+        }
     }
 
     fn check_local_exists(&self, id: StreamId) -> Result<(), Error> {
@@ -872,7 +1148,9 @@ impl Session {
         if s.send.fin_queued || s.send.reset.is_some() {
             return Err(Error::Usage("stream already finished or reset"));
         }
-        let n = data.len().min(limit.saturating_sub(s.send.unsent.len()));
+        let n = data
+            .len()
+            .min(limit.saturating_sub(s.send.unsent.len() + s.send.unacked_bytes));
         if n == 0 {
             if !data.is_empty() && !self.blocked_writers.contains(&id) {
                 self.blocked_writers.push(id);
@@ -1004,6 +1282,7 @@ impl Session {
     /// Forgets a connection that ended, moving its streams to another one.
     fn drop_connection(&mut self, conn: ConnectionId) {
         self.retire_connection(conn, false);
+        self.requeue_unacked(conn);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnectionState::Closed;
         }
@@ -1068,11 +1347,16 @@ impl Session {
         let (seq, token) = self.tokens.outstanding.pop_first().ok_or(Error::Usage(
             "no join token available (max connections reached?)",
         ))?;
+        self.tokens.used_up_to = self.tokens.used_up_to.max(seq);
         let mut random = [0u8; 64];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
         let mut out = encode_join_hello(&token, &random);
         self.conns
             .insert(seq, Connection::new(ConnectionState::Active));
+        self.rejoin_deadline = None;
+        if !self.conns.get(&self.primary).is_some_and(|c| c.can_send()) {
+            self.adopt_primary(seq);
+        }
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         Frame::Ping.encode(&mut out);
@@ -1130,12 +1414,17 @@ impl Session {
         }
         let c = self.conns.get_mut(&conn).expect("pending connection");
         c.state = ConnectionState::Active;
+        c.last_recv = Some(self.now);
+        self.rejoin_deadline = None;
         if let Some(token) = c.token.take() {
             self.tokens.outstanding.remove(&conn);
             self.events.push_back(Event::TokenRetired(token));
         }
         self.events.push_back(Event::ConnectionAdded(conn));
         self.replenish_tokens();
+        if !self.conns.get(&self.primary).is_some_and(|c| c.can_send()) {
+            self.adopt_primary(conn);
+        }
         let r = self.recv_records(conn, buf);
         if let Err(e) = &r {
             self.fail(e.clone());
@@ -1365,6 +1654,8 @@ impl Session {
             }
             State::Tcpls(_) => {
                 self.close_frame.is_some()
+                    || !self.replay.is_empty()
+                    || self.conns.values().any(|c| c.ack_due || c.ping_due)
                     || !self.tokens.to_send.is_empty()
                     || !self.stream_changes.is_empty()
                     || !self.conn_resets.is_empty()
@@ -1435,7 +1726,7 @@ impl Session {
         let streams = &self.streams;
         let events = &mut self.events;
         self.blocked_writers.retain(|id| match streams.get(id) {
-            Some(s) if s.send.unsent.len() >= limit => true,
+            Some(s) if s.send.unsent.len() + s.send.unacked_bytes >= limit => true,
             _ => {
                 events.push_back(Event::StreamWritable(*id));
                 false
@@ -1479,6 +1770,28 @@ impl Session {
         // record (the receiver then hands it out from offset 0).
         let mut ctl = std::mem::take(&mut self.scratch);
         ctl.clear();
+        // ACKs for any connection travel on whichever sends first.
+        for (id, c) in self.conns.iter_mut() {
+            if c.ack_due && c.recv_seq > 0 {
+                c.ack_due = false;
+                c.ack_deadline = None;
+                c.ack_records = 0;
+                c.ack_bytes = 0;
+                Frame::Ack {
+                    conn: *id,
+                    seq: c.recv_seq - 1,
+                }
+                .encode(&mut ctl);
+            }
+        }
+        let seq = self.conns.get(&conn).map_or(0, |c| c.send_seq);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.ping_due {
+                c.ping_due = false;
+                c.probe = Some((seq, self.now));
+                Frame::Ping.encode(&mut ctl);
+            }
+        }
         if self.max_data_pending {
             self.max_data_pending = false;
             Frame::MaxData(self.recv_credit.advertised()).encode(&mut ctl);
@@ -1522,6 +1835,62 @@ impl Session {
             }
         }
 
+        // Data of failed connections goes first, on whatever connection.
+        let acks = self.acks;
+        while let Some(sent) = self.replay.pop_front() {
+            let room = MAX_PLAINTEXT - (out.len() - body) - ctl.len();
+            if room < STREAM_HEADER_LEN + 16 {
+                self.replay.push_front(sent);
+                break;
+            }
+            let sent = match sent {
+                Sent::Stream {
+                    id,
+                    offset,
+                    mut data,
+                    fin,
+                } => {
+                    let k = data.len().min(room - STREAM_HEADER_LEN);
+                    let head = data.split_to(k);
+                    let last = data.is_empty();
+                    if !last {
+                        self.replay.push_front(Sent::Stream {
+                            id,
+                            offset: offset + k as u64,
+                            data,
+                            fin,
+                        });
+                    }
+                    out.extend_from_slice(&head);
+                    encode_stream_header(id, offset, k as u16, fin && last, out);
+                    Sent::Stream {
+                        id,
+                        offset,
+                        data: head,
+                        fin: fin && last,
+                    }
+                }
+                Sent::Reset {
+                    id,
+                    code,
+                    final_size,
+                } => {
+                    Frame::ResetStream {
+                        id,
+                        code,
+                        final_size,
+                    }
+                    .encode(out);
+                    Sent::Reset {
+                        id,
+                        code,
+                        final_size,
+                    }
+                }
+            };
+            self.record_sent(conn, seq, sent);
+        }
+
         let mut finished = Vec::new();
         let rotation = self.send_queue.len();
         for _ in 0..rotation {
@@ -1547,13 +1916,26 @@ impl Session {
             if let Some(code) = s.send.reset {
                 if !s.send.reset_sent {
                     s.send.reset_sent = true;
+                    let final_size = s.send.offset;
                     Frame::ResetStream {
                         id,
                         code,
-                        final_size: s.send.offset,
+                        final_size,
                     }
                     .encode(out);
                     finished.push(id);
+                    if acks {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.unacked.push_back((
+                                seq,
+                                Sent::Reset {
+                                    id,
+                                    code,
+                                    final_size,
+                                },
+                            ));
+                        }
+                    }
                 }
                 continue;
             }
@@ -1565,8 +1947,26 @@ impl Session {
             if n == 0 && !fin {
                 continue; // blocked on credit: MAX_* frames requeue it
             }
-            out.extend_from_slice(&s.send.unsent[..n]);
-            s.send.unsent.advance(n);
+            if acks {
+                // Keep the bytes (a slice, not a copy) until acknowledged.
+                let data = s.send.unsent.split_to(n).freeze();
+                out.extend_from_slice(&data);
+                s.send.unacked_bytes += n;
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.unacked.push_back((
+                        seq,
+                        Sent::Stream {
+                            id,
+                            offset: s.send.offset,
+                            data,
+                            fin,
+                        },
+                    ));
+                }
+            } else {
+                out.extend_from_slice(&s.send.unsent[..n]);
+                s.send.unsent.advance(n);
+            }
             encode_stream_header(id, s.send.offset, n as u16, fin, out);
             s.send.offset += n as u64;
             s.send.credit.consume(n as u64);

@@ -14,6 +14,8 @@ pub(crate) struct SendState {
     pub unsent: BytesMut,
     /// Offset of the first byte of `unsent`.
     pub offset: u64,
+    /// Bytes sent and kept until acknowledged (failover).
+    pub unacked_bytes: usize,
     pub credit: SendCredit,
     /// The application finished the stream.
     pub fin_queued: bool,
@@ -28,6 +30,7 @@ impl SendState {
         Self {
             unsent: BytesMut::new(),
             offset: 0,
+            unacked_bytes: 0,
             credit: SendCredit::new(credit),
             fin_queued: false,
             fin_sent: false,

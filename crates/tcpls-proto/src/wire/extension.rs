@@ -23,6 +23,7 @@ const P_INITIAL_MAX_STREAM_DATA: u16 = 2;
 const P_MAX_STREAMS: u16 = 3;
 const P_USER_TIMEOUT_MS: u16 = 4;
 const P_MAX_CONNECTIONS: u16 = 5;
+const P_FAILOVER: u16 = 6;
 
 /// Limits each side announces in its `tcpls` extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct TransportParams {
     pub user_timeout_ms: u32,
     /// TCP connections this side accepts per session.
     pub max_connections: u32,
+    /// This side acknowledges records and replays unacknowledged data
+    /// after a connection failure (both sides must).
+    pub failover: bool,
 }
 
 impl Default for TransportParams {
@@ -47,6 +51,7 @@ impl Default for TransportParams {
             max_streams: 256,
             user_timeout_ms: 0,
             max_connections: 1,
+            failover: false,
         }
     }
 }
@@ -72,6 +77,7 @@ impl Codec for TransportParams {
         put_param(out, P_MAX_STREAMS, &self.max_streams.to_be_bytes());
         put_param(out, P_USER_TIMEOUT_MS, &self.user_timeout_ms.to_be_bytes());
         put_param(out, P_MAX_CONNECTIONS, &self.max_connections.to_be_bytes());
+        put_param(out, P_FAILOVER, &[self.failover as u8]);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -82,6 +88,7 @@ impl Codec for TransportParams {
             max_streams: 0,
             user_timeout_ms: 0,
             max_connections: 1,
+            failover: false,
         };
         let mut seen = 0u32;
         while !r.is_empty() {
@@ -102,6 +109,7 @@ impl Codec for TransportParams {
                 P_MAX_STREAMS => p.max_streams = v.u32("max_streams")?,
                 P_USER_TIMEOUT_MS => p.user_timeout_ms = v.u32("user_timeout")?,
                 P_MAX_CONNECTIONS => p.max_connections = v.u32("max_connections")?,
+                P_FAILOVER => p.failover = v.u8("failover")? != 0,
                 _ => continue,
             }
             if !v.is_empty() {
@@ -164,7 +172,7 @@ mod tests {
                                        c in any::<u32>(), d in any::<u32>(), e in any::<u32>()) {
             let ext = TcplsExtension { version: v, params: TransportParams {
                 initial_max_data: a, initial_max_stream_data: b, max_streams: c,
-                user_timeout_ms: d, max_connections: e } };
+                user_timeout_ms: d, max_connections: e, failover: a % 2 == 0 } };
             prop_assert_eq!(TcplsExtension::from_slice(&ext.to_vec()).unwrap(), ext);
         }
 

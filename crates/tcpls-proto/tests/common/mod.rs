@@ -70,6 +70,7 @@ impl Pair {
     /// Moves what each side has to send to the other. True if anything moved.
     pub fn step(&mut self) -> bool {
         self.now += Duration::from_millis(1);
+        self.timers();
         let mut wire = Vec::new();
         let _ = self.c.poll_transmit(0, &mut wire, 256 << 10);
         let a = wire.len();
@@ -97,11 +98,32 @@ impl Pair {
         a + b > 0
     }
 
-    /// Steps until nothing moves.
+    /// Fires the sessions' timers that are due.
+    pub fn timers(&mut self) {
+        for s in [&mut self.c, &mut self.s] {
+            if s.poll_timeout().is_some_and(|t| t <= self.now) {
+                s.handle_timeout(self.now);
+            }
+        }
+    }
+
+    /// Steps until nothing moves, jumping the clock to timers (ACK delays)
+    /// due within 100 ms.
     pub fn drive(&mut self) {
         for _ in 0..1_000_000 {
-            if !self.step() {
-                return;
+            self.timers();
+            if self.step() {
+                continue;
+            }
+            let next = [self.c.poll_timeout(), self.s.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= self.now + Duration::from_millis(100) => {
+                    self.now = self.now.max(t);
+                }
+                _ => return,
             }
         }
         panic!("simulation did not settle");
