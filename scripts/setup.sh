@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: the `openssl`
 # command (interop tests run `openssl s_server` and `openssl s_client`) and
-# iproute2 (`ip netns`, `tc`: the testbed's network namespaces).
+# iproute2 (`ip netns`, `tc`: the testbed's network namespaces) and
+# iptables (the testbed's fault injection).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 { command -v ip && command -v tc; } >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

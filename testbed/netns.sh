@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Two network namespaces joined by two disjoint paths (veth pairs).
+# Two network namespaces joined by disjoint paths (veth pairs), two by
+# default, PATHS=3 for three.
 #
 #   PREFIX-cli                         PREFIX-srv
 #   PREFIXc1 10.71.1.1/24 <--path 1--> PREFIXs1 10.71.1.2/24
 #   PREFIXc2 10.71.2.1/24 <--path 2--> PREFIXs2 10.71.2.2/24
+#   PREFIXc3 10.71.3.1/24 <--path 3--> PREFIXs3 10.71.3.2/24   (PATHS=3)
 #
 # usage:
-#   testbed/netns.sh up   [PREFIX] [RATE1] [RATE2]   e.g. up tb 100mbit 25mbit
+#   testbed/netns.sh up   [PREFIX] [RATE1] [RATE2] [RATE3]   e.g. up tb 100mbit 25mbit
 #   testbed/netns.sh down [PREFIX]
 #   testbed/netns.sh exec PREFIX cli|srv CMD...
 #
@@ -37,28 +39,27 @@ shape() { # ns dev rate
 
 case "$cmd" in
 up)
-    rate1=${3:-}
-    rate2=${4:-}
+    paths=${PATHS:-2}
     down
     ip netns add "$cli"
     ip netns add "$srv"
     ip -n "$cli" link set lo up
     ip -n "$srv" link set lo up
-    for i in 1 2; do
+    for i in $(seq 1 "$paths"); do
         ip link add "${prefix}c$i" netns "$cli" type veth peer name "${prefix}s$i" netns "$srv"
         ip -n "$cli" addr add "10.71.$i.1/24" dev "${prefix}c$i"
         ip -n "$srv" addr add "10.71.$i.2/24" dev "${prefix}s$i"
         ip -n "$cli" link set "${prefix}c$i" up
         ip -n "$srv" link set "${prefix}s$i" up
     done
-    if [ -n "$rate1" ]; then
-        shape "$cli" "${prefix}c1" "$rate1"
-        shape "$srv" "${prefix}s1" "$rate1"
-    fi
-    if [ -n "$rate2" ]; then
-        shape "$cli" "${prefix}c2" "$rate2"
-        shape "$srv" "${prefix}s2" "$rate2"
-    fi
+    rates=("${@:3}")
+    for i in $(seq 1 "$paths"); do
+        rate=${rates[$((i - 1))]:-}
+        if [ -n "$rate" ]; then
+            shape "$cli" "${prefix}c$i" "$rate"
+            shape "$srv" "${prefix}s$i" "$rate"
+        fi
+    done
     ;;
 down)
     down
@@ -69,7 +70,7 @@ exec)
     exec ip netns exec "$prefix-$side" "$@"
     ;;
 *)
-    sed -n '2,19p' "$0" >&2
+    sed -n '2,21p' "$0" >&2
     exit 2
     ;;
 esac

@@ -33,6 +33,11 @@ pub struct ClientOpts {
     /// i-th, cycling), e.g. one per interface.
     #[arg(long = "bind")]
     pub binds: Vec<SocketAddr>,
+    /// Probe each idle connection this often (e.g. 200ms) and fail it over
+    /// when the probe is not acknowledged: finds blackholes on paths that
+    /// carry no data. Off by default.
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub keepalive: Option<Duration>,
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -47,7 +52,10 @@ impl ClientOpts {
         self.cipher.map_or(CipherSuite::ALL.to_vec(), |c| vec![c])
     }
 
-    pub fn tcpls_config(&self, transport: TransportConfig) -> Result<Arc<ClientConfig>> {
+    pub fn tcpls_config(&self, mut transport: TransportConfig) -> Result<Arc<ClientConfig>> {
+        if self.keepalive.is_some() {
+            transport.keepalive = self.keepalive;
+        }
         let mut b = ClientConfig::builder()
             .cipher_suites(&self.suites())
             .transport(transport);

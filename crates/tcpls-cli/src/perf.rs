@@ -57,7 +57,7 @@ pub struct PerfArgs {
     pub verify: bool,
     /// Migrate all streams to the next connection this often during a
     /// TCPLS run (with --connections >= 2), e.g. 500ms.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub migrate_every: Option<Duration>,
     /// Most migrations per run (with --migrate-every).
     #[arg(long, default_value_t = u32::MAX)]
@@ -68,25 +68,6 @@ pub struct PerfArgs {
     pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientOpts,
-}
-
-/// Parses `250ms`, `2s`, `1.5s`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        return Err(format!("{s:?}: use a unit, e.g. 500ms or 2s"));
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?}"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("not a positive duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
 }
 
 /// Kernel statistics of one connection (from TCP_INFO) at the end of a run.

@@ -1,5 +1,7 @@
 //! Human-friendly byte counts and rates.
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
 
 /// Parses `4G`, `100M`, `64K`, `1234` (binary multiples).
@@ -49,6 +51,25 @@ pub fn human(bytes: u64) -> String {
     } else {
         format!("{v:.1} {}", units[i])
     }
+}
+
+/// Parses `250ms`, `2s`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("{s:?}: use a unit, e.g. 500ms or 2s"));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("not a positive duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
 }
 
 #[cfg(test)]

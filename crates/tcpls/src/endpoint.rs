@@ -56,6 +56,7 @@ fn start(
         sockets: Default::default(),
     });
     driver::spawn(shared.clone(), tcp, 0, input, Vec::new());
+    tokio::spawn(crate::session::health(Arc::downgrade(&shared)));
     Session {
         guard: Arc::new(Guard(shared)),
     }

@@ -65,6 +65,52 @@ pub(crate) struct Inner {
     pub armed_timeout: Option<std::time::Instant>,
 }
 
+/// Watches the kernel's view of each connection (TCP_INFO) and fails over a
+/// connection whose sent segments have gone unacknowledged for the user
+/// timeout. The kernel's own TCP_USER_TIMEOUT only fires at retransmission
+/// timer events (about 450 ms for 250 ms here); polling every 50 ms cuts
+/// that to the timeout plus at most 50 ms.
+pub(crate) async fn health(me: Weak<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let Some(shared) = me.upgrade() else { return };
+        let limit = {
+            let inner = shared.lock();
+            if inner.proto.is_drained() {
+                return;
+            }
+            match inner.proto.user_timeout() {
+                Some(t) if inner.proto.failover() => t,
+                _ => continue,
+            }
+        };
+        let dead: Vec<(ConnectionId, u32)> = {
+            let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            sockets
+                .iter()
+                .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
+                .filter(|i| i.unacked > 0 && i.last_ack_recv_ms as u128 >= limit.as_millis())
+                .map(|i| (i.conn, i.last_ack_recv_ms))
+                .collect()
+        };
+        if dead.is_empty() {
+            continue;
+        }
+        let mut inner = shared.lock();
+        for (conn, ms) in dead {
+            inner.proto.handle_connection_error(
+                conn,
+                format!("no TCP acknowledgement for {ms} ms"),
+                std::time::Instant::now(),
+            );
+        }
+        inner.dispatch();
+        drop(inner);
+        shared.wake_writers();
+    }
+}
+
 /// Client side, after the last connection failed: joins a new connection
 /// (to the original address or one the server advertised), retrying with
 /// backoff until it works or the session ends.

@@ -27,6 +27,10 @@ pub struct ConnectionStats {
     pub bytes_received: u64,
     /// Bytes written but not yet sent by the kernel.
     pub notsent_bytes: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Milliseconds since the last ACK arrived.
+    pub last_ack_recv_ms: u32,
 }
 
 /// Linux's `struct tcp_info` up to `tcpi_delivery_rate` (include/uapi/
@@ -110,5 +114,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<Conn
         bytes_acked: info.bytes_acked,
         bytes_received: info.bytes_received,
         notsent_bytes: info.notsent_bytes,
+        unacked: info.unacked,
+        last_ack_recv_ms: info.last_ack_recv,
     })
 }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fault injection on one path of a testbed made by netns.sh.
+#
+# usage: testbed/fault.sh PREFIX PATH blackhole|rst|down|restore
+#   blackhole  drop every packet of the path, both directions (iptables DROP)
+#   rst        answer every TCP segment on the path with a reset, at both
+#              ends (REJECT --reject-with tcp-reset; resets themselves pass,
+#              or each end's rule would swallow the other's reset)
+#   down       take the path's link down
+#   restore    undo all of the above for that path
+# Needs root. Rules are tagged with a comment so `restore` removes only them.
+set -euo pipefail
+
+prefix=${1:?PREFIX}
+path=${2:?PATH number}
+fault=${3:?blackhole, rst, down or restore}
+cli="$prefix-cli"
+srv="$prefix-srv"
+tag="tcpls-fault-$path"
+
+rules() { # ns dev action...
+    local ns=$1 dev=$2
+    shift 2
+    ip netns exec "$ns" iptables -A INPUT -i "$dev" "$@" -m comment --comment "$tag"
+    ip netns exec "$ns" iptables -A OUTPUT -o "$dev" "$@" -m comment --comment "$tag"
+}
+
+clear_rules() { # ns
+    local ns=$1
+    ip netns exec "$ns" iptables -S | { grep -- "--comment $tag" || true; } | sed 's/^-A/-D/' |
+        while read -r rule; do
+            # shellcheck disable=SC2086
+            ip netns exec "$ns" iptables $rule
+        done
+}
+
+case "$fault" in
+blackhole)
+    rules "$srv" "${prefix}s$path" -j DROP
+    ;;
+rst)
+    for side in cli:c srv:s; do
+        ns="$prefix-${side%%:*}"
+        dev="${prefix}${side##*:}$path"
+        ip netns exec "$ns" iptables -A INPUT -i "$dev" -p tcp ! --tcp-flags RST RST \
+            -j REJECT --reject-with tcp-reset -m comment --comment "$tag"
+    done
+    ;;
+down)
+    ip -n "$cli" link set "${prefix}c$path" down
+    ;;
+restore)
+    clear_rules "$cli"
+    clear_rules "$srv"
+    ip -n "$cli" link set "${prefix}c$path" up
+    ;;
+*)
+    sed -n '2,11p' "$0" >&2
+    exit 2
+    ;;
+esac
