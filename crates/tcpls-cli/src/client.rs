@@ -108,15 +108,31 @@ impl ClientOpts {
         }
         let advertised = session.peer_addresses();
         for i in 1..self.connections as usize {
-            let remote = if advertised.is_empty() {
-                addr
-            } else {
-                advertised[(i - 1) % advertised.len()]
-            };
-            session
-                .join(remote, self.bind_for(i))
-                .await
-                .with_context(|| format!("joining connection {i} toward {remote}"))?;
+            // Toward the advertised addresses in turn (the original address
+            // last); the first one reachable from this bind address wins.
+            let mut candidates: Vec<SocketAddr> = advertised.clone();
+            let n = candidates.len();
+            if n > 0 {
+                candidates.rotate_left((i - 1) % n);
+            }
+            candidates.push(addr);
+            let mut last_err = None;
+            let mut joined = false;
+            for remote in candidates {
+                match session.join(remote, self.bind_for(i)).await {
+                    Ok(_) => {
+                        joined = true;
+                        break;
+                    }
+                    Err(e) => last_err = Some(format!("{remote}: {e}")),
+                }
+            }
+            if !joined {
+                anyhow::bail!(
+                    "joining connection {i}: {}",
+                    last_err.unwrap_or_else(|| "no address".into())
+                );
+            }
         }
         Ok(session)
     }
