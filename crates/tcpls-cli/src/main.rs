@@ -4,6 +4,7 @@ mod client;
 mod demo;
 mod get;
 mod http;
+mod mptcp;
 mod perf;
 mod serve;
 mod units;
@@ -31,6 +32,9 @@ enum Cmd {
     Perf(perf::PerfArgs),
     /// Server and client on loopback: a verified transfer and its goodput.
     Demo(demo::DemoArgs),
+    /// The same download over the kernel's MPTCP, for comparisons.
+    #[command(subcommand)]
+    Mptcp(mptcp::MptcpCmd),
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Get(a) => get::run(a).await,
         Cmd::Perf(a) => perf::run(a).await,
         Cmd::Demo(a) => demo::run(a).await,
+        Cmd::Mptcp(c) => mptcp::run(c).await,
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

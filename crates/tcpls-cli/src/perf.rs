@@ -332,7 +332,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     })
 }
 
-const SAMPLE: Duration = Duration::from_millis(10);
+pub const SAMPLE: Duration = Duration::from_millis(10);
 
 /// Samples delivered bytes every 10 ms and migrates the session on
 /// schedule, until `done`; returns the timeline.
@@ -382,7 +382,7 @@ async fn sample(
 }
 
 /// Longest run of empty intervals between the first and the last non-empty one.
-fn max_stall(bytes: &[u64]) -> u64 {
+pub fn max_stall(bytes: &[u64]) -> u64 {
     let (Some(first), Some(last)) = (
         bytes.iter().position(|b| *b > 0),
         bytes.iter().rposition(|b| *b > 0),

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Failover benchmark: the same faults on TCPLS and on the kernel's MPTCP,
+# side by side. For each scenario a 100 MiB download runs over path 1 of
+# the testbed (200 Mbit/s per path) while the fault hits path 1 after 1.5 s
+# (or, for "rotate", all but one of 3 paths are blackholed, rotating every
+# second). Reports whether the transfer completed and its recovery time
+# (the longest run of 10 ms samples without goodput).
+#
+# usage: testbed/failover-bench.sh            (needs root; build first:
+#        cargo build --release -p tcpls-cli)
+# env:   BIN (default target/release/tcpls), OUT (default
+#        target/failover-bench), SCENARIOS (default "rst blackhole down rotate")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/tcpls}
+OUT=${OUT:-target/failover-bench}
+SCENARIOS=${SCENARIOS:-rst blackhole down rotate}
+P=fb
+mkdir -p "$OUT"
+trap 'testbed/netns.sh down $P; pkill -f "$BIN (mptcp )?serve" || true' EXIT
+
+run() { # scenario proto -> prints "completed stall_ms"
+    local scen=$1 proto=$2 paths=2
+    [ "$scen" = rotate ] && paths=3
+    PATHS=$paths testbed/netns.sh up $P 200mbit 200mbit 200mbit
+    local tl="$OUT/$scen-$proto.json"
+    rm -f "$tl"
+    if [ "$proto" = mptcp ]; then
+        for ns in cli srv; do ip -n "$P-$ns" mptcp limits set subflows 4 add_addr_accepted 4; done
+        for i in $(seq 2 "$paths"); do
+            ip -n "$P-cli" mptcp endpoint add "10.71.$i.1" dev "${P}c$i" subflow
+        done
+        ip netns exec "$P-srv" "$BIN" mptcp serve --listen 0.0.0.0:5443 >/dev/null 2>&1 &
+    else
+        ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --root /tmp \
+            --advertise 10.71.2.2:4443 --advertise 10.71.3.2:4443 >/dev/null 2>&1 &
+    fi
+    local srv=$!
+    sleep 0.5
+    if [ "$scen" = rotate ]; then
+        testbed/rotate.sh $P 3 1 12 >/dev/null &
+    else
+        (sleep 1.5; testbed/fault.sh $P 1 "$scen") &
+    fi
+    local inj=$!
+    local binds=()
+    for i in $(seq 1 "$paths"); do binds+=(--bind "10.71.$i.1:0"); done
+    local ok=no
+    if [ "$proto" = mptcp ]; then
+        timeout 40 ip netns exec "$P-cli" "$BIN" mptcp perf 10.71.1.2:5443 --bytes 100M \
+            --timeline "$tl" --json >/dev/null 2>&1 && ok=yes
+    else
+        timeout 40 ip netns exec "$P-cli" "$BIN" perf 10.71.1.2:4443 -k --bytes 100M --repeat 1 \
+            --connections "$paths" "${binds[@]}" --keepalive 100ms --verify \
+            --timeline "$tl" --json >/dev/null 2>&1 && ok=yes
+    fi
+    kill "$inj" 2>/dev/null || true
+    wait "$inj" 2>/dev/null || true
+    kill "$srv" 2>/dev/null || true
+    wait "$srv" 2>/dev/null || true
+    testbed/netns.sh down $P
+    local stall="-"
+    if [ -f "$tl" ]; then
+        stall=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_stall_ms'])" "$tl")
+    fi
+    echo "$ok $stall"
+}
+
+echo "| scenario | TCPLS completed | TCPLS recovery (ms) | MPTCP completed | MPTCP recovery (ms) |"
+echo "|---|---|---|---|---|"
+for scen in $SCENARIOS; do
+    read -r tok tstall < <(run "$scen" tcpls)
+    read -r mok mstall < <(run "$scen" mptcp)
+    echo "| $scen | $tok | $tstall | $mok | $mstall |"
+done
