@@ -3,8 +3,11 @@
 # side by side. For each scenario a 100 MiB download runs over path 1 of
 # the testbed (200 Mbit/s per path) while the fault hits path 1 after 1.5 s
 # (or, for "rotate", all but one of 3 paths are blackholed, rotating every
-# second). Reports whether the transfer completed and its recovery time
-# (the longest run of 10 ms samples without goodput).
+# second). Reports whether the transfer completed and two recovery times
+# from the 10 ms goodput samples: "stall", the longest run with no byte at
+# all, and "degraded", the longest run below 10% of the run's median rate
+# (MPTCP's reinjection trickles a few bytes through an outage). Writes the
+# timelines and goodput plots (tcpls plot) to OUT.
 #
 # usage: testbed/failover-bench.sh            (needs root; build first:
 #        cargo build --release -p tcpls-cli)
@@ -59,17 +62,34 @@ run() { # scenario proto -> prints "completed stall_ms"
     kill "$srv" 2>/dev/null || true
     wait "$srv" 2>/dev/null || true
     testbed/netns.sh down $P
-    local stall="-"
+    local stall="- -"
     if [ -f "$tl" ]; then
-        stall=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_stall_ms'])" "$tl")
+        stall=$(python3 - "$tl" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+b = t["bytes"]
+nz = [i for i, x in enumerate(b) if x > 0]
+body = b[nz[0]:nz[-1] + 1] if nz else []
+med = sorted(body)[len(body) // 2] if body else 0
+run = low = 0
+for x in body:
+    run = run + 1 if x < med / 10 else 0
+    low = max(low, run)
+print(t["max_stall_ms"], low * t["interval_ms"])
+PY
+)
     fi
     echo "$ok $stall"
 }
 
-echo "| scenario | TCPLS completed | TCPLS recovery (ms) | MPTCP completed | MPTCP recovery (ms) |"
+echo "| scenario | TCPLS completed | TCPLS stall / degraded (ms) | MPTCP completed | MPTCP stall / degraded (ms) |"
 echo "|---|---|---|---|---|"
 for scen in $SCENARIOS; do
-    read -r tok tstall < <(run "$scen" tcpls)
-    read -r mok mstall < <(run "$scen" mptcp)
-    echo "| $scen | $tok | $tstall | $mok | $mstall |"
+    read -r tok tstall tlow < <(run "$scen" tcpls)
+    read -r mok mstall mlow < <(run "$scen" mptcp)
+    echo "| $scen | $tok | $tstall / $tlow | $mok | $mstall / $mlow |"
+    mark=(--mark 1.5)
+    [ "$scen" = rotate ] && mark=()
+    "$BIN" plot "$OUT/$scen-tcpls.json" "$OUT/$scen-mptcp.json" "${mark[@]}" \
+        --title "$scen (100 MiB download, 200 Mbit/s paths)" -o "$OUT/$scen.png" 2>/dev/null || true
 done

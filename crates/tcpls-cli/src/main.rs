@@ -6,6 +6,7 @@ mod get;
 mod http;
 mod mptcp;
 mod perf;
+mod plot;
 mod serve;
 mod units;
 
@@ -32,6 +33,8 @@ enum Cmd {
     Perf(perf::PerfArgs),
     /// Server and client on loopback: a verified transfer and its goodput.
     Demo(demo::DemoArgs),
+    /// Draw goodput-over-time PNGs from `perf --timeline` files.
+    Plot(plot::PlotArgs),
     /// The same download over the kernel's MPTCP, for comparisons.
     #[command(subcommand)]
     Mptcp(mptcp::MptcpCmd),
@@ -57,6 +60,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Perf(a) => perf::run(a).await,
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Mptcp(c) => mptcp::run(c).await,
+        Cmd::Plot(a) => plot::run(a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -84,7 +84,7 @@ pub struct ConnStats {
 }
 
 /// Goodput over time of one run.
-#[derive(Debug, Serialize, Clone, Default)]
+#[derive(Debug, Serialize, serde::Deserialize, Clone, Default)]
 pub struct Timeline {
     pub interval_ms: u64,
     /// Bytes delivered to the application in each interval.

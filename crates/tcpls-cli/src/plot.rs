@@ -1,0 +1,140 @@
+//! `tcpls plot`: goodput-over-time PNGs from `--timeline` files (TCPLS
+//! `perf` or `mptcp perf`), with fault or migration times marked, in the
+//! manner of the TCPLS paper's figures 8 and 9.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::perf::Timeline;
+
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// Timeline JSON files; each becomes one line, labelled by its file name.
+    #[arg(required = true)]
+    pub timelines: Vec<PathBuf>,
+    /// Output PNG.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Chart title.
+    #[arg(long, default_value = "goodput over time")]
+    pub title: String,
+    /// Mark these times (seconds), e.g. when a fault was injected.
+    #[arg(long = "mark")]
+    pub marks: Vec<f64>,
+    /// Average over this many 10 ms samples (smooths the curve).
+    #[arg(long, default_value_t = 5)]
+    pub smooth: usize,
+    /// TrueType font for labels.
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    pub font: PathBuf,
+}
+
+fn load_font(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading font {} (install fonts-dejavu-core or pass --font)",
+            path.display()
+        )
+    })?;
+    // plotters keeps fonts for the whole process; one per run is fine.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not a usable font", path.display()))?;
+    Ok(())
+}
+
+/// Goodput series in (seconds, Mbit/s), averaged over `smooth` samples.
+fn series(t: &Timeline, smooth: usize) -> Vec<(f64, f64)> {
+    let dt = t.interval_ms as f64 / 1000.0;
+    let w = smooth.max(1);
+    t.bytes
+        .chunks(w)
+        .enumerate()
+        .map(|(i, c)| {
+            let bytes: u64 = c.iter().sum();
+            let secs = c.len() as f64 * dt;
+            ((i * w) as f64 * dt, bytes as f64 * 8.0 / secs / 1e6)
+        })
+        .collect()
+}
+
+pub fn run(args: PlotArgs) -> Result<()> {
+    load_font(&args.font)?;
+    let mut lines = Vec::new();
+    for p in &args.timelines {
+        let t: Timeline = serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a timeline", p.display()))?;
+        let label = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        lines.push((label, series(&t, args.smooth), t.events));
+    }
+    let max_x = lines
+        .iter()
+        .flat_map(|(_, s, _)| s.last().map(|p| p.0))
+        .fold(0.0, f64::max)
+        .max(0.1);
+    let max_y = lines
+        .iter()
+        .flat_map(|(_, s, _)| s.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
+    if lines.iter().all(|(_, s, _)| s.is_empty()) {
+        bail!("the timelines hold no samples");
+    }
+    let root = BitMapBackend::new(&args.output, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&args.title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("goodput (Mbit/s)")
+        .draw()?;
+    let mut marks: Vec<(f64, String)> = args.marks.iter().map(|m| (*m, "fault".into())).collect();
+    for (i, (label, s, events)) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        marks.extend(
+            events
+                .iter()
+                .map(|(ms, what)| (*ms as f64 / 1000.0, what.clone())),
+        );
+    }
+    for (x, what) in marks {
+        chart.draw_series(LineSeries::new(vec![(x, 0.0), (x, max_y)], RED.mix(0.6)))?;
+        chart.draw_series(std::iter::once(Text::new(
+            what,
+            (x, max_y * 0.97),
+            ("sans-serif", 13).into_font().color(&RED),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!("tcpls plot: wrote {}", args.output.display());
+    Ok(())
+}
