@@ -1811,13 +1811,26 @@ impl Session {
                 } else {
                     Frame::RemoveAddress(addr).encode(&mut ctl);
                 }
-            } else if let Some(id) = self.stream_changes.pop_front() {
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.change_pending = false;
-                    Frame::StreamChange { id, conn: s.conn }.encode(&mut ctl);
-                }
             } else {
                 break;
+            }
+        }
+        // A STREAM_CHANGE travels on the connection it names, so it can
+        // never arrive before that connection is attached at the peer.
+        for _ in 0..self.stream_changes.len() {
+            if ctl.len() >= MAX_PLAINTEXT / 4 {
+                break;
+            }
+            let Some(id) = self.stream_changes.pop_front() else {
+                break;
+            };
+            match self.streams.get_mut(&id) {
+                Some(s) if s.conn == conn => {
+                    s.change_pending = false;
+                    Frame::StreamChange { id, conn }.encode(&mut ctl);
+                }
+                Some(_) => self.stream_changes.push_back(id),
+                None => {}
             }
         }
         while ctl.len() + 13 <= MAX_PLAINTEXT / 4 {
