@@ -12,10 +12,14 @@
 # usage: testbed/failover-bench.sh            (needs root; build first:
 #        cargo build --release -p tcpls-cli)
 # env:   BIN (default target/release/tcpls), OUT (default
-#        target/failover-bench), SCENARIOS (default "rst blackhole down rotate")
+#        target/failover-bench), SCENARIOS (default "rst blackhole down rotate"),
+#        BYTES (default 100M), ROTATE="PERIOD DURATION" (default "1 12";
+#        "5 60" with BYTES=1500M is the 60-second run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tcpls}
+BYTES=${BYTES:-100M}
+read -r ROT_PERIOD ROT_DURATION <<<"${ROTATE:-1 12}"
 OUT=${OUT:-target/failover-bench}
 SCENARIOS=${SCENARIOS:-rst blackhole down rotate}
 P=fb
@@ -41,7 +45,7 @@ run() { # scenario proto -> prints "completed stall_ms"
     local srv=$!
     sleep 0.5
     if [ "$scen" = rotate ]; then
-        testbed/rotate.sh $P 3 1 12 >/dev/null &
+        testbed/rotate.sh $P 3 "$ROT_PERIOD" "$ROT_DURATION" >/dev/null &
     else
         (sleep 1.5; testbed/fault.sh $P 1 "$scen") &
     fi
@@ -50,10 +54,10 @@ run() { # scenario proto -> prints "completed stall_ms"
     for i in $(seq 1 "$paths"); do binds+=(--bind "10.71.$i.1:0"); done
     local ok=no
     if [ "$proto" = mptcp ]; then
-        timeout 40 ip netns exec "$P-cli" "$BIN" mptcp perf 10.71.1.2:5443 --bytes 100M \
+        timeout $((ROT_DURATION + 60)) ip netns exec "$P-cli" "$BIN" mptcp perf 10.71.1.2:5443 --bytes "$BYTES" \
             --timeline "$tl" --json >/dev/null 2>&1 && ok=yes
     else
-        timeout 40 ip netns exec "$P-cli" "$BIN" perf 10.71.1.2:4443 -k --bytes 100M --repeat 1 \
+        timeout $((ROT_DURATION + 60)) ip netns exec "$P-cli" "$BIN" perf 10.71.1.2:4443 -k --bytes "$BYTES" --repeat 1 \
             --connections "$paths" "${binds[@]}" --keepalive 100ms --verify \
             --timeline "$tl" --json >/dev/null 2>&1 && ok=yes
     fi
@@ -91,5 +95,5 @@ for scen in $SCENARIOS; do
     mark=(--mark 1.5)
     [ "$scen" = rotate ] && mark=()
     "$BIN" plot "$OUT/$scen-tcpls.json" "$OUT/$scen-mptcp.json" "${mark[@]}" \
-        --title "$scen (100 MiB download, 200 Mbit/s paths)" -o "$OUT/$scen.png" 2>/dev/null || true
+         --title "$scen ($BYTES download, 200 Mbit/s paths)" -o "$OUT/$scen.png" 2>/dev/null || true
 done

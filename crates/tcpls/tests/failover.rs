@@ -3,11 +3,13 @@
 //! the session replays what was not acknowledged on its other connection
 //! and every byte arrives exactly once.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tcpls::{ClientConfig, Server, ServerConfig, SessionEvent};
+use tcpls::SessionEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -61,17 +63,7 @@ async fn proxy(listener: TcpListener, upstream: std::net::SocketAddr, after: usi
 }
 
 async fn cut_in_the_middle(cut: Cut) {
-    let s = Arc::new(
-        ServerConfig::builder()
-            .self_signed(&["localhost"])
-            .unwrap()
-            .build()
-            .unwrap(),
-    );
-    let c = Arc::new(ClientConfig::builder().insecure().build().unwrap());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-        .await
-        .unwrap();
+    let (server, c) = common::server().await;
     let direct = server.local_addr().unwrap();
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let via_proxy = proxy_listener.local_addr().unwrap();
@@ -92,12 +84,7 @@ async fn cut_in_the_middle(cut: Cut) {
     // Connection 0 goes through the proxy; connection 1 directly.
     let session = tcpls::connect(via_proxy, "localhost", c).await.unwrap();
     assert!(session.failover());
-    for _ in 0..100 {
-        if session.available_tokens() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_tokens(&session).await;
     session
         .join(direct, Some("127.0.0.2:0".parse().unwrap()))
         .await

@@ -1,27 +1,14 @@
 //! The runtime over real loopback sockets.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::configs;
 use sha2::{Digest, Sha256};
 use tcpls::{ClientConfig, Server, ServerConfig, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn configs(t: TransportConfig) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let s = ServerConfig::builder()
-        .self_signed(&["localhost"])
-        .unwrap()
-        .transport(t.clone())
-        .build()
-        .unwrap();
-    let c = ClientConfig::builder()
-        .root_certificates_pem(&s.certificate_pem)
-        .unwrap()
-        .transport(t)
-        .build()
-        .unwrap();
-    (Arc::new(s), Arc::new(c))
-}
 
 async fn echo_server(cfg: Arc<ServerConfig>) -> std::net::SocketAddr {
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), cfg)

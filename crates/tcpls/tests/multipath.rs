@@ -1,6 +1,8 @@
 //! Several TCP connections per session over loopback (127.0.0.1 and
 //! 127.0.0.2 stand for two paths).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,27 +12,11 @@ use tcpls_proto::session::ConnectionState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (Server, tcpls::Session, tcpls::Session) {
-    let s = Arc::new(
-        ServerConfig::builder()
-            .self_signed(&["localhost"])
-            .unwrap()
-            .build()
-            .unwrap(),
-    );
-    let c = Arc::new(ClientConfig::builder().insecure().build().unwrap());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-        .await
-        .unwrap();
+    let (server, c) = common::server().await;
     let addr = server.local_addr().unwrap();
     let client = tcpls::connect(addr, "localhost", c).await.unwrap();
     let peer = server.accept().await.unwrap();
-    // Tokens arrive right after the handshake.
-    for _ in 0..100 {
-        if client.available_tokens() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_tokens(&client).await;
     (server, client, peer)
 }
 
