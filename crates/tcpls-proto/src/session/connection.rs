@@ -64,6 +64,13 @@ pub(crate) struct Connection {
     pub ping_due: bool,
     /// Sequence and send time of the outstanding keepalive PING.
     pub probe: Option<(u64, Instant)>,
+    /// Stream bytes sent on this connection, and of them unacknowledged
+    /// (for schedulers).
+    pub sent_bytes: u64,
+    pub unacked_bytes: u64,
+    /// RTT and congestion window the runtime reported (TCP_INFO).
+    pub rtt: Option<std::time::Duration>,
+    pub cwnd_bytes: Option<u64>,
 }
 
 impl Connection {
@@ -81,6 +88,10 @@ impl Connection {
             last_recv: None,
             ping_due: false,
             probe: None,
+            sent_bytes: 0,
+            unacked_bytes: 0,
+            rtt: None,
+            cwnd_bytes: None,
         }
     }
 

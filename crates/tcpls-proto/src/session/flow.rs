@@ -63,6 +63,12 @@ impl RecvCredit {
     pub fn received(&self) -> u64 {
         self.received
     }
+
+    /// Bytes received (up to the highest offset, gaps included) and not
+    /// consumed: what the window currently holds.
+    pub fn outstanding(&self) -> u64 {
+        self.received.saturating_sub(self.consumed)
+    }
 }
 
 /// What the peer lets this side send.

@@ -43,6 +43,7 @@ pub mod assembler;
 mod connection;
 mod fallback;
 pub mod flow;
+pub mod scheduler;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -65,6 +66,7 @@ pub use connection::ConnectionState;
 use connection::{Connection, Connections, Sent, Tokens};
 use fallback::{Fallback, FallbackRead};
 use flow::{RecvCredit, SendCredit};
+use scheduler::{PathInfo, Scheduler};
 use stream::Stream;
 
 /// Something the application may want to react to.
@@ -170,6 +172,12 @@ pub struct Session {
     failed_conns: VecDeque<ConnectionId>,
     /// Latest time the caller gave us.
     now: Instant,
+    /// Coupled sending: when set, every stream's data may go on any
+    /// connection this scheduler allows (instead of the stream's own).
+    scheduler: Option<Box<dyn Scheduler>>,
+    /// Highest number of received-but-unread bytes held at once (the
+    /// reassembly memory the flow-control window allowed).
+    peak_buffered: u64,
     peer_params: Option<TransportParams>,
     suite: Option<CipherSuite>,
     streams: HashMap<StreamId, Stream>,
@@ -264,6 +272,8 @@ impl Session {
             rejoin_deadline: None,
             failed_conns: VecDeque::new(),
             now,
+            scheduler: None,
+            peak_buffered: 0,
             peer_params: None,
             suite: None,
             streams: HashMap::new(),
@@ -844,6 +854,7 @@ impl Session {
         let mut freed = false;
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             if let Some((_, Sent::Stream { id, data, .. })) = c.unacked.pop_front() {
+                c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
                 if let Some(st) = self.streams.get_mut(&id) {
                     st.send.unacked_bytes -= data.len();
                     freed = true;
@@ -918,6 +929,7 @@ impl Session {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.unacked_bytes = 0;
         for (_, sent) in c.unacked.drain(..) {
             if let Sent::Stream { id, data, .. } = &sent {
                 if let Some(st) = self.streams.get_mut(id) {
@@ -1019,6 +1031,7 @@ impl Session {
         }
         let grown = s.recv.credit.on_receive(end, "stream window exceeded")?;
         self.recv_credit.on_grow(grown, "session window exceeded")?;
+        self.peak_buffered = self.peak_buffered.max(self.recv_credit.outstanding());
         if s.recv.reset.is_some() || s.recv.done {
             // Reset or abandoned by the application: count it, drop it.
             // Only bytes beyond what was already counted (a reset credited
@@ -1484,6 +1497,46 @@ impl Session {
         Ok(())
     }
 
+    /// Turns coupled sending on (with a scheduler) or off (`None`: each
+    /// stream stays on its own connection, see [`Self::set_stream_connection`]).
+    pub fn set_scheduler(&mut self, scheduler: Option<Box<dyn Scheduler>>) {
+        self.scheduler = scheduler;
+        self.requeue_all();
+    }
+
+    /// The coupled-sending scheduler's name, if one is set.
+    pub fn scheduler_name(&self) -> Option<String> {
+        self.scheduler.as_ref().map(|s| s.name())
+    }
+
+    /// Reports a connection's RTT and congestion window (from TCP_INFO) to
+    /// the scheduler.
+    pub fn set_path_info(
+        &mut self,
+        conn: ConnectionId,
+        rtt: Option<std::time::Duration>,
+        cwnd_bytes: Option<u64>,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rtt = rtt;
+            c.cwnd_bytes = cwnd_bytes;
+        }
+    }
+
+    /// Stream bytes sent on each connection so far.
+    pub fn bytes_sent_per_connection(&self) -> Vec<(ConnectionId, u64)> {
+        self.conns
+            .iter()
+            .map(|(id, c)| (*id, c.sent_bytes))
+            .collect()
+    }
+
+    /// The most received-but-unread stream bytes held at once: the
+    /// reassembly memory, never more than the session window.
+    pub fn peak_buffered(&self) -> u64 {
+        self.peak_buffered
+    }
+
     /// The session's connections and their states.
     pub fn connections(&self) -> Vec<(ConnectionId, ConnectionState)> {
         self.conns.iter().map(|(id, c)| (*id, c.state)).collect()
@@ -1904,8 +1957,29 @@ impl Session {
             self.record_sent(conn, seq, sent);
         }
 
+        // Coupled sending: the scheduler decides whether this connection
+        // takes stream data in this record.
+        let coupled = self.scheduler.is_some();
+        let allowed = match self.scheduler.as_mut() {
+            None => true,
+            Some(sched) => {
+                let paths: Vec<PathInfo> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.can_send())
+                    .map(|(id, c)| PathInfo {
+                        conn: *id,
+                        sent_bytes: c.sent_bytes,
+                        unacked_bytes: c.unacked_bytes,
+                        rtt: c.rtt,
+                        cwnd_bytes: c.cwnd_bytes,
+                    })
+                    .collect();
+                sched.allow(conn, &paths)
+            }
+        };
+        let rotation = if allowed { self.send_queue.len() } else { 0 };
         let mut finished = Vec::new();
-        let rotation = self.send_queue.len();
         for _ in 0..rotation {
             let room = MAX_PLAINTEXT - (out.len() - body) - ctl.len();
             if room < STREAM_HEADER_LEN + 16 {
@@ -1917,7 +1991,7 @@ impl Session {
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
-            if s.conn != conn {
+            if s.conn != conn && !coupled {
                 if self.conns.get(&s.conn).is_some_and(|c| c.can_send()) {
                     // Steered to another connection: leave it queued.
                     self.send_queue.push_back(id);
@@ -1981,6 +2055,12 @@ impl Session {
                 s.send.unsent.advance(n);
             }
             encode_stream_header(id, s.send.offset, n as u16, fin, out);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.sent_bytes += n as u64;
+                if acks {
+                    c.unacked_bytes += n as u64;
+                }
+            }
             s.send.offset += n as u64;
             s.send.credit.consume(n as u64);
             self.send_credit.consume(n as u64);
