@@ -234,7 +234,18 @@ fn bad_joins_are_refused_without_effect() {
         Err(Error::JoinRefused(_))
     ));
     assert!(n.s.error().is_none());
-    // The token survives a forged attempt and works with the real record.
+    // The forged attempt spent the token: it cannot be replayed, even with
+    // the real record, and the server issues a replacement.
+    assert!(matches!(
+        n.s.accept_join(&token),
+        Err(Error::JoinRefused(_))
+    ));
+    // The client joins again with a fresh token and the real record.
+    n.drive();
+    let (id, bytes) = n.c.join().unwrap();
+    let JoinProbe::Join { token, len } = probe_join(&bytes) else {
+        panic!()
+    };
     assert_eq!(n.s.accept_join(&token).unwrap(), id);
     let mut real = BytesMut::from(&bytes[len..]);
     n.s.recv(id, &mut real, n.now).unwrap();

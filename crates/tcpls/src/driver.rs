@@ -210,7 +210,13 @@ async fn writer(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&conn);
-    if shared.lock().proto.is_drained() {
+    // The session is over, or this connection was removed (failed, or a
+    // refused join): the reader has nothing left to read for.
+    let gone = {
+        let inner = shared.lock();
+        inner.proto.is_drained() || inner.proto.connection_state(conn).is_none()
+    };
+    if gone {
         done.notify_one();
     }
 }

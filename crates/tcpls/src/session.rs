@@ -76,9 +76,19 @@ pub(crate) async fn health(me: Weak<Shared>) {
         tick.tick().await;
         let Some(shared) = me.upgrade() else { return };
         let limit = {
-            let inner = shared.lock();
+            let mut inner = shared.lock();
             if inner.proto.is_drained() {
                 return;
+            }
+            // Session timers also fire here: with no connection left there
+            // is no writer task to fire them (rejoin grace, idle timeout).
+            let now = std::time::Instant::now();
+            if inner.proto.poll_timeout().is_some_and(|t| t <= now) {
+                inner.proto.handle_timeout(now);
+                inner.dispatch();
+                drop(inner);
+                shared.wake_writers();
+                inner = shared.lock();
             }
             match inner.proto.user_timeout() {
                 Some(t) if inner.proto.failover() => t,
@@ -90,7 +100,15 @@ pub(crate) async fn health(me: Weak<Shared>) {
             sockets
                 .iter()
                 .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
-                .filter(|i| i.unacked > 0 && i.last_ack_recv_ms as u128 >= limit.as_millis())
+                // Unacknowledged data, no ACK for the user timeout, and at
+                // least one retransmission timeout fired: a connection that
+                // just sent after being idle has a stale last-ACK time but
+                // no RTO yet.
+                .filter(|i| {
+                    i.unacked > 0
+                        && i.rto_backoff > 0
+                        && i.last_ack_recv_ms as u128 >= limit.as_millis()
+                })
                 .map(|i| (i.conn, i.last_ack_recv_ms))
                 .collect()
         };

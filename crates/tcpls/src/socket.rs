@@ -31,6 +31,8 @@ pub struct ConnectionStats {
     pub unacked: u32,
     /// Milliseconds since the last ACK arrived.
     pub last_ack_recv_ms: u32,
+    /// Retransmission timeouts fired since the last ACK (0: none pending).
+    pub rto_backoff: u8,
 }
 
 /// Linux's `struct tcp_info` up to `tcpi_delivery_rate` (include/uapi/
@@ -116,5 +118,6 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<Conn
         notsent_bytes: info.notsent_bytes,
         unacked: info.unacked,
         last_ack_recv_ms: info.last_ack_recv,
+        rto_backoff: info.retransmits.max(info.backoff),
     })
 }

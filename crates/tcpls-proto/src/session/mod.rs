@@ -113,6 +113,10 @@ pub enum Event {
     Closed(Error),
 }
 
+/// Longest a graceful close waits for its data to be sent and
+/// acknowledged before closing anyway.
+const GRACEFUL_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most peer addresses kept (NEW_ADDRESS beyond it closes the session).
 const MAX_PEER_ADDRESSES: usize = 16;
 
@@ -205,6 +209,7 @@ pub struct Session {
     close_frame: Option<(u32, Vec<u8>)>,
     /// Send the CLOSE only after stream data already queued.
     graceful_close: bool,
+    graceful_deadline: Option<Instant>,
     handshake_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     scratch: Vec<u8>,
@@ -294,6 +299,7 @@ impl Session {
             error: None,
             close_frame: None,
             graceful_close: false,
+            graceful_deadline: None,
             handshake_deadline: Some(now + cfg.handshake_timeout),
             idle_deadline: cfg.idle_timeout.map(|d| now + d),
             scratch: Vec::new(),
@@ -380,7 +386,7 @@ impl Session {
     /// Earliest time at which [`Self::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.error.is_some() {
-            return None;
+            return self.graceful_deadline.filter(|_| self.graceful_close);
         }
         let mut t = [
             self.handshake_deadline,
@@ -395,10 +401,16 @@ impl Session {
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
         };
-        for c in self.conns.values().filter(|c| c.can_send()) {
+        for c in self.conns.values() {
+            if c.state == ConnectionState::PendingAuth {
+                at(c.last_recv.map(|l| l + self.cfg.handshake_timeout));
+            }
+            if !c.can_send() {
+                continue;
+            }
             at(c.ack_deadline);
             at(c.probe.map(|(_, sent)| sent + self.cfg.probe_timeout));
-            if c.probe.is_none() {
+            if c.probe.is_none() && !c.ping_due {
                 at(self.cfg.keepalive.zip(c.last_recv).map(|(k, l)| l + k));
             }
         }
@@ -407,10 +419,30 @@ impl Session {
 
     /// Fires expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if self.error.is_some() {
+            if self.graceful_close && self.graceful_deadline.is_some_and(|d| now >= d) {
+                // Waited long enough: close now.
+                self.graceful_close = false;
+                if !self.conns.values().any(|c| c.can_send()) {
+                    self.state = State::Done;
+                }
+            }
             return;
         }
-        self.now = now;
+        let expired: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.state == ConnectionState::PendingAuth
+                    && c.last_recv
+                        .is_some_and(|l| now >= l + self.cfg.handshake_timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.abandon_join(id);
+        }
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.fail(Error::HandshakeTimeout);
             return;
@@ -421,6 +453,9 @@ impl Session {
             self.fail(Error::ConnectionLost(
                 "no connection rejoined in time".into(),
             ));
+            // No connection to send a CLOSE on.
+            self.close_frame = None;
+            self.state = State::Done;
             return;
         }
         let mut failed = Vec::new();
@@ -504,10 +539,16 @@ impl Session {
     /// Handles the TCP connection's end of stream (the peer's FIN).
     pub fn handle_eof(&mut self, conn: ConnectionId, now: Instant) {
         self.now = now;
+        if self.is_pending(conn) {
+            self.abandon_join(conn);
+            return;
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if self.error.is_some() {
+        // During a graceful close connections still fail over, so the data
+        // being flushed is not stuck behind a dead one.
+        if self.error.is_some() && !self.graceful_close {
             return;
         }
         if c.state == ConnectionState::Draining && self.other_connections(conn) {
@@ -538,7 +579,11 @@ impl Session {
     /// Handles a failed TCP connection (reset, I/O error).
     pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String, now: Instant) {
         self.now = now;
-        if !self.conns.contains_key(&conn) || self.error.is_some() {
+        if self.is_pending(conn) {
+            self.abandon_join(conn);
+            return;
+        }
+        if !self.conns.contains_key(&conn) || (self.error.is_some() && !self.graceful_close) {
             return;
         }
         if self.can_fail_over(conn) {
@@ -784,6 +829,9 @@ impl Session {
                         }
                     }
                 }
+                Frame::ConnectionReset { conn } if self.is_pending(conn) => {
+                    self.abandon_join(conn);
+                }
                 Frame::ConnectionReset { conn } => {
                     // The peer stopped sending on `conn` (retired or failed):
                     // stop using it too; what we sent on it and was not
@@ -851,6 +899,8 @@ impl Session {
         if c.probe.is_some_and(|(p, _)| p <= seq) {
             c.probe = None;
         }
+        // An acknowledgement proves the path works, wherever it came.
+        c.last_recv = Some(self.now);
         let mut freed = false;
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             if let Some((_, Sent::Stream { id, data, .. })) = c.unacked.pop_front() {
@@ -870,8 +920,32 @@ impl Session {
     /// True if losing `conn` leaves the session alive: another connection
     /// is active, or failover lets the client join a new one.
     fn can_fail_over(&self, conn: ConnectionId) -> bool {
+        // Without acknowledgements nothing sent on the lost connection can
+        // be replayed: losing it unexpectedly must end the session.
         matches!(self.state, State::Tcpls(_))
-            && (self.other_connections(conn) || (self.acks && self.max_connections > 1))
+            && self.acks
+            && (self.other_connections(conn) || self.max_connections > 1)
+    }
+
+    /// A join that never attached (its first record did not decrypt, or
+    /// its connection ended or timed out first): forget it and its token,
+    /// and issue a replacement. The session is otherwise untouched.
+    fn abandon_join(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(token) = c.token {
+                self.tokens.outstanding.remove(&conn);
+                self.events.push_back(Event::TokenRetired(token));
+            }
+            if self.side == Side::Server && self.error.is_none() {
+                self.replenish_tokens();
+            }
+        }
+    }
+
+    fn is_pending(&self, conn: ConnectionId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.state == ConnectionState::PendingAuth)
     }
 
     /// A connection died: forget it, replay what it did not deliver, tell
@@ -1213,7 +1287,9 @@ impl Session {
             return Ok(());
         }
         s.recv.done = true;
-        let dropped = s.recv.asm.buffered() as u64;
+        // Everything received so far, gaps included, was counted against
+        // the session window: give all of it back.
+        let dropped = s.recv.credit.received() - s.recv.asm.read_offset();
         s.recv.asm.clear();
         self.consume_session_credit(dropped);
         self.maybe_remove(id);
@@ -1341,7 +1417,10 @@ impl Session {
             let mut token = [0u8; TOKEN_LEN];
             rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut token);
             let seq = self.tokens.next_seq;
-            self.tokens.next_seq += 1;
+            let Some(next) = seq.checked_add(1) else {
+                return; // connection ids exhausted: no more joins
+            };
+            self.tokens.next_seq = next;
             self.tokens.outstanding.insert(seq, token);
             self.tokens.to_send.push_back((seq, token));
             self.events.push_back(Event::TokenIssued(token));
@@ -1398,6 +1477,7 @@ impl Session {
         }
         let mut c = Connection::new(ConnectionState::PendingAuth);
         c.token = Some(*token);
+        c.last_recv = Some(self.now);
         self.conns.insert(seq, c);
         Ok(seq)
     }
@@ -1406,6 +1486,10 @@ impl Session {
     /// record decrypts, else drop the connection and leave the session as
     /// it was.
     fn recv_join(&mut self, conn: ConnectionId, buf: &mut BytesMut) -> Result<(), Error> {
+        if self.error.is_some() {
+            self.abandon_join(conn);
+            return Err(Error::JoinRefused("session closed"));
+        }
         let State::Tcpls(keys) = &self.state else {
             return Err(Error::JoinRefused("session not established"));
         };
@@ -1413,7 +1497,7 @@ impl Session {
             Ok(Some(h)) if h.content_type == ContentType::ApplicationData => h,
             Ok(None) => return Ok(()),
             _ => {
-                self.conns.remove(&conn);
+                self.abandon_join(conn);
                 return Err(Error::JoinRefused("first record is not application data"));
             }
         };
@@ -1422,7 +1506,9 @@ impl Session {
         }
         let mut first = buf[..HEADER_LEN + hdr.len].to_vec();
         if keys.recv.open(conn, 0, &mut first).is_err() {
-            self.conns.remove(&conn);
+            // The token is spent either way: a failed attempt must not
+            // leave it replayable, and the client gets a fresh one.
+            self.abandon_join(conn);
             return Err(Error::JoinRefused("first record does not decrypt"));
         }
         let c = self.conns.get_mut(&conn).expect("pending connection");
@@ -1604,6 +1690,7 @@ impl Session {
         if self.error.is_none() {
             self.close(code, reason);
             self.graceful_close = true;
+            self.graceful_deadline = Some(self.now + GRACEFUL_CLOSE_LIMIT);
         }
     }
 
@@ -1802,7 +1889,13 @@ impl Session {
         out.extend_from_slice(&[0; HEADER_LEN]);
         let body = out.len();
 
-        let flush_first = self.graceful_close && self.stream_data_sendable();
+        // A graceful CLOSE waits until everything is out and, with
+        // acknowledgements, acknowledged: the peer drops whatever arrives
+        // after it, on any connection.
+        let flush_first = self.graceful_close
+            && (self.stream_data_sendable()
+                || !self.replay.is_empty()
+                || self.conns.values().any(|c| !c.unacked.is_empty()));
         if let Some((code, reason)) = self.close_frame.take_if(|_| !flush_first) {
             Frame::Close {
                 code,
@@ -1825,6 +1918,9 @@ impl Session {
         ctl.clear();
         // ACKs for any connection travel on whichever sends first.
         for (id, c) in self.conns.iter_mut() {
+            if ctl.len() >= MAX_PLAINTEXT / 4 {
+                break;
+            }
             if c.ack_due && c.recv_seq > 0 {
                 c.ack_due = false;
                 c.ack_deadline = None;
@@ -1978,7 +2074,15 @@ impl Session {
                 sched.allow(conn, &paths)
             }
         };
-        let rotation = if allowed { self.send_queue.len() } else { 0 };
+        // A peer that never acknowledges cannot make us keep more than
+        // twice our own session window of sent data.
+        let unacked_total: u64 = self.conns.values().map(|c| c.unacked_bytes).sum();
+        let room_for_new = !acks || unacked_total < 2 * self.cfg.session_window;
+        let rotation = if allowed && room_for_new {
+            self.send_queue.len()
+        } else {
+            0
+        };
         let mut finished = Vec::new();
         for _ in 0..rotation {
             let room = MAX_PLAINTEXT - (out.len() - body) - ctl.len();
