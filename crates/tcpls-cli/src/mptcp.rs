@@ -28,6 +28,9 @@ pub enum MptcpCmd {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:5443")]
         listen: SocketAddr,
+        /// Plain single-path TCP instead of MPTCP (a baseline).
+        #[arg(long)]
+        tcp: bool,
     },
     /// Download from `tcpls mptcp serve` and report goodput.
     Perf {
@@ -45,34 +48,43 @@ pub enum MptcpCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Plain single-path TCP instead of MPTCP (a baseline).
+        #[arg(long)]
+        tcp: bool,
     },
 }
 
-fn mptcp_socket(addr: &SocketAddr) -> Result<Socket> {
+fn mptcp_socket(addr: &SocketAddr, tcp: bool) -> Result<Socket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
-    Socket::new(domain, Type::STREAM, Some(Protocol::from(IPPROTO_MPTCP)))
+    let proto = if tcp {
+        Protocol::TCP
+    } else {
+        Protocol::from(IPPROTO_MPTCP)
+    };
+    Socket::new(domain, Type::STREAM, Some(proto))
         .context("creating an MPTCP socket (is net.mptcp.enabled=1?)")
 }
 
 pub async fn run(cmd: MptcpCmd) -> Result<()> {
     match cmd {
-        MptcpCmd::Serve { listen } => serve(listen).await,
+        MptcpCmd::Serve { listen, tcp } => serve(listen, tcp).await,
         MptcpCmd::Perf {
             addr,
             bytes,
             bind,
             timeline,
             json,
-        } => perf(addr, bytes, bind, timeline, json).await,
+            tcp,
+        } => perf(addr, bytes, bind, timeline, json, tcp).await,
     }
 }
 
-async fn serve(listen: SocketAddr) -> Result<()> {
-    let s = mptcp_socket(&listen)?;
+async fn serve(listen: SocketAddr, tcp: bool) -> Result<()> {
+    let s = mptcp_socket(&listen, tcp)?;
     s.set_reuse_address(true)?;
     s.bind(&listen.into())?;
     s.listen(128)?;
@@ -123,8 +135,9 @@ async fn perf(
     bind: Option<SocketAddr>,
     timeline: Option<PathBuf>,
     json: bool,
+    tcp: bool,
 ) -> Result<()> {
-    let s = mptcp_socket(&addr)?;
+    let s = mptcp_socket(&addr, tcp)?;
     if let Some(b) = bind {
         s.bind(&b.into())?;
     }
@@ -194,8 +207,13 @@ async fn perf(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "MPTCP: {} of {} bytes in {:.2} s = {:.2} Gbit/s, longest stall {} ms",
-            report.bytes, bytes, secs, report.gbps, report.max_stall_ms
+            "{}: {} of {} bytes in {:.2} s = {:.2} Gbit/s, longest stall {} ms",
+            if tcp { "TCP" } else { "MPTCP" },
+            report.bytes,
+            bytes,
+            secs,
+            report.gbps,
+            report.max_stall_ms
         );
     }
     if !report.completed {

@@ -24,6 +24,8 @@ pub enum Baseline {
     Tls,
     /// TCPLS without record acknowledgements and failover.
     NoAcks,
+    /// TCPLS over a single connection (to compare with --connections N).
+    Single,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +64,11 @@ pub struct PerfArgs {
     /// Most migrations per run (with --migrate-every).
     #[arg(long, default_value_t = u32::MAX)]
     pub migrations: u32,
+    /// Spread this side's outgoing data (uploads) over all connections
+    /// with this scheduler; for downloads start the server with
+    /// `serve --scheduler`.
+    #[arg(long)]
+    pub scheduler: Option<String>,
     /// Write the last TCPLS run's goodput, sampled every 10 ms, and its
     /// migrations to this JSON file.
     #[arg(long)]
@@ -119,9 +126,17 @@ pub struct PerfReport {
     /// Goodput with acknowledgements over goodput without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_acks_to_no_acks: Option<f64>,
+    /// TCPLS over one connection (`--baseline single`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single_connection: Option<Series>,
+    /// Goodput with --connections N over goodput with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_single_connection: Option<f64>,
     /// Whether the measured TCPLS sessions acknowledged records.
     pub failover: bool,
     pub connections: Vec<ConnStats>,
+    /// The most received-but-unread bytes the client held at once.
+    pub peak_reassembly_bytes: u64,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_stall_ms: Option<u64>,
@@ -181,6 +196,13 @@ pub async fn run(args: PerfArgs) -> Result<()> {
             );
             println!("ratio TCPLS/TLS: {r:.3}");
         }
+        if let (Some(n), Some(r)) = (&report.single_connection, report.ratio_to_single_connection) {
+            println!(
+                "1 conn     {:8.2} Gbit/s  (runs: {:.2?})",
+                n.gbps_median, n.runs_gbps
+            );
+            println!("ratio N connections / 1: {r:.3}");
+        }
         if let (Some(n), Some(r)) = (&report.no_acks, report.ratio_acks_to_no_acks) {
             println!(
                 "no ACKs    {:8.2} Gbit/s  (runs: {:.2?})",
@@ -197,6 +219,10 @@ pub async fn run(args: PerfArgs) -> Result<()> {
         if let Some(ms) = report.max_stall_ms {
             println!("longest stall: {ms} ms");
         }
+        println!(
+            "peak reassembly memory: {}",
+            crate::units::human(report.peak_reassembly_bytes)
+        );
         if report.verified {
             println!("received data verified");
         }
@@ -215,7 +241,9 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut t_runs = Vec::new();
     let mut b_runs = Vec::new();
     let mut n_runs = Vec::new();
+    let mut s_runs = Vec::new();
     let mut failover = false;
+    let mut peak = 0;
     let mut cipher = None;
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
@@ -229,6 +257,9 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
         failover = session.failover();
+        if args.scheduler.is_some() {
+            session.set_scheduler(args.scheduler.as_deref())?;
+        }
         let conns: Vec<tcpls::ConnectionId> = session
             .connections()
             .into_iter()
@@ -269,7 +300,25 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                 bytes_received: c.bytes_received,
             })
             .collect();
+        peak = peak.max(session.peak_buffered());
         session.close(0, "perf done");
+
+        if args.baseline.contains(&Baseline::Single) {
+            let one = ClientOpts {
+                connections: 1,
+                ..args.client.clone()
+            };
+            let s = one
+                .open_session(&[args.addr], &args.server_name, cfg.clone())
+                .await?;
+            let mut streams = Vec::new();
+            for _ in 0..args.streams {
+                streams.push(s.open_stream().await?);
+            }
+            let counter = Arc::new(AtomicU64::new(0));
+            s_runs.push(timed(args, streams, "1 conn", true, &counter).await?);
+            s.close(0, "perf done");
+        }
 
         if args.baseline.contains(&Baseline::NoAcks) {
             let s = args
@@ -311,6 +360,10 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         gbps_median: median(&b_runs),
         runs_gbps: b_runs,
     });
+    let single = (!s_runs.is_empty()).then(|| Series {
+        gbps_median: median(&s_runs),
+        runs_gbps: s_runs,
+    });
     let no_acks = (!n_runs.is_empty()).then(|| Series {
         gbps_median: median(&n_runs),
         runs_gbps: n_runs,
@@ -322,11 +375,14 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         cipher,
         ratio_tcpls_to_tls: tls.as_ref().map(|t| tcpls.gbps_median / t.gbps_median),
         ratio_acks_to_no_acks: no_acks.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),
+        ratio_to_single_connection: single.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),
+        single_connection: single,
         no_acks,
         failover,
         tcpls,
         tls,
         connections: stats,
+        peak_reassembly_bytes: peak,
         verified: args.verify && !args.upload,
         max_stall_ms: args.timeline.as_ref().map(|_| timeline.max_stall_ms),
     })

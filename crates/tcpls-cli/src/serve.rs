@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// clients may join connections toward it.
     #[arg(long = "advertise")]
     pub advertise: Vec<SocketAddr>,
+    /// Spread each session's outgoing data over all its connections with
+    /// this scheduler: round-robin, lowest-rtt or weighted:W0,W1,...
+    #[arg(long)]
+    pub scheduler: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -66,17 +70,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "tcpls: self-signed certificate: clients need --insecure or --ca (see --cert-out)"
         );
     }
-    serve(server, root, args.advertise).await
+    if let Some(name) = &args.scheduler {
+        if tcpls_proto::session::scheduler::from_name(name).is_none() {
+            anyhow::bail!(
+                "unknown scheduler {name:?} (round-robin, lowest-rtt, weighted:W0,W1,...)"
+            );
+        }
+    }
+    serve(server, root, args.advertise, args.scheduler).await
 }
 
 /// Accepts sessions forever; each stream carries one request.
-pub async fn serve(server: Server, root: PathBuf, advertise: Vec<SocketAddr>) -> Result<()> {
+pub async fn serve(
+    server: Server,
+    root: PathBuf,
+    advertise: Vec<SocketAddr>,
+    scheduler: Option<String>,
+) -> Result<()> {
     let root = Arc::new(root);
     loop {
         let session = server.accept().await?;
         if session.is_tcpls() {
             for a in &advertise {
                 session.advertise_address(*a)?;
+            }
+            if scheduler.is_some() {
+                session.set_scheduler(scheduler.as_deref())?;
             }
         }
         let root = root.clone();

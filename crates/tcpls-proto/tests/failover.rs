@@ -236,3 +236,99 @@ fn every_byte_exactly_once_across_1000_seeded_failures() {
         "only {kills_mid_transfer} kills happened"
     );
 }
+
+/// Coupled sending in memory: one stream spread over two links of
+/// different speeds (3:1) by each scheduler, with connections dropped in
+/// some runs; the data arrives exactly once and in order, both links carry
+/// their share, and reassembly stays within the window.
+#[test]
+fn coupled_stream_over_unequal_links() {
+    use tcpls_proto::session::scheduler::from_name;
+    for (seed, sched) in ["round-robin", "lowest-rtt", "weighted:3,1"]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        let mut p = Pair::established();
+        p.drive();
+        let mut sim = Sim {
+            p,
+            links: [(0, Link::new())].into(),
+            rng: StdRng::seed_from_u64(seed as u64),
+        };
+        let extra = sim.join().unwrap();
+        // Deliver the join at once, so both links carry records from the start.
+        let link = sim.links.get_mut(&extra).unwrap();
+        link.s_in.extend(link.to_s.drain(..));
+        let now = sim.p.now;
+        sim.p.s.recv(extra, &mut link.s_in, now).unwrap();
+        sim.p.s.set_scheduler(from_name(sched));
+        let len = 2_000_000;
+        let data = payload(seed as u64, 1, len);
+        // The client asks; the server sends one stream over both links.
+        let req = sim.p.c.open_stream().unwrap();
+        sim.p.c.write(req, b"go").unwrap();
+        let mut sid = None;
+        let mut off = 0;
+        let mut got = Vec::new();
+        let kill_at = if seed % 3 == 0 { Some(40) } else { None };
+        for step in 0..50_000u32 {
+            if sid.is_none() {
+                sid = sim.p.s.accept_stream();
+            }
+            if let Some(s) = sid {
+                if off < len {
+                    off += sim.p.s.write(s, &data[off..]).unwrap();
+                    if off == len {
+                        sim.p.s.finish(s).unwrap();
+                    }
+                }
+            }
+            if Some(step) == kill_at {
+                sim.kill(extra, true);
+            }
+            // Link 0 is three times as fast: it moves every step, link 1
+            // every third step (what is not moved waits in its queue).
+            sim.p.now += Duration::from_millis(1);
+            sim.p.timers();
+            let now = sim.p.now;
+            let ids: Vec<ConnectionId> = sim.links.keys().copied().collect();
+            for id in ids {
+                if id != 0 && step % 3 != 0 {
+                    continue;
+                }
+                let link = sim.links.get_mut(&id).unwrap();
+                let mut wire = Vec::new();
+                if sim.p.c.connection_state(id) == Some(ConnectionState::Active) {
+                    let _ = sim.p.c.poll_transmit(id, &mut wire, 16 << 10);
+                }
+                link.s_in.extend_from_slice(&wire);
+                let _ = sim.p.s.recv(id, &mut link.s_in, now);
+                wire.clear();
+                if sim.p.s.connection_state(id) == Some(ConnectionState::Active) {
+                    let _ = sim.p.s.poll_transmit(id, &mut wire, 16 << 10);
+                }
+                link.c_in.extend_from_slice(&wire);
+                let _ = sim.p.c.recv(id, &mut link.c_in, now);
+            }
+            if read_stream(&mut sim.p.c, req, &mut got) {
+                break;
+            }
+        }
+        assert!(
+            got == data,
+            "{sched} seed {seed}: {} of {len} bytes, corrupted or incomplete",
+            got.len()
+        );
+        let per = sim.p.s.bytes_sent_per_connection();
+        if kill_at.is_none() {
+            assert!(
+                per.len() == 2 && per.iter().all(|(_, b)| *b > 100_000),
+                "{sched}: both links used: {per:?}"
+            );
+        }
+        let window = tcpls_proto::TransportConfig::default().session_window;
+        assert!(sim.p.c.peak_buffered() <= window);
+    }
+}

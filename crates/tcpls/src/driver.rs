@@ -37,11 +37,15 @@ pub(crate) fn spawn(
     let _ = tcp.set_nodelay(true);
     // A second descriptor of the socket, for TCP_INFO while the tasks own it.
     if let Ok(fd) = socket2::SockRef::from(&tcp).try_clone() {
+        let fd: std::os::fd::OwnedFd = fd.into();
+        if shared.lock().proto.scheduler_name().is_some() {
+            crate::socket::set_notsent_lowat(&fd, crate::session::NOTSENT_LOWAT);
+        }
         shared
             .sockets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(conn, fd.into());
+            .insert(conn, fd);
     }
     let (rd, wr) = tcp.into_split();
     let notify = Arc::new(Notify::new());

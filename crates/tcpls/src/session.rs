@@ -90,24 +90,42 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 shared.wake_writers();
                 inner = shared.lock();
             }
-            match inner.proto.user_timeout() {
-                Some(t) if inner.proto.failover() => t,
-                _ => continue,
-            }
+            inner
+                .proto
+                .user_timeout()
+                .filter(|_| inner.proto.failover())
         };
-        let dead: Vec<(ConnectionId, u32)> = {
+        let infos: Vec<crate::ConnectionStats> = {
             let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
             sockets
                 .iter()
                 .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
+                .collect()
+        };
+        {
+            // Schedulers choose paths by RTT and congestion window.
+            let mut inner = shared.lock();
+            for i in &infos {
+                inner.proto.set_path_info(
+                    i.conn,
+                    Some(std::time::Duration::from_micros(i.rtt_us as u64)),
+                    Some(i.cwnd as u64 * i.mss as u64),
+                );
+            }
+        }
+        let dead: Vec<(ConnectionId, u32)> = {
+            infos
+                .into_iter()
                 // Unacknowledged data, no ACK for the user timeout, and at
                 // least one retransmission timeout fired: a connection that
                 // just sent after being idle has a stale last-ACK time but
                 // no RTO yet.
                 .filter(|i| {
-                    i.unacked > 0
-                        && i.rto_backoff > 0
-                        && i.last_ack_recv_ms as u128 >= limit.as_millis()
+                    limit.is_some_and(|limit| {
+                        i.unacked > 0
+                            && i.rto_backoff > 0
+                            && i.last_ack_recv_ms as u128 >= limit.as_millis()
+                    })
                 })
                 .map(|i| (i.conn, i.last_ack_recv_ms))
                 .collect()
@@ -289,7 +307,20 @@ pub(crate) struct TokenRegistry {
     pub map: Mutex<HashMap<[u8; 32], Weak<Shared>>>,
 }
 
+/// Unsent bytes a socket may hold before it stops reporting writable, with
+/// coupled sending: enough to keep a fast path busy, small enough that
+/// records are not queued deep inside a slow connection.
+pub(crate) const NOTSENT_LOWAT: u32 = 128 << 10;
+
 impl Shared {
+    /// Sets (or clears) TCP_NOTSENT_LOWAT on every connection's socket.
+    pub fn set_notsent_lowat(&self, bytes: Option<u32>) {
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for fd in sockets.values() {
+            crate::socket::set_notsent_lowat(fd, bytes.unwrap_or(u32::MAX));
+        }
+    }
+
     /// Applies the TCP User Timeout to every connection's socket.
     pub fn apply_user_timeout(&self, t: Option<std::time::Duration>) {
         let Some(t) = t else { return };
@@ -516,6 +547,39 @@ impl Session {
             .iter()
             .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
             .collect()
+    }
+
+    /// Spreads every stream's data over all connections, one record at a
+    /// time, as the named scheduler decides (`round-robin`, `lowest-rtt`,
+    /// `weighted:W0,W1,...`); `None` keeps each stream on its connection.
+    /// Also sets TCP_NOTSENT_LOWAT on the sockets so that each connection
+    /// pulls records only when TCP can send them soon.
+    pub fn set_scheduler(&self, name: Option<&str>) -> Result<(), Error> {
+        let sched = match name {
+            None => None,
+            Some(n) => Some(tcpls_proto::session::scheduler::from_name(n).ok_or(
+                Error::Session(tcpls_proto::Error::Usage("unknown scheduler")),
+            )?),
+        };
+        let coupled = sched.is_some();
+        self.with_proto(|p| {
+            p.set_scheduler(sched);
+            Ok(())
+        })?;
+        self.shared()
+            .set_notsent_lowat(coupled.then_some(NOTSENT_LOWAT));
+        Ok(())
+    }
+
+    /// The most received-but-unread bytes this side held at once
+    /// (reassembly memory; bounded by the session window).
+    pub fn peak_buffered(&self) -> u64 {
+        self.shared().lock().proto.peak_buffered()
+    }
+
+    /// Stream bytes this side sent on each connection.
+    pub fn bytes_sent_per_connection(&self) -> Vec<(ConnectionId, u64)> {
+        self.shared().lock().proto.bytes_sent_per_connection()
     }
 
     /// Join tokens available (client).

@@ -121,3 +121,18 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<Conn
         rto_backoff: info.retransmits.max(info.backoff),
     })
 }
+
+/// Sets TCP_NOTSENT_LOWAT (`u32::MAX`: the kernel's default, no limit).
+pub(crate) fn set_notsent_lowat(fd: &OwnedFd, bytes: u32) {
+    let v = bytes as libc::c_int;
+    // SAFETY: `v` is a c_int of the size passed; `fd` is an open socket.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}

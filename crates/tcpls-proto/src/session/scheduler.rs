@@ -38,8 +38,9 @@ pub trait Scheduler: Send + std::fmt::Debug {
 }
 
 /// Slack, in bytes, before a connection counts as ahead of the others:
-/// about four full records, so connections do not take strict turns.
-const SLACK: u64 = 64 << 10;
+/// about what a connection keeps in flight and in its socket buffer, so
+/// connections do not wait for each other record by record.
+const SLACK: u64 = 1 << 20;
 
 /// Equal bytes on every connection: a connection ahead of the least
 /// loaded one by more than a few records waits.
@@ -59,40 +60,42 @@ impl Scheduler for RoundRobin {
     }
 }
 
-/// Bytes in proportion to per-connection weights (connections without a
-/// weight count as weight 1).
+/// Bytes in proportion to weights given by connection order: the first
+/// weight for the oldest active connection, and so on (connections beyond
+/// the list count as weight 1). Order rather than ids, because joined
+/// connections get their ids from tokens.
 #[derive(Debug, Default)]
 pub struct Weighted {
-    /// (connection, weight).
-    pub weights: Vec<(ConnectionId, u32)>,
+    /// Weights, oldest connection first.
+    pub weights: Vec<u32>,
 }
 
 impl Weighted {
-    fn weight(&self, conn: ConnectionId) -> u64 {
-        self.weights
-            .iter()
-            .find(|(c, _)| *c == conn)
-            .map_or(1, |(_, w)| (*w).max(1) as u64)
+    fn weight(&self, index: usize) -> u64 {
+        self.weights.get(index).map_or(1, |w| (*w).max(1) as u64)
     }
 }
 
 impl Scheduler for Weighted {
     fn name(&self) -> String {
-        let w: Vec<String> = self
-            .weights
-            .iter()
-            .map(|(c, w)| format!("{c}:{w}"))
-            .collect();
-        format!("weighted({})", w.join(","))
+        let w: Vec<String> = self.weights.iter().map(|w| w.to_string()).collect();
+        format!("weighted:{}", w.join(","))
     }
     fn allow(&mut self, conn: ConnectionId, paths: &[PathInfo]) -> bool {
-        // Compare sent/weight, scaled to avoid fractions.
-        let norm = |p: &PathInfo| p.sent_bytes * 1000 / self.weight(p.conn);
-        let min = paths.iter().map(norm).min().unwrap_or(0);
+        // Compare sent/weight, scaled to avoid fractions; `paths` is in
+        // connection-id order, which is join order.
+        let norm = |i: usize, p: &PathInfo| p.sent_bytes * 1000 / self.weight(i);
+        let min = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| norm(i, p))
+            .min()
+            .unwrap_or(0);
         paths
             .iter()
-            .find(|p| p.conn == conn)
-            .is_some_and(|p| norm(p) <= min + SLACK * 1000 / self.weight(conn))
+            .enumerate()
+            .find(|(_, p)| p.conn == conn)
+            .is_some_and(|(i, p)| norm(i, p) <= min + SLACK * 1000 / self.weight(i))
     }
 }
 
@@ -123,18 +126,15 @@ impl Scheduler for LowestRtt {
 }
 
 /// Builds a scheduler from its name: `round-robin`, `lowest-rtt`, or
-/// `weighted:W0,W1,...` (weights of connections 0, 1, ... in join order).
-pub fn from_name(name: &str, conns: &[ConnectionId]) -> Option<Box<dyn Scheduler>> {
+/// `weighted:W0,W1,...` (weights of the connections in join order).
+pub fn from_name(name: &str) -> Option<Box<dyn Scheduler>> {
     match name {
         "round-robin" | "rr" => Some(Box::new(RoundRobin)),
         "lowest-rtt" | "lowrtt" => Some(Box::new(LowestRtt)),
         _ => {
             let w = name.strip_prefix("weighted:")?;
             let weights: Option<Vec<u32>> = w.split(',').map(|x| x.trim().parse().ok()).collect();
-            let weights = weights?;
-            Some(Box::new(Weighted {
-                weights: conns.iter().copied().zip(weights).collect(),
-            }))
+            Some(Box::new(Weighted { weights: weights? }))
         }
     }
 }
@@ -158,18 +158,18 @@ mod tests {
     fn round_robin_balances_bytes() {
         let mut s = RoundRobin;
         assert!(s.allow(0, &paths(&[0, 0])));
-        assert!(!s.allow(0, &paths(&[1 << 20, 0])));
-        assert!(s.allow(1, &paths(&[1 << 20, 0])));
+        assert!(!s.allow(0, &paths(&[4 << 20, 0])));
+        assert!(s.allow(1, &paths(&[4 << 20, 0])));
     }
 
     #[test]
     fn weighted_follows_weights() {
-        let mut s = from_name("weighted:3,1", &[0, 1]).unwrap();
+        let mut s = from_name("weighted:3,1").unwrap();
         // 3 MiB on 0 and 1 MiB on 1 is the target ratio: both may send.
         assert!(s.allow(0, &paths(&[3 << 20, 1 << 20])));
         assert!(s.allow(1, &paths(&[3 << 20, 1 << 20])));
-        assert!(!s.allow(1, &paths(&[3 << 20, 2 << 20])));
-        assert!(from_name("weighted:x", &[0]).is_none());
+        assert!(!s.allow(1, &paths(&[3 << 20, 4 << 20])));
+        assert!(from_name("weighted:x").is_none());
     }
 
     #[test]
