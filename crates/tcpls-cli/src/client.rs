@@ -38,6 +38,10 @@ pub struct ClientOpts {
     /// carry no data. Off by default.
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Start with one connection and join the other --connections this
+    /// long into the transfer (adding paths mid-transfer).
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub join_after: Option<Duration>,
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -96,6 +100,10 @@ impl ClientOpts {
                 .with_context(|| format!("connecting to {addr}"))?
         };
         let addr = session.peer_addr().unwrap_or(addr);
+        if self.join_after.is_some() {
+            // `perf --join-after`: the caller joins the rest later.
+            return Ok(session);
+        }
         if self.connections == 1 || !session.is_tcpls() {
             return Ok(session);
         }
@@ -106,8 +114,20 @@ impl ClientOpts {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.join_more(&session, addr, 1).await?;
+        Ok(session)
+    }
+
+    /// Joins connections `from..--connections` to `session` (toward the
+    /// server's advertised addresses, then `addr`).
+    pub async fn join_more(
+        &self,
+        session: &tcpls::Session,
+        addr: SocketAddr,
+        from: usize,
+    ) -> Result<()> {
         let advertised = session.peer_addresses();
-        for i in 1..self.connections as usize {
+        for i in from..self.connections as usize {
             // Toward the advertised addresses in turn (the original address
             // last); the first one reachable from this bind address wins.
             let mut candidates: Vec<SocketAddr> = advertised.clone();
@@ -134,7 +154,7 @@ impl ClientOpts {
                 );
             }
         }
-        Ok(session)
+        Ok(())
     }
 
     /// A plain TLS 1.3 connection through OpenSSL's own record layer.

@@ -283,9 +283,31 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             args.migrate_every,
             args.migrations,
         ));
+        let joiner = args.client.join_after.map(|after| {
+            let (session, client, addr) = (session.clone(), args.client.clone(), args.addr);
+            let start = Instant::now();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let r = client.join_more(&session, addr, 1).await;
+                (start.elapsed(), r)
+            })
+        });
         t_runs.push(timed(args, streams, "TCPLS", true, &progress).await?);
+        let joined_at = match joiner {
+            Some(j) => {
+                let (at, r) = j.await?;
+                r?;
+                Some(at)
+            }
+            None => None,
+        };
         done.notify_one();
         timeline = sampler.await?;
+        if let Some(at) = joined_at {
+            timeline
+                .events
+                .push((at.as_millis() as u64, "connection joined".into()));
+        }
         stats = session
             .connection_stats()
             .into_iter()

@@ -50,6 +50,10 @@ impl Testbed {
     }
 
     fn serve(&mut self, root: &Path) {
+        self.serve_with(root, &[]);
+    }
+
+    fn serve_with(&mut self, root: &Path, extra: &[&str]) {
         let child = self
             .ns("srv")
             .args([
@@ -64,6 +68,7 @@ impl Testbed {
                 "--root",
             ])
             .arg(root)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -246,6 +251,53 @@ fn failover_survives_rotating_outages_over_three_paths() {
     assert_eq!(v["verified"], true);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
     eprintln!("rotating outages: longest stall {} ms", t["max_stall_ms"]);
+}
+
+/// One stream over two 100 Mbit/s paths, the server spreading it with the
+/// lowest-RTT scheduler, the second path joined one second into the
+/// transfer: both paths carry a large share and every byte is verified.
+/// (Goodput ratios are for testbed/aggregation-bench.sh, not asserted.)
+#[test]
+fn coupled_stream_uses_a_path_added_mid_transfer() {
+    let Some(mut tb) = Testbed::up("a", 2, &["100mbit", "100mbit"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve_with(dir.path(), &["--scheduler", "lowest-rtt"]);
+    let out = tb.client(
+        &[
+            "perf",
+            "10.71.1.2:4443",
+            "-k",
+            "--bytes",
+            "60M",
+            "--repeat",
+            "1",
+            "--connections",
+            "2",
+            "--bind",
+            "10.71.1.1:0",
+            "--bind",
+            "10.71.2.1:0",
+            "--join-after",
+            "1s",
+            "--verify",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    assert_eq!(v["verified"], true);
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    for c in conns {
+        assert!(
+            c["bytes_received"].as_u64().unwrap() > 10 << 20,
+            "both paths carried the stream: {c}"
+        );
+    }
+    let window = tcpls::TransportConfig::default().session_window;
+    assert!(v["peak_reassembly_bytes"].as_u64().unwrap() <= window);
 }
 
 fn unsafe_uid() -> u32 {
