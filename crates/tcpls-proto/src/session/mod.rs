@@ -2078,6 +2078,22 @@ impl Session {
         // twice our own session window of sent data.
         let unacked_total: u64 = self.conns.values().map(|c| c.unacked_bytes).sum();
         let room_for_new = !acks || unacked_total < 2 * self.cfg.session_window;
+        // Head-of-line awareness: when a stream's credit runs low (the
+        // receiver holds data waiting for a gap), only the fastest path
+        // gets more of it; a slower one would only add later gaps.
+        let slow_path = coupled && {
+            let my_rtt = self.conns.get(&conn).and_then(|c| c.rtt);
+            let fastest = self
+                .conns
+                .values()
+                .filter(|c| c.can_send())
+                .filter_map(|c| c.rtt)
+                .min();
+            matches!((my_rtt, fastest), (Some(m), Some(f)) if m > f + f / 2)
+        };
+        let low_credit = self
+            .peer_params
+            .map_or(0, |p| p.initial_max_stream_data / 4);
         let rotation = if allowed && room_for_new {
             self.send_queue.len()
         } else {
@@ -2128,6 +2144,11 @@ impl Session {
                         }
                     }
                 }
+                continue;
+            }
+            if slow_path && s.send.credit.available() < low_credit && !s.send.unsent.is_empty() {
+                // Leave it queued for the fast path.
+                Self::enqueue(&mut self.send_queue, id, s);
                 continue;
             }
             let n = (s.send.unsent.len() as u64)
