@@ -328,32 +328,13 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         if args.baseline.contains(&Baseline::Single) {
             let one = ClientOpts {
                 connections: 1,
+                join_after: None,
                 ..args.client.clone()
             };
-            let s = one
-                .open_session(&[args.addr], &args.server_name, cfg.clone())
-                .await?;
-            let mut streams = Vec::new();
-            for _ in 0..args.streams {
-                streams.push(s.open_stream().await?);
-            }
-            let counter = Arc::new(AtomicU64::new(0));
-            s_runs.push(timed(args, streams, "1 conn", true, &counter).await?);
-            s.close(0, "perf done");
+            s_runs.push(tcpls_baseline(args, &one, cfg.clone(), "1 conn").await?);
         }
-
         if args.baseline.contains(&Baseline::NoAcks) {
-            let s = args
-                .client
-                .open_session(&[args.addr], &args.server_name, no_acks_cfg.clone())
-                .await?;
-            let mut streams = Vec::new();
-            for _ in 0..args.streams {
-                streams.push(s.open_stream().await?);
-            }
-            let counter = Arc::new(AtomicU64::new(0));
-            n_runs.push(timed(args, streams, "no-ack", true, &counter).await?);
-            s.close(0, "perf done");
+            n_runs.push(tcpls_baseline(args, &args.client, no_acks_cfg.clone(), "no-ack").await?);
         }
 
         if args.baseline.contains(&Baseline::Tls) {
@@ -474,6 +455,26 @@ pub fn max_stall(bytes: &[u64]) -> u64 {
         longest = longest.max(run);
     }
     longest
+}
+
+/// One TCPLS baseline run (another session setup, same transfer), in Gbit/s.
+async fn tcpls_baseline(
+    args: &PerfArgs,
+    opts: &ClientOpts,
+    cfg: Arc<tcpls::ClientConfig>,
+    label: &str,
+) -> Result<f64> {
+    let s = opts
+        .open_session(&[args.addr], &args.server_name, cfg)
+        .await?;
+    let mut streams = Vec::new();
+    for _ in 0..args.streams {
+        streams.push(s.open_stream().await?);
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    let gbps = timed(args, streams, label, true, &counter).await?;
+    s.close(0, "perf done");
+    Ok(gbps)
 }
 
 /// Runs one perf transfer per stream in parallel (the bytes split evenly)
