@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tcpls_proto::session::ConnectionState;
 use tcpls_proto::ConnectionId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -81,15 +81,12 @@ async fn reader(
             }
             inner.proto.wants_input()
         };
-        if wants_input && buf.capacity() - buf.len() < MAX_RECORD {
-            buf.reserve(READ_CHUNK);
-        }
         // `rx` fires when a plain TLS reader consumed data: bytes already in
         // `buf` may then be processable even if the peer sends nothing more,
         // and while the session wants no input only that can make progress.
-        // (`read_buf` is cancel-safe.)
+        // (`read_some` is cancel-safe.)
         let r = tokio::select! {
-            r = rd.read_buf(&mut buf), if wants_input => r,
+            r = read_some(&mut rd, &mut buf), if wants_input => r,
             _ = shared.rx.notified() => {
                 let mut inner = shared.lock();
                 let _ = inner.proto.recv(conn, &mut buf, Instant::now());
@@ -148,6 +145,35 @@ async fn reader(
     done.notify_one();
 }
 
+/// How long a connection must be quiet before its buffers are released.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads what the socket has, in chunks of up to `READ_CHUNK`. After a
+/// second without input the buffer is released, so idle sessions hold no
+/// read buffer (256 KiB each) while busy ones keep reusing theirs.
+async fn read_some(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        if buf.capacity() - buf.len() < MAX_RECORD {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if tokio::time::timeout(IDLE_RELEASE, rd.readable())
+                    .await
+                    .is_err()
+                {
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    rd.readable().await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn writer(
     shared: Arc<Shared>,
     mut wr: OwnedWriteHalf,
@@ -157,7 +183,6 @@ async fn writer(
     done: Arc<Notify>,
 ) {
     let mut out = first;
-    out.reserve(WRITE_BATCH + MAX_RECORD);
     loop {
         if !out.is_empty() {
             if let Err(e) = wr.write_all(&out).await {
@@ -199,7 +224,18 @@ async fn writer(
                 None => std::future::pending().await,
             }
         };
+        // After a quiet second, an idle connection gives its output buffer back.
+        let idle = async {
+            if out.capacity() > 64 << 10 {
+                tokio::time::sleep(IDLE_RELEASE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
+            _ = idle => {
+                out = Vec::new();
+            }
             _ = notify.notified() => {}
             _ = sleep => {
                 let mut inner = shared.lock();

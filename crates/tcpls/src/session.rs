@@ -71,10 +71,18 @@ pub(crate) struct Inner {
 /// timer events (about 450 ms for 250 ms here); polling every 50 ms cuts
 /// that to the timeout plus at most 50 ms.
 pub(crate) async fn health(me: Weak<Shared>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    // Every 50 ms while data is unacknowledged or a scheduler needs fresh
+    // path figures; otherwise every 500 ms (session timers only), so idle
+    // sessions cost little.
+    let mut busy = true;
     loop {
-        tick.tick().await;
+        let period = if busy { 50 } else { 500 };
+        tokio::time::sleep(std::time::Duration::from_millis(period)).await;
         let Some(shared) = me.upgrade() else { return };
+        {
+            let inner = shared.lock();
+            busy = inner.proto.has_unacked() || inner.proto.scheduler_name().is_some();
+        }
         let limit = {
             let mut inner = shared.lock();
             if inner.proto.is_drained() {

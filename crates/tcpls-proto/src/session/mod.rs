@@ -343,6 +343,11 @@ impl Session {
         }
     }
 
+    /// True while some sent stream data waits for acknowledgement.
+    pub fn has_unacked(&self) -> bool {
+        self.conns.values().any(|c| !c.unacked.is_empty()) || !self.replay.is_empty()
+    }
+
     /// True when failover is on (both sides acknowledge records).
     pub fn failover(&self) -> bool {
         self.acks
