@@ -4,6 +4,7 @@ mod client;
 mod demo;
 mod get;
 mod http;
+mod idle;
 mod mptcp;
 mod perf;
 mod plot;
@@ -33,11 +34,29 @@ enum Cmd {
     Perf(perf::PerfArgs),
     /// Server and client on loopback: a verified transfer and its goodput.
     Demo(demo::DemoArgs),
+    /// Hold many idle sessions against a server and report its memory.
+    Idle(idle::IdleArgs),
     /// Draw goodput-over-time PNGs from `perf --timeline` files.
     Plot(plot::PlotArgs),
     /// The same download over the kernel's MPTCP, for comparisons.
     #[command(subcommand)]
     Mptcp(mptcp::MptcpCmd),
+}
+
+/// Raises the open-file limit to its hard maximum: a server (or the idle
+/// benchmark) holds a socket per connection, far beyond the usual 1024.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }
 
 #[tokio::main]
@@ -55,12 +74,16 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let r = match cli.cmd {
-        Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Serve(a) => {
+            raise_fd_limit();
+            serve::run(a).await
+        }
         Cmd::Get(a) => get::run(a).await,
         Cmd::Perf(a) => perf::run(a).await,
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Mptcp(c) => mptcp::run(c).await,
         Cmd::Plot(a) => plot::run(a),
+        Cmd::Idle(a) => idle::run(a).await,
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

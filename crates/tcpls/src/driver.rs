@@ -12,8 +12,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tcpls_proto::session::ConnectionState;
 use tcpls_proto::ConnectionId;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -35,19 +33,18 @@ pub(crate) fn spawn(
     first: Vec<u8>,
 ) {
     let _ = tcp.set_nodelay(true);
-    // A second descriptor of the socket, for TCP_INFO while the tasks own it.
-    if let Ok(fd) = socket2::SockRef::from(&tcp).try_clone() {
-        let fd: std::os::fd::OwnedFd = fd.into();
-        if shared.lock().proto.scheduler_name().is_some() {
-            crate::socket::set_notsent_lowat(&fd, crate::session::NOTSENT_LOWAT);
-        }
-        shared
-            .sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn, fd);
+    // One socket shared by both tasks (tokio's TcpStream reads and writes
+    // through `&self`), and by the session for TCP_INFO: no duplicate
+    // descriptor, so a session costs one file descriptor per connection.
+    let tcp = Arc::new(tcp);
+    if shared.lock().proto.scheduler_name().is_some() {
+        crate::socket::set_notsent_lowat(&*tcp, crate::session::NOTSENT_LOWAT);
     }
-    let (rd, wr) = tcp.into_split();
+    shared
+        .sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(conn, tcp.clone());
     let notify = Arc::new(Notify::new());
     shared
         .writers
@@ -55,13 +52,19 @@ pub(crate) fn spawn(
         .unwrap_or_else(|p| p.into_inner())
         .insert(conn, notify.clone());
     let done = Arc::new(Notify::new());
-    tokio::spawn(reader(shared.clone(), rd, conn, input, done.clone()));
-    tokio::spawn(writer(shared, wr, conn, notify, first, done));
+    tokio::spawn(reader(
+        shared.clone(),
+        tcp.clone(),
+        conn,
+        input,
+        done.clone(),
+    ));
+    tokio::spawn(writer(shared, tcp, conn, notify, first, done));
 }
 
 async fn reader(
     shared: Arc<Shared>,
-    mut rd: OwnedReadHalf,
+    rd: Arc<TcpStream>,
     conn: ConnectionId,
     mut buf: BytesMut,
     done: Arc<Notify>,
@@ -86,7 +89,7 @@ async fn reader(
         // and while the session wants no input only that can make progress.
         // (`read_some` is cancel-safe.)
         let r = tokio::select! {
-            r = read_some(&mut rd, &mut buf), if wants_input => r,
+            r = read_some(&rd, &mut buf), if wants_input => r,
             _ = shared.rx.notified() => {
                 let mut inner = shared.lock();
                 let _ = inner.proto.recv(conn, &mut buf, Instant::now());
@@ -151,7 +154,7 @@ const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reads what the socket has, in chunks of up to `READ_CHUNK`. After a
 /// second without input the buffer is released, so idle sessions hold no
 /// read buffer (256 KiB each) while busy ones keep reusing theirs.
-async fn read_some(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_some(rd: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     loop {
         if buf.capacity() - buf.len() < MAX_RECORD {
             buf.reserve(READ_CHUNK);
@@ -174,9 +177,21 @@ async fn read_some(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Resul
     }
 }
 
+async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn writer(
     shared: Arc<Shared>,
-    mut wr: OwnedWriteHalf,
+    wr: Arc<TcpStream>,
     conn: ConnectionId,
     notify: Arc<Notify>,
     first: Vec<u8>,
@@ -185,7 +200,7 @@ async fn writer(
     let mut out = first;
     loop {
         if !out.is_empty() {
-            if let Err(e) = wr.write_all(&out).await {
+            if let Err(e) = write_all(&wr, &out).await {
                 let mut inner = shared.lock();
                 inner
                     .proto
@@ -215,7 +230,7 @@ async fn writer(
         if finished {
             // Session over, or this connection retired: our FIN follows the
             // last record; the reader still reads the peer's until its FIN.
-            let _ = wr.shutdown().await;
+            let _ = socket2::SockRef::from(&*wr).shutdown(std::net::Shutdown::Write);
             break;
         }
         let sleep = async {

@@ -107,7 +107,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
             let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
             sockets
                 .iter()
-                .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
+                .filter_map(|(id, fd)| crate::socket::tcp_info(*id, &**fd).ok())
                 .collect()
         };
         {
@@ -304,7 +304,7 @@ pub(crate) struct Shared {
     /// Wakes the reader task: the application consumed buffered input.
     pub rx: Notify,
     /// A duplicate descriptor of each connection's socket (for TCP_INFO).
-    pub sockets: Mutex<BTreeMap<ConnectionId, std::os::fd::OwnedFd>>,
+    pub sockets: Mutex<BTreeMap<ConnectionId, Arc<tokio::net::TcpStream>>>,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'
@@ -325,7 +325,7 @@ impl Shared {
     pub fn set_notsent_lowat(&self, bytes: Option<u32>) {
         let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         for fd in sockets.values() {
-            crate::socket::set_notsent_lowat(fd, bytes.unwrap_or(u32::MAX));
+            crate::socket::set_notsent_lowat(&**fd, bytes.unwrap_or(u32::MAX));
         }
     }
 
@@ -334,7 +334,7 @@ impl Shared {
         let Some(t) = t else { return };
         let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         for fd in sockets.values() {
-            let _ = socket2::SockRef::from(fd).set_tcp_user_timeout(Some(t));
+            let _ = socket2::SockRef::from(&**fd).set_tcp_user_timeout(Some(t));
         }
     }
 
@@ -553,7 +553,7 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner());
         sockets
             .iter()
-            .filter_map(|(id, fd)| crate::socket::tcp_info(*id, fd).ok())
+            .filter_map(|(id, fd)| crate::socket::tcp_info(*id, &**fd).ok())
             .collect()
     }
 

@@ -1,6 +1,6 @@
 //! Socket-level facts the protocol core cannot see: kernel TCP statistics.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use tcpls_proto::ConnectionId;
 
@@ -88,7 +88,7 @@ struct TcpInfo {
 }
 
 /// Reads `TCP_INFO` of a socket.
-pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<ConnectionStats> {
+pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result<ConnectionStats> {
     let mut info = TcpInfo::default();
     let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
     // SAFETY: `info` is a plain repr(C) struct of `len` bytes that the
@@ -123,7 +123,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &OwnedFd) -> std::io::Result<Conn
 }
 
 /// Sets TCP_NOTSENT_LOWAT (`u32::MAX`: the kernel's default, no limit).
-pub(crate) fn set_notsent_lowat(fd: &OwnedFd, bytes: u32) {
+pub(crate) fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) {
     let v = bytes as libc::c_int;
     // SAFETY: `v` is a c_int of the size passed; `fd` is an open socket.
     unsafe {
