@@ -1,4 +1,5 @@
-//! The `tcpls` command: serve files, fetch them, measure goodput, demo.
+//! The `tcpls` command: serve files, fetch them, measure goodput, demo,
+//! and the benchmark tools (idle sessions, plots, the MPTCP baseline).
 
 mod client;
 mod demo;
