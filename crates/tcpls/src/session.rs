@@ -539,6 +539,11 @@ impl Session {
         self.with_proto(|p| p.advertise_address(addr))
     }
 
+    /// Withdraws an address advertised earlier.
+    pub fn withdraw_address(&self, addr: SocketAddr) -> Result<(), Error> {
+        self.with_proto(|p| p.withdraw_address(addr))
+    }
+
     /// Addresses the peer advertised.
     pub fn peer_addresses(&self) -> Vec<SocketAddr> {
         self.shared().lock().proto.peer_addresses().to_vec()

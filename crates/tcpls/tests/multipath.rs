@@ -170,3 +170,34 @@ async fn happy_eyeballs_skips_silent_and_refused_addresses() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test]
+async fn addresses_are_advertised_and_withdrawn() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (_server, client, peer) = setup().await;
+        let a: std::net::SocketAddr = "192.0.2.7:4443".parse().unwrap();
+        let b: std::net::SocketAddr = "[2001:db8::7]:4443".parse().unwrap();
+        peer.advertise_address(a).unwrap();
+        peer.advertise_address(b).unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let Some(SessionEvent::PeerAddress { addr, added: true }) = client.next_event().await
+            {
+                seen.push(addr);
+            }
+        }
+        assert!(seen.contains(&a) && seen.contains(&b));
+        peer.withdraw_address(a).unwrap();
+        loop {
+            if let Some(SessionEvent::PeerAddress { addr, added: false }) =
+                client.next_event().await
+            {
+                assert_eq!(addr, a);
+                break;
+            }
+        }
+        assert_eq!(client.peer_addresses(), vec![b]);
+    })
+    .await
+    .expect("timed out");
+}
