@@ -117,6 +117,9 @@ pub enum Event {
 /// acknowledged before closing anyway.
 const GRACEFUL_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// STREAM payloads below this size are copied rather than sliced.
+const SMALL_FRAME: usize = 4096;
+
 /// Most peer addresses kept (NEW_ADDRESS beyond it closes the session).
 const MAX_PEER_ADDRESSES: usize = 16;
 
@@ -1118,6 +1121,14 @@ impl Session {
             self.consume_session_credit(grown);
             return Ok(());
         }
+        // A slice keeps its whole read chunk (up to 256 KiB) alive until it
+        // is read: small pieces are copied, so a peer sending tiny frames
+        // cannot pin a chunk per byte of window.
+        let data = if data.len() < SMALL_FRAME {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data
+        };
         s.recv.asm.insert(offset, data);
         if s.recv.asm.readable() || s.recv.at_fin() {
             self.events.push_back(Event::StreamReadable(id));
