@@ -321,6 +321,17 @@ pub(crate) struct TokenRegistry {
 pub(crate) const NOTSENT_LOWAT: u32 = 128 << 10;
 
 impl Shared {
+    /// Runs `f` on the protocol state, then turns its events into wake-ups
+    /// and lets the writers transmit whatever `f` queued.
+    pub fn with_proto<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
+        let mut inner = self.lock();
+        let r = f(&mut inner.proto);
+        inner.dispatch();
+        drop(inner);
+        self.wake_writers();
+        r
+    }
+
     /// Sets (or clears) TCP_NOTSENT_LOWAT on every connection's socket.
     pub fn set_notsent_lowat(&self, bytes: Option<u32>) {
         let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
@@ -361,13 +372,8 @@ pub(crate) struct Guard(pub Arc<Shared>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let mut inner = self.0.lock();
-        inner
-            .proto
-            .close_gracefully(ErrorCode::NO_ERROR, "session dropped");
-        inner.dispatch();
-        drop(inner);
-        self.0.wake_writers();
+        self.0
+            .with_proto(|p| p.close_gracefully(ErrorCode::NO_ERROR, "session dropped"));
     }
 }
 
@@ -484,11 +490,8 @@ impl Session {
     /// application `code` and `reason`. Data not yet sent is dropped; call
     /// [`crate::SendStream::finish`] on streams first for a graceful end.
     pub fn close(&self, code: u32, reason: &str) {
-        let mut inner = self.shared().lock();
-        inner.proto.close(ErrorCode::app(code), reason);
-        inner.dispatch();
-        drop(inner);
-        self.shared().wake_writers();
+        self.shared()
+            .with_proto(|p| p.close(ErrorCode::app(code), reason));
     }
 
     /// Adds a TCP connection to the session (client side): connects to
@@ -604,12 +607,7 @@ impl Session {
         &self,
         f: impl FnOnce(&mut tcpls_proto::Session) -> Result<T, tcpls_proto::Error>,
     ) -> Result<T, Error> {
-        let mut inner = self.shared().lock();
-        let r = f(&mut inner.proto);
-        inner.dispatch();
-        drop(inner);
-        self.shared().wake_writers();
-        Ok(r?)
+        Ok(self.shared().with_proto(f)?)
     }
 
     /// Waits until the session has ended and returns why.

@@ -74,12 +74,12 @@ impl Stream {
     /// Sends this stream's data on connection `conn` from now on, and asks
     /// the peer to do the same (stream steering).
     pub fn set_connection(&self, conn: tcpls_proto::ConnectionId) -> io::Result<()> {
-        let shared = &self.send.guard.0;
-        let mut inner = shared.lock();
-        let r = inner.proto.set_stream_connection(self.id(), conn);
-        drop(inner);
-        shared.wake_writers();
-        r.map_err(session_to_io)
+        let id = self.id();
+        self.send
+            .guard
+            .0
+            .with_proto(|p| p.set_stream_connection(id, conn))
+            .map_err(session_to_io)
     }
 
     /// The connection this stream's data is sent on.
@@ -118,14 +118,12 @@ impl SendStream {
     /// Abandons the stream: unsent data is dropped and the peer's reads fail
     /// with `code`.
     pub fn reset(&mut self, code: u32) -> io::Result<()> {
-        let shared = &self.guard.0;
-        let mut inner = shared.lock();
         self.finished = true;
-        let r = inner.proto.reset(self.id, code).map_err(session_to_io);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_writers();
-        r
+        let id = self.id;
+        self.guard
+            .0
+            .with_proto(|p| p.reset(id, code))
+            .map_err(session_to_io)
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -198,11 +196,8 @@ impl Drop for SendStream {
     fn drop(&mut self) {
         if !self.finished {
             // Like quinn: dropping a send half finishes it gracefully.
-            let shared = &self.guard.0;
-            let mut inner = shared.lock();
-            let _ = inner.proto.finish(self.id);
-            drop(inner);
-            shared.wake_writers();
+            let id = self.id;
+            let _ = self.guard.0.with_proto(|p| p.finish(id));
         }
     }
 }
@@ -289,11 +284,8 @@ impl AsyncRead for RecvStream {
 impl Drop for RecvStream {
     fn drop(&mut self) {
         if !self.eof {
-            let shared = &self.guard.0;
-            let mut inner = shared.lock();
-            let _ = inner.proto.stop_reading(self.id);
-            drop(inner);
-            shared.wake_writers();
+            let id = self.id;
+            let _ = self.guard.0.with_proto(|p| p.stop_reading(id));
         }
     }
 }
