@@ -1,15 +1,15 @@
 //! End-to-end tests of the `tcpls` binary, including interop with the real
 //! `openssl` command in both fallback directions.
 
-use std::io::Write;
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{json, run_bounded, BIN};
 use sha2::{Digest, Sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tcpls");
 
 /// Kills the child when the test ends, pass or fail.
 struct Reaper(Child);
@@ -41,33 +41,6 @@ fn wait_listening(port: u16, child: &mut Child) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("nothing listening on {port}");
-}
-
-/// Runs a command with a time limit.
-fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "command timed out: {cmd:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn openssl_available() -> bool {
@@ -113,16 +86,6 @@ fn start_tcpls_serve(root: &Path, extra: &[&str]) -> (Reaper, u16) {
         .unwrap();
     wait_listening(port, &mut child);
     (Reaper(child), port)
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Two disjoint paths between two network namespaces (testbed/netns.sh):
 //! joins and migration across real interfaces. Needs root; skips otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tcpls");
+use common::{json, run_bounded, BIN};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/netns.sh")
@@ -90,24 +92,35 @@ impl Testbed {
         panic!("server did not come up in the namespace");
     }
 
-    fn client(&self, args: &[&str], limit: Duration) -> Output {
-        let mut child = self
-            .ns("cli")
-            .arg(BIN)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("client timed out: {args:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    /// Runs `tcpls perf` in the client namespace toward the server's path-1
+    /// address: `bytes`, one connection per path (bound to the path's
+    /// client address), every byte verified, then `extra`; returns its JSON.
+    fn perf(
+        &self,
+        bytes: &str,
+        paths: usize,
+        extra: &[&str],
+        limit: Duration,
+    ) -> serde_json::Value {
+        let mut args: Vec<String> = [
+            "perf",
+            "10.71.1.2:4443",
+            "-k",
+            "--bytes",
+            bytes,
+            "--repeat",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--connections".into(), paths.to_string()]);
+        for i in 1..=paths {
+            args.extend(["--bind".into(), format!("10.71.{i}.1:0")]);
         }
-        child.wait_with_output().unwrap()
+        args.extend(["--verify", "--json"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = run_bounded(self.ns("cli").arg(BIN).args(&args), b"", limit);
+        json(&out)
     }
 }
 
@@ -152,30 +165,13 @@ fn survive(name: &str, fault: &str) {
         );
     });
     let timeline = dir.path().join("timeline.json");
-    let out = tb.client(
-        &[
-            "perf",
-            "10.71.1.2:4443",
-            "-k",
-            "--bytes",
-            "100M",
-            "--repeat",
-            "1",
-            "--connections",
-            "2",
-            "--bind",
-            "10.71.1.1:0",
-            "--bind",
-            "10.71.2.1:0",
-            "--verify",
-            "--json",
-            "--timeline",
-            timeline.to_str().unwrap(),
-        ],
+    let v = tb.perf(
+        "100M",
+        2,
+        &["--timeline", timeline.to_str().unwrap()],
         Duration::from_secs(60),
     );
     injector.join().unwrap();
-    let v = json(&out);
     assert_eq!(v["verified"], true);
     assert_eq!(v["bytes"], 100 << 20);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
@@ -213,27 +209,12 @@ fn failover_survives_rotating_outages_over_three_paths() {
         .spawn()
         .unwrap();
     let timeline = dir.path().join("timeline.json");
-    let out = tb.client(
+    let v = tb.perf(
+        "120M",
+        3,
         &[
-            "perf",
-            "10.71.1.2:4443",
-            "-k",
-            "--bytes",
-            "120M",
-            "--repeat",
-            "1",
-            "--connections",
-            "3",
-            "--bind",
-            "10.71.1.1:0",
-            "--bind",
-            "10.71.2.1:0",
-            "--bind",
-            "10.71.3.1:0",
             "--keepalive",
             "100ms",
-            "--verify",
-            "--json",
             "--timeline",
             timeline.to_str().unwrap(),
         ],
@@ -247,7 +228,6 @@ fn failover_survives_rotating_outages_over_three_paths() {
             .args([&tb.prefix, p, "restore"])
             .output();
     }
-    let v = json(&out);
     assert_eq!(v["verified"], true);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
     eprintln!("rotating outages: longest stall {} ms", t["max_stall_ms"]);
@@ -264,29 +244,7 @@ fn coupled_stream_uses_a_path_added_mid_transfer() {
     };
     let dir = tempfile::tempdir().unwrap();
     tb.serve_with(dir.path(), &["--scheduler", "lowest-rtt"]);
-    let out = tb.client(
-        &[
-            "perf",
-            "10.71.1.2:4443",
-            "-k",
-            "--bytes",
-            "60M",
-            "--repeat",
-            "1",
-            "--connections",
-            "2",
-            "--bind",
-            "10.71.1.1:0",
-            "--bind",
-            "10.71.2.1:0",
-            "--join-after",
-            "1s",
-            "--verify",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
-    let v = json(&out);
+    let v = tb.perf("60M", 2, &["--join-after", "1s"], Duration::from_secs(60));
     assert_eq!(v["verified"], true);
     let conns = v["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2);
@@ -310,16 +268,6 @@ fn unsafe_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 /// A session joins a second connection over the second path (toward the
 /// server's advertised address, from the second interface) and streams are
 /// steered over both.
@@ -330,29 +278,7 @@ fn join_and_steer_across_two_paths() {
     };
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
-    let out = tb.client(
-        &[
-            "perf",
-            "10.71.1.2:4443",
-            "-k",
-            "--bytes",
-            "64M",
-            "--streams",
-            "2",
-            "--repeat",
-            "1",
-            "--connections",
-            "2",
-            "--bind",
-            "10.71.1.1:0",
-            "--bind",
-            "10.71.2.1:0",
-            "--verify",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
-    let v = json(&out);
+    let v = tb.perf("64M", 2, &["--streams", "2"], Duration::from_secs(60));
     assert_eq!(v["verified"], true);
     let conns = v["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2, "{conns:?}");
@@ -375,33 +301,19 @@ fn migration_between_paths_never_stalls() {
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
     let timeline = dir.path().join("timeline.json");
-    let out = tb.client(
+    let v = tb.perf(
+        "200M",
+        2,
         &[
-            "perf",
-            "10.71.1.2:4443",
-            "-k",
-            "--bytes",
-            "200M",
-            "--repeat",
-            "1",
-            "--connections",
-            "2",
-            "--bind",
-            "10.71.1.1:0",
-            "--bind",
-            "10.71.2.1:0",
             "--migrate-every",
             "1200ms",
             "--migrations",
             "2",
-            "--verify",
-            "--json",
             "--timeline",
             timeline.to_str().unwrap(),
         ],
         Duration::from_secs(120),
     );
-    let v = json(&out);
     assert_eq!(v["verified"], true);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
     let events = t["events"].as_array().unwrap();
