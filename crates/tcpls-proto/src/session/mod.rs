@@ -182,6 +182,7 @@ pub struct Session {
     /// Coupled sending: when set, every stream's data may go on any
     /// connection this scheduler allows (instead of the stream's own).
     scheduler: Option<Box<dyn Scheduler>>,
+    paths_scratch: Vec<PathInfo>,
     /// Highest number of received-but-unread bytes held at once (the
     /// reassembly memory the flow-control window allowed).
     peak_buffered: u64,
@@ -281,6 +282,7 @@ impl Session {
             failed_conns: VecDeque::new(),
             now,
             scheduler: None,
+            paths_scratch: Vec::new(),
             peak_buffered: 0,
             peer_params: None,
             suite: None,
@@ -2075,19 +2077,22 @@ impl Session {
         let allowed = match self.scheduler.as_mut() {
             None => true,
             Some(sched) => {
-                let paths: Vec<PathInfo> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.can_send())
-                    .map(|(id, c)| PathInfo {
-                        conn: *id,
-                        sent_bytes: c.sent_bytes,
-                        unacked_bytes: c.unacked_bytes,
-                        rtt: c.rtt,
-                        cwnd_bytes: c.cwnd_bytes,
-                    })
-                    .collect();
-                sched.allow(conn, &paths)
+                // Reused across records: no allocation per record.
+                let paths = &mut self.paths_scratch;
+                paths.clear();
+                paths.extend(
+                    self.conns
+                        .iter()
+                        .filter(|(_, c)| c.can_send())
+                        .map(|(id, c)| PathInfo {
+                            conn: *id,
+                            sent_bytes: c.sent_bytes,
+                            unacked_bytes: c.unacked_bytes,
+                            rtt: c.rtt,
+                            cwnd_bytes: c.cwnd_bytes,
+                        }),
+                );
+                sched.allow(conn, paths)
             }
         };
         // A peer that never acknowledges cannot make us keep more than
