@@ -1,0 +1,202 @@
+//! The measurements: every repetition runs each figure once, so a slow
+//! moment of the machine hits all peers alike.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::certs::Configs;
+use crate::cpu::Span;
+use crate::peers::{self, tcpls_peer::Setup, Stack};
+use crate::{io, Args, Line, Peer};
+
+/// One bulk transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct Bulk {
+    pub gbps: f64,
+    pub cpu_s_per_gib: f64,
+}
+
+/// One series of handshakes (or joins).
+#[derive(Clone, Copy, Debug)]
+pub struct Handshakes {
+    pub per_sec: f64,
+    pub cpu_ms_each: f64,
+}
+
+/// Everything measured, in the order of the arguments.
+pub struct Results {
+    pub bulk: Vec<(Line, Vec<Bulk>)>,
+    pub handshakes: Vec<(&'static str, Vec<Handshakes>)>,
+    /// Round-trip times in microseconds, all repetitions together.
+    pub latency: Vec<(Peer, Vec<f64>)>,
+}
+
+impl Line {
+    pub fn name(self) -> &'static str {
+        match self {
+            Line::Tcp => "tcp",
+            Line::Openssl => "openssl",
+            Line::Rustls => "rustls",
+            Line::Quinn => "quinn",
+            Line::Tcpls => "tcpls",
+            Line::TcplsAcks => "tcpls-acks",
+            Line::Tcpls16 => "tcpls-16-streams",
+            Line::Tcpls2conn => "tcpls-2-conns",
+        }
+    }
+
+    /// The stack, and for TCPLS (streams, ACKs, connections).
+    fn setup(self) -> (Stack, u32, bool, u32) {
+        match self {
+            Line::Tcp => (Stack::Tcp, 1, false, 1),
+            Line::Openssl => (Stack::Openssl, 1, false, 1),
+            Line::Rustls => (Stack::Rustls, 1, false, 1),
+            Line::Quinn => (Stack::Quinn, 1, false, 1),
+            Line::Tcpls => (Stack::Tcpls, 1, false, 1),
+            Line::TcplsAcks => (Stack::Tcpls, 1, true, 1),
+            Line::Tcpls16 => (Stack::Tcpls, 16, false, 1),
+            Line::Tcpls2conn => (Stack::Tcpls, 1, false, 2),
+        }
+    }
+}
+
+impl Peer {
+    pub fn stack(self) -> Stack {
+        match self {
+            Peer::Tcp => Stack::Tcp,
+            Peer::Openssl => Stack::Openssl,
+            Peer::Rustls => Stack::Rustls,
+            Peer::Quinn => Stack::Quinn,
+            Peer::Tcpls => Stack::Tcpls,
+        }
+    }
+}
+
+fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
+    let json_out = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if args.quiet || json_out {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>28} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}")
+            .expect("valid template"),
+    );
+    pb.set_prefix(label);
+    pb
+}
+
+pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
+    // TCPLS configurations once per line; the handshake and latency
+    // figures use the default configuration (ACKs on).
+    let mut lines = Vec::new();
+    for &line in &args.lines {
+        let (stack, streams, acks, conns) = line.setup();
+        lines.push((line, stack, Setup::new(cfg, streams, acks, conns)?));
+    }
+    let default_tcpls = Setup::new(cfg, 1, true, 8)?;
+    let mut res = Results {
+        bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
+        handshakes: Vec::new(),
+        latency: args.latency_peers.iter().map(|&p| (p, Vec::new())).collect(),
+    };
+    for rep in 1..=args.repeat {
+        for (i, (line, stack, setup)) in lines.iter().enumerate() {
+            let label = format!("{} ({rep}/{})", line.name(), args.repeat);
+            let b = bulk(args, cfg, *stack, setup, label)
+                .await
+                .with_context(|| format!("bulk transfer over {}", line.name()))?;
+            res.bulk[i].1.push(b);
+        }
+        if args.handshakes > 0 {
+            let mut row = 0;
+            for &peer in &args.handshake_peers {
+                let h = handshakes(args.handshakes, cfg, peer.stack(), &default_tcpls)
+                    .await
+                    .with_context(|| format!("handshakes with {}", peer.stack().name()))?;
+                push(&mut res.handshakes, &mut row, peer.stack().name(), h);
+                if peer == Peer::Tcpls {
+                    let j = joins(args.handshakes, cfg, &default_tcpls)
+                        .await
+                        .context("TCPLS joins")?;
+                    push(&mut res.handshakes, &mut row, "tcpls-join", j);
+                }
+            }
+        }
+        if args.round_trips > 0 {
+            for (peer, times) in res.latency.iter_mut() {
+                let t = latency(args.round_trips, cfg, peer.stack(), &default_tcpls)
+                    .await
+                    .with_context(|| format!("round trips with {}", peer.stack().name()))?;
+                times.extend(t);
+            }
+        }
+    }
+    Ok(res)
+}
+
+/// Appends `h` to the `row`th series (created on the first repetition).
+fn push(v: &mut Vec<(&'static str, Vec<Handshakes>)>, row: &mut usize, name: &'static str, h: Handshakes) {
+    if v.len() <= *row {
+        v.push((name, Vec::new()));
+    }
+    v[*row].1.push(h);
+    *row += 1;
+}
+
+async fn bulk(
+    args: &Args,
+    cfg: &Arc<Configs>,
+    stack: Stack,
+    setup: &Setup,
+    label: String,
+) -> Result<Bulk> {
+    let server = peers::server(stack, cfg, setup).await?;
+    let pb = progress(args, args.bytes, label);
+    let span = Span::start();
+    peers::bulk(stack, server.addr, cfg, setup, args.bytes, args.verify, &pb).await?;
+    let (wall, cpu) = span.stop();
+    pb.finish_and_clear();
+    let gib = args.bytes as f64 / (1u64 << 30) as f64;
+    Ok(Bulk {
+        gbps: args.bytes as f64 * 8.0 / wall / 1e9,
+        cpu_s_per_gib: cpu / gib,
+    })
+}
+
+/// `n` full handshakes one after another, each until the server's first
+/// byte arrives (so both sides finished).
+async fn handshakes(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> Result<Handshakes> {
+    let server = peers::server(stack, cfg, setup).await?;
+    let span = Span::start();
+    for _ in 0..n {
+        let c = peers::connect(stack, server.addr, cfg, setup).await?;
+        io::hello(c).await?;
+    }
+    let (wall, cpu) = span.stop();
+    Ok(Handshakes {
+        per_sec: n as f64 / wall,
+        cpu_ms_each: cpu * 1e3 / n as f64,
+    })
+}
+
+async fn joins(n: u32, cfg: &Arc<Configs>, setup: &Setup) -> Result<Handshakes> {
+    let server = peers::server(Stack::Tcpls, cfg, setup).await?;
+    let span = Span::start();
+    let joining = peers::tcpls_peer::joins(server.addr, setup, n).await?;
+    let (_, cpu) = span.stop();
+    Ok(Handshakes {
+        per_sec: n as f64 / joining.as_secs_f64(),
+        cpu_ms_each: cpu * 1e3 / n as f64,
+    })
+}
+
+/// Round-trip times (µs) of `n` one-byte requests on one connection.
+async fn latency(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> Result<Vec<f64>> {
+    let server = peers::server(stack, cfg, setup).await?;
+    let c = peers::connect(stack, server.addr, cfg, setup).await?;
+    let times = io::echo(c, n).await?;
+    Ok(times.iter().map(|t| t.as_secs_f64() * 1e6).collect())
+}

@@ -1,0 +1,211 @@
+//! TCPLS through the `tcpls` runtime: one stream, several streams, record
+//! ACKs on or off, several coupled connections, and join rate.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tcpls::{Session, SessionEvent, Stream, TransportConfig};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::Duplex;
+use crate::certs::{Configs, SERVER_NAME};
+use crate::io;
+
+/// One TCPLS variant, its configurations built once.
+pub struct Setup {
+    /// Streams a bulk transfer is spread over.
+    pub streams: u32,
+    /// TCP connections per session (the first plus joins).
+    pub connections: u32,
+    client: Arc<tcpls::ClientConfig>,
+    server: Arc<tcpls::ServerConfig>,
+    /// Released once per connection the server attaches by join.
+    joined: Arc<Semaphore>,
+}
+
+impl Setup {
+    /// `acks`: record acknowledgements (and failover) on both sides.
+    pub fn new(cfg: &Configs, streams: u32, acks: bool, connections: u32) -> Result<Self> {
+        let transport = TransportConfig {
+            failover: acks,
+            max_connections: connections.max(2),
+            ..TransportConfig::default()
+        };
+        Ok(Self {
+            streams: streams.max(1),
+            connections: connections.max(1),
+            client: Arc::new(cfg.tcpls_client(transport.clone())?),
+            server: Arc::new(cfg.tcpls_server(transport)?),
+            joined: Arc::new(Semaphore::new(0)),
+        })
+    }
+}
+
+pub async fn server(setup: &Setup) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let server = tcpls::Server::bind("127.0.0.1:0".parse()?, setup.server.clone()).await?;
+    let addr = server.local_addr()?;
+    let (joined, coupled) = (setup.joined.clone(), setup.connections > 1);
+    let task = tokio::spawn(async move {
+        while let Ok(session) = server.accept().await {
+            if coupled {
+                // The server sends: spread its data over all connections.
+                let _ = session.set_scheduler(Some("round-robin"));
+            }
+            let events = session.clone();
+            let joined = joined.clone();
+            tokio::spawn(async move {
+                while let Some(e) = events.next_event().await {
+                    match e {
+                        SessionEvent::ConnectionAdded(_) => joined.add_permits(1),
+                        SessionEvent::Closed(_) => break,
+                        _ => {}
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Ok(stream) = session.accept_stream().await {
+                    tokio::spawn(async move {
+                        if let Err(e) = io::serve(stream).await {
+                            tracing::debug!("tcpls server: {e}");
+                        }
+                    });
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// A session's first stream as a byte stream; the session lives as long.
+struct TcplsConn {
+    _session: Session,
+    stream: Stream,
+}
+
+impl AsyncRead for TcplsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcplsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+async fn session(addr: SocketAddr, setup: &Setup) -> Result<Session> {
+    let s = tcpls::connect(addr, SERVER_NAME, setup.client.clone())
+        .await
+        .context("TCPLS handshake")?;
+    if !s.is_tcpls() {
+        bail!("the server fell back to plain TLS");
+    }
+    Ok(s)
+}
+
+pub async fn connect(addr: SocketAddr, setup: &Setup) -> Result<Box<dyn Duplex>> {
+    let session = session(addr, setup).await?;
+    let stream = session.open_stream().await?;
+    Ok(Box::new(TcplsConn {
+        _session: session,
+        stream,
+    }))
+}
+
+/// Waits until the session holds at least `n` join tokens (they follow the
+/// handshake, and each used one is replaced once its join is accepted).
+async fn tokens(s: &Session, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.available_tokens() < n {
+        if Instant::now() > deadline {
+            bail!("the server issued no join token within 5 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// `BULK n` spread over `setup.streams` streams (and `setup.connections`
+/// connections), read with the zero-copy `read_chunk`.
+pub async fn bulk(
+    addr: SocketAddr,
+    setup: &Setup,
+    n: u64,
+    verify: bool,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    let s = session(addr, setup).await?;
+    if setup.connections > 1 {
+        tokens(&s, setup.connections as usize - 1).await?;
+        for _ in 1..setup.connections {
+            s.join(addr, None).await?;
+            setup.joined.acquire().await?.forget();
+        }
+    }
+    let k = setup.streams as u64;
+    let mut tasks = Vec::new();
+    for i in 0..k {
+        let part = n / k + u64::from(i < n % k);
+        let mut stream = s.open_stream().await?;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            stream.write_all(&io::request(io::BULK, part)).await?;
+            let (_send, mut recv) = stream.split();
+            let mut got = 0u64;
+            while let Some(chunk) = recv.read_chunk(io::WRITE_SIZE).await? {
+                if verify {
+                    io::check_pattern(got, &chunk)?;
+                }
+                got += chunk.len() as u64;
+                progress.inc(chunk.len() as u64);
+            }
+            io::expect_len(got, part)
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    s.close(0, "done");
+    Ok(())
+}
+
+/// `n` joins to one session, one after the other: each from TCP connect
+/// until the server attached the connection. Returns their total time.
+pub async fn joins(addr: SocketAddr, setup: &Setup, n: u32) -> Result<Duration> {
+    let s = session(addr, setup).await?;
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        tokens(&s, 1).await?;
+        let t = Instant::now();
+        let id = s.join(addr, None).await?;
+        setup.joined.acquire().await?.forget();
+        total += t.elapsed();
+        s.close_connection(id)?;
+    }
+    s.close(0, "done");
+    Ok(total)
+}
