@@ -100,7 +100,11 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),
-        latency: args.latency_peers.iter().map(|&p| (p, Vec::new())).collect(),
+        latency: if args.round_trips > 0 {
+            args.latency_peers.iter().map(|&p| (p, Vec::new())).collect()
+        } else {
+            Vec::new()
+        },
     };
     for rep in 1..=args.repeat {
         for (i, (line, stack, setup)) in lines.iter().enumerate() {
@@ -125,7 +129,7 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
                 }
             }
         }
-        if args.round_trips > 0 {
+        {
             for (peer, times) in res.latency.iter_mut() {
                 let t = latency(args.round_trips, cfg, peer.stack(), &default_tcpls)
                     .await

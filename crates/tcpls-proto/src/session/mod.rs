@@ -44,6 +44,7 @@ mod connection;
 mod fallback;
 pub mod flow;
 pub mod scheduler;
+mod send_buffer;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -51,7 +52,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::{Error, ErrorCode};
@@ -724,8 +725,9 @@ impl Session {
                 return Err(Error::BadRecord("unexpected outer content type"));
             }
             if buf.len() < HEADER_LEN + hdr.len {
-                // Make room for the whole record in one allocation.
-                buf.reserve(HEADER_LEN + hdr.len - buf.len());
+                // Wait for the rest. The caller keeps room for it: growing
+                // `buf` here would copy the partial record to a new
+                // allocation whenever earlier records are still referenced.
                 return Ok(());
             }
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -1262,7 +1264,7 @@ impl Session {
             }
             return Ok(0);
         }
-        s.send.unsent.extend_from_slice(&data[..n]);
+        s.send.unsent.push(&data[..n]);
         Self::enqueue(&mut self.send_queue, id, s);
         Ok(n)
     }
@@ -1844,8 +1846,9 @@ impl Session {
                 break;
             }
             if !s.send.unsent.is_empty() {
-                let n = s.send.unsent.len().min(MAX_PLAINTEXT);
-                match fb.write(&s.send.unsent[..n]) {
+                let front = s.send.unsent.front();
+                let n = front.len().min(MAX_PLAINTEXT);
+                match fb.write(&front[..n]) {
                     Ok(w) => {
                         s.send.unsent.advance(w);
                         s.send.offset += w as u64;
@@ -2172,35 +2175,53 @@ impl Session {
                 Self::enqueue(&mut self.send_queue, id, s);
                 continue;
             }
-            let n = (s.send.unsent.len() as u64)
+            let mut n = (s.send.unsent.len() as u64)
                 .min(s.send.credit.available())
                 .min(self.send_credit.available())
                 .min((room - STREAM_HEADER_LEN) as u64) as usize;
+            let front = s.send.unsent.front().len();
+            if acks && n > front {
+                // The bytes straddle two send blocks: two STREAM frames,
+                // so room for a second header.
+                n = n.min(room.saturating_sub(2 * STREAM_HEADER_LEN)).max(front);
+            }
             let fin = s.send.fin_queued && !s.send.fin_sent && n == s.send.unsent.len();
             if n == 0 && !fin {
                 continue; // blocked on credit: MAX_* frames requeue it
             }
             if acks {
-                // Keep the bytes (a slice, not a copy) until acknowledged.
-                let data = s.send.unsent.split_to(n).freeze();
-                out.extend_from_slice(&data);
-                s.send.unacked_bytes += n;
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.unacked.push_back((
-                        seq,
-                        Sent::Stream {
-                            id,
-                            offset: s.send.offset,
-                            data,
-                            fin,
-                        },
-                    ));
+                // Keep the bytes (slices, not copies) until acknowledged.
+                let mut offset = s.send.offset;
+                let mut left = n;
+                loop {
+                    let data = s.send.unsent.split_front(left);
+                    let k = data.len();
+                    left -= k;
+                    let last = left == 0;
+                    out.extend_from_slice(&data);
+                    encode_stream_header(id, offset, k as u16, fin && last, out);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.unacked.push_back((
+                            seq,
+                            Sent::Stream {
+                                id,
+                                offset,
+                                data,
+                                fin: fin && last,
+                            },
+                        ));
+                    }
+                    offset += k as u64;
+                    debug_assert!(k > 0 || last, "queued bytes but an empty front block");
+                    if last || k == 0 {
+                        break;
+                    }
                 }
+                s.send.unacked_bytes += n;
             } else {
-                out.extend_from_slice(&s.send.unsent[..n]);
-                s.send.unsent.advance(n);
+                s.send.unsent.copy_to(n, out);
+                encode_stream_header(id, s.send.offset, n as u16, fin, out);
             }
-            encode_stream_header(id, s.send.offset, n as u16, fin, out);
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.sent_bytes += n as u64;
                 if acks {

@@ -1,17 +1,16 @@
 //! Per-stream state: the send queue with its credit and the receive
 //! reassembly with its window.
 
-use bytes::BytesMut;
-
 use crate::ids::ConnectionId;
 use crate::session::assembler::Assembler;
 use crate::session::flow::{RecvCredit, SendCredit};
+use crate::session::send_buffer::SendBuffer;
 
 /// The sending half of a stream.
 #[derive(Debug)]
 pub(crate) struct SendState {
     /// Bytes written by the application and not yet put in a record.
-    pub unsent: BytesMut,
+    pub unsent: SendBuffer,
     /// Offset of the first byte of `unsent`.
     pub offset: u64,
     /// Bytes sent and kept until acknowledged (failover).
@@ -28,7 +27,7 @@ pub(crate) struct SendState {
 impl SendState {
     pub fn new(credit: u64) -> Self {
         Self {
-            unsent: BytesMut::new(),
+            unsent: SendBuffer::default(),
             offset: 0,
             unacked_bytes: 0,
             credit: SendCredit::new(credit),

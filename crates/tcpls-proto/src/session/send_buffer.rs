@@ -1,0 +1,177 @@
+//! A stream's outgoing bytes between the application's write and the
+//! record that carries them.
+//!
+//! A queue of fixed-size blocks rather than one growing `BytesMut`: bytes
+//! never move once written. With one contiguous buffer, every append that
+//! reached its end shifted (or, with slices kept for acknowledgement,
+//! reallocated and copied) everything still queued, up to a megabyte: a
+//! second copy of most bytes on the hot path.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Block size: large enough that few records straddle two blocks, small
+/// enough that a barely used stream holds little.
+const BLOCK: usize = 64 << 10;
+
+/// Queued bytes, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct SendBuffer {
+    blocks: VecDeque<BytesMut>,
+    len: usize,
+    /// One emptied block kept for reuse (no allocation per block in steady
+    /// state without acknowledgements).
+    spare: Option<BytesMut>,
+}
+
+impl SendBuffer {
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops everything queued (and the memory).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Appends a copy of `data`.
+    pub fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.blocks.back().is_none_or(|b| b.len() == b.capacity()) {
+                let block = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| BytesMut::with_capacity(BLOCK));
+                self.blocks.push_back(block);
+            }
+            let b = self.blocks.back_mut().expect("a block was just ensured");
+            let k = data.len().min(b.capacity() - b.len());
+            b.extend_from_slice(&data[..k]);
+            data = &data[k..];
+            self.len += k;
+        }
+    }
+
+    /// The oldest queued bytes that are contiguous in memory.
+    pub fn front(&self) -> &[u8] {
+        self.blocks.front().map_or(&[], |b| &b[..])
+    }
+
+    /// Drops the first `n` bytes; `n` is at most `front().len()`.
+    pub fn advance(&mut self, n: usize) {
+        if let Some(b) = self.blocks.front_mut() {
+            let n = n.min(b.len());
+            b.advance(n);
+            self.len -= n;
+        }
+        self.pop_spent();
+    }
+
+    /// Moves the first `n` bytes (at most `len()`) to the end of `out`.
+    pub fn copy_to(&mut self, mut n: usize, out: &mut Vec<u8>) {
+        while n > 0 {
+            let k = n.min(self.front().len());
+            if k == 0 {
+                break;
+            }
+            out.extend_from_slice(&self.front()[..k]);
+            self.advance(k);
+            n -= k;
+        }
+    }
+
+    /// Removes up to `n` bytes from the front without copying; fewer when
+    /// the first block ends sooner (call again for the rest).
+    pub fn split_front(&mut self, n: usize) -> Bytes {
+        let Some(b) = self.blocks.front_mut() else {
+            return Bytes::new();
+        };
+        let k = n.min(b.len());
+        let data = b.split_to(k).freeze();
+        self.len -= k;
+        self.pop_spent();
+        data
+    }
+
+    /// Drops the first block once it is read and can take no more bytes,
+    /// keeping it as the spare when nothing else points into it.
+    fn pop_spent(&mut self) {
+        let spent = self
+            .blocks
+            .front()
+            .is_some_and(|b| b.is_empty() && (b.capacity() == 0 || self.blocks.len() > 1));
+        if spent {
+            let mut b = self.blocks.pop_front().expect("checked above");
+            if self.spare.is_none() && b.try_reclaim(BLOCK) {
+                self.spare = Some(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[test]
+    fn copies_out_in_order_across_blocks() {
+        let data = pattern(3 * BLOCK + 123);
+        let mut q = SendBuffer::default();
+        for chunk in data.chunks(10_000) {
+            q.push(chunk);
+        }
+        assert_eq!(q.len(), data.len());
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            q.copy_to(16_000, &mut out);
+        }
+        assert_eq!(out, data);
+        // A whole block went back to the spare slot for reuse.
+        assert!(q.spare.is_some());
+    }
+
+    #[test]
+    fn slices_never_span_blocks_and_keep_their_bytes() {
+        let data = pattern(2 * BLOCK + 5);
+        let mut q = SendBuffer::default();
+        q.push(&data);
+        let mut slices = Vec::new();
+        while !q.is_empty() {
+            let s = q.split_front(16_000);
+            assert!(!s.is_empty() && s.len() <= 16_000);
+            slices.push(s);
+            // Appending after slicing must not disturb handed-out bytes.
+            if slices.len() == 3 {
+                q.push(&data[..100]);
+            }
+        }
+        let joined: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut want = data.clone();
+        want.extend_from_slice(&data[..100]);
+        assert_eq!(joined, want);
+    }
+
+    #[test]
+    fn front_and_advance_track_len() {
+        let mut q = SendBuffer::default();
+        q.push(&pattern(BLOCK + 10));
+        assert_eq!(q.front().len(), BLOCK);
+        q.advance(BLOCK);
+        assert_eq!(q.front().len(), 10);
+        assert_eq!(q.len(), 10);
+        q.advance(10);
+        assert!(q.is_empty());
+        q.clear();
+        assert_eq!(q.front(), &[] as &[u8]);
+    }
+}
