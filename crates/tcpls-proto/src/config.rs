@@ -29,7 +29,9 @@ pub struct TransportConfig {
     pub session_window: u64,
     /// Streams the peer may have open at once.
     pub max_streams: u32,
-    /// Bytes the application may queue on one stream before writes block.
+    /// Bytes the application may queue on one stream, not yet sent, before
+    /// writes block. (Sent bytes kept for acknowledgement are bounded per
+    /// session instead: at most twice `session_window`.)
     pub send_buffer: usize,
     /// The handshake must finish within this time.
     pub handshake_timeout: Duration,
@@ -76,8 +78,8 @@ impl Default for TransportConfig {
             user_timeout: Some(Duration::from_millis(250)),
             max_connections: 8,
             failover: true,
-            ack_every_records: 16,
-            ack_every_bytes: 256 << 10,
+            ack_every_records: 64,
+            ack_every_bytes: 1 << 20,
             ack_delay: Duration::from_millis(20),
             keepalive: None,
             probe_timeout: Duration::from_millis(300),

@@ -59,7 +59,9 @@ use crate::error::{Error, ErrorCode};
 use crate::handshake::{Handshake, Outcome};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::{CipherSuite, RecordKey};
-use crate::wire::frame::{encode_stream_header, Frame, FrameIter, STREAM_HEADER_LEN, TOKEN_LEN};
+use crate::wire::frame::{
+    encode_stream_header, Frame, FrameIter, ACK_FRAME_LEN, STREAM_HEADER_LEN, TOKEN_LEN,
+};
 use crate::wire::join::encode_join_hello;
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
 use crate::wire::TransportParams;
@@ -1257,7 +1259,7 @@ impl Session {
         }
         let n = data
             .len()
-            .min(limit.saturating_sub(s.send.unsent.len() + s.send.unacked_bytes));
+            .min(limit.saturating_sub(s.send.unsent.len()));
         if n == 0 {
             if !data.is_empty() && !self.blocked_writers.contains(&id) {
                 self.blocked_writers.push(id);
@@ -1887,7 +1889,7 @@ impl Session {
         let streams = &self.streams;
         let events = &mut self.events;
         self.blocked_writers.retain(|id| match streams.get(id) {
-            Some(s) if s.send.unsent.len() + s.send.unacked_bytes >= limit => true,
+            Some(s) if s.send.unsent.len() >= limit => true,
             _ => {
                 events.push_back(Event::StreamWritable(*id));
                 false
@@ -2240,6 +2242,26 @@ impl Session {
             }
         }
         let empty = out.len() == body && ctl.is_empty();
+        if !empty {
+            // A record goes out anyway: acknowledge what arrived so far on
+            // every connection, sparing the peer a record of its own later.
+            for (id, c) in self.conns.iter_mut() {
+                if out.len() - body + ctl.len() + ACK_FRAME_LEN > MAX_PLAINTEXT {
+                    break;
+                }
+                if c.ack_records > 0 && c.recv_seq > 0 {
+                    c.ack_due = false;
+                    c.ack_deadline = None;
+                    c.ack_records = 0;
+                    c.ack_bytes = 0;
+                    Frame::Ack {
+                        conn: *id,
+                        seq: c.recv_seq - 1,
+                    }
+                    .encode(&mut ctl);
+                }
+            }
+        }
         out.extend_from_slice(&ctl);
         self.scratch = ctl;
         for id in finished {

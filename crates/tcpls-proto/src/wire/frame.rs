@@ -82,6 +82,8 @@ impl FrameType {
 
 /// Bytes a STREAM frame adds after its data.
 pub const STREAM_HEADER_LEN: usize = 4 + 8 + 2 + 1;
+/// Encoded ACK frame: connection id, sequence number, type.
+pub const ACK_FRAME_LEN: usize = 4 + 8 + 1;
 /// Longest CLOSE reason we send (longer reasons are cut).
 pub const MAX_REASON_LEN: usize = 1024;
 /// Length of a join token.
@@ -268,7 +270,7 @@ impl Frame<'_> {
         1 + match self {
             Frame::Padding | Frame::Ping => 0,
             Frame::Stream { data, .. } => data.len() + STREAM_HEADER_LEN - 1,
-            Frame::Ack { .. } => 12,
+            Frame::Ack { .. } => ACK_FRAME_LEN - 1,
             Frame::NewToken { .. } => TOKEN_LEN + 4,
             Frame::ConnectionReset { .. } => 4,
             Frame::NewAddress(a) | Frame::RemoveAddress(a) => addr_len(a),
