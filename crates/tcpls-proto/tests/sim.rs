@@ -144,9 +144,10 @@ fn streams_interleave_fairly() {
     }
     let (na, nb) = (got[&a], got[&b]);
     assert!(na > 0 && nb > 0, "both streams progressed: {na} {nb}");
+    // Streams take turns of 64 KiB (a few records each).
     assert!(
-        na.abs_diff(nb) <= 16 << 10,
-        "records alternate: {na} vs {nb}"
+        na.abs_diff(nb) <= (64 + 16) << 10,
+        "turns alternate: {na} vs {nb}"
     );
 }
 

@@ -152,7 +152,12 @@ struct Keys {
     recv: RecordKey,
 }
 
+/// Bytes a stream may send in consecutive records before the next stream
+/// with data gets its turn (round-robin in bursts rather than per record).
+const STREAM_BURST: usize = 64 << 10;
+
 /// A TCPLS session (or a plain TLS session after fallback).
+
 pub struct Session {
     side: Side,
     cfg: TransportConfig,
@@ -194,11 +199,11 @@ pub struct Session {
     streams: HashMap<StreamId, Stream>,
     /// Streams with something to send, in round-robin order.
     send_queue: VecDeque<StreamId>,
+    /// Bytes the stream at the front of `send_queue` sent in its turn.
+    burst: usize,
     /// Streams with a MAX_STREAM_DATA to send.
     max_stream_data_queue: VecDeque<StreamId>,
     accept_queue: VecDeque<StreamId>,
-    /// Streams whose writer found the send buffer full.
-    blocked_writers: Vec<StreamId>,
     next_local: u32,
     local_limit: u32,
     next_peer: u32,
@@ -291,9 +296,9 @@ impl Session {
             suite: None,
             streams: HashMap::new(),
             send_queue: VecDeque::new(),
+            burst: 0,
             max_stream_data_queue: VecDeque::new(),
             accept_queue: VecDeque::new(),
-            blocked_writers: Vec::new(),
             next_local: 0,
             local_limit: 0,
             next_peer: 0,
@@ -915,18 +920,13 @@ impl Session {
         }
         // An acknowledgement proves the path works, wherever it came.
         c.last_recv = Some(self.now);
-        let mut freed = false;
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             if let Some((_, Sent::Stream { id, data, .. })) = c.unacked.pop_front() {
                 c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
                 if let Some(st) = self.streams.get_mut(&id) {
                     st.send.unacked_bytes -= data.len();
-                    freed = true;
                 }
             }
-        }
-        if freed {
-            self.wake_writers();
         }
         Ok(())
     }
@@ -1026,7 +1026,6 @@ impl Session {
             }
             self.replay.push_back(sent);
         }
-        self.wake_writers();
     }
 
     /// Sends again the state a lost record may have carried: credit limits,
@@ -1261,8 +1260,8 @@ impl Session {
             .len()
             .min(limit.saturating_sub(s.send.unsent.len()));
         if n == 0 {
-            if !data.is_empty() && !self.blocked_writers.contains(&id) {
-                self.blocked_writers.push(id);
+            if !data.is_empty() {
+                s.send.blocked = true;
             }
             return Ok(0);
         }
@@ -1291,6 +1290,7 @@ impl Session {
             return Ok(());
         }
         s.send.unsent.clear();
+        Self::wake_writer(&mut self.events, self.cfg.send_buffer, id, s);
         if fallback {
             // Plain TLS has no stream reset: the closest is ending the session.
             self.close(ErrorCode::app(code), "stream reset");
@@ -1369,7 +1369,6 @@ impl Session {
             return;
         }
         self.streams.remove(&id);
-        self.blocked_writers.retain(|w| *w != id);
         if id.initiator() != self.side && matches!(self.state, State::Tcpls(_)) {
             self.peer_limit += 1;
             self.max_streams_pending = true;
@@ -1885,16 +1884,19 @@ impl Session {
     }
 
     fn wake_writers(&mut self) {
-        let limit = self.cfg.send_buffer;
-        let streams = &self.streams;
-        let events = &mut self.events;
-        self.blocked_writers.retain(|id| match streams.get(id) {
-            Some(s) if s.send.unsent.len() >= limit => true,
-            _ => {
-                events.push_back(Event::StreamWritable(*id));
-                false
-            }
-        });
+        for (id, s) in self.streams.iter_mut() {
+            Self::wake_writer(&mut self.events, self.cfg.send_buffer, *id, s);
+        }
+    }
+
+    /// Tells a blocked writer its stream takes data again. Only at half
+    /// empty: it then refills a large part at once, instead of one record's
+    /// worth per wake-up.
+    fn wake_writer(events: &mut VecDeque<Event>, limit: usize, id: StreamId, s: &mut Stream) {
+        if s.send.blocked && s.send.unsent.len() <= limit / 2 {
+            s.send.blocked = false;
+            events.push_back(Event::StreamWritable(id));
+        }
     }
 
     /// Builds and seals one record; false when there was nothing to send.
@@ -2237,8 +2239,20 @@ impl Session {
                 s.send.fin_sent = true;
                 finished.push(id);
             }
+            Self::wake_writer(&mut self.events, self.cfg.send_buffer, id, s);
             if s.send.wants_send(self.send_credit.available()) {
-                Self::enqueue(&mut self.send_queue, id, s);
+                self.burst += n;
+                if self.burst < STREAM_BURST {
+                    // Keep the turn for a few records: the receiver then
+                    // wakes one reader per burst, not one per record.
+                    s.in_send_queue = true;
+                    self.send_queue.push_front(id);
+                } else {
+                    self.burst = 0;
+                    Self::enqueue(&mut self.send_queue, id, s);
+                }
+            } else {
+                self.burst = 0;
             }
         }
         let empty = out.len() == body && ctl.is_empty();
@@ -2267,7 +2281,6 @@ impl Session {
         for id in finished {
             self.maybe_remove(id);
         }
-        self.wake_writers();
         if empty {
             out.truncate(start);
             return Ok(false);

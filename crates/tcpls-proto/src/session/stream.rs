@@ -22,6 +22,8 @@ pub(crate) struct SendState {
     /// A RESET_STREAM to send (code).
     pub reset: Option<u32>,
     pub reset_sent: bool,
+    /// The application's last write found the send buffer full.
+    pub blocked: bool,
 }
 
 impl SendState {
@@ -35,6 +37,7 @@ impl SendState {
             fin_sent: false,
             reset: None,
             reset_sent: false,
+            blocked: false,
         }
     }
 
