@@ -2,37 +2,48 @@
 
 use std::time::Duration;
 
-/// User plus system CPU time consumed by the whole process so far.
-pub fn process_time() -> Duration {
+/// User plus system CPU time consumed by the whole process so far, and
+/// its context switches (voluntary and not): a thread that blocks or is
+/// woken counts, so this tracks wake-ups, which timings on a noisy
+/// machine hide.
+pub fn process_usage() -> (Duration, u64) {
     // SAFETY: getrusage only writes the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     if rc != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, 0);
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+    )
 }
 
-/// Wall and CPU time of one measured section.
+/// Wall and CPU time, and context switches, of one measured section.
 pub struct Span {
     wall: std::time::Instant,
     cpu: Duration,
+    switches: u64,
 }
 
 impl Span {
     pub fn start() -> Self {
+        let (cpu, switches) = process_usage();
         Self {
             wall: std::time::Instant::now(),
-            cpu: process_time(),
+            cpu,
+            switches,
         }
     }
 
-    /// (wall seconds, CPU seconds) since `start`.
-    pub fn stop(&self) -> (f64, f64) {
+    /// (wall seconds, CPU seconds, context switches) since `start`.
+    pub fn stop(&self) -> (f64, f64, u64) {
+        let (cpu, switches) = process_usage();
         (
             self.wall.elapsed().as_secs_f64(),
-            process_time().saturating_sub(self.cpu).as_secs_f64(),
+            cpu.saturating_sub(self.cpu).as_secs_f64(),
+            switches.saturating_sub(self.switches),
         )
     }
 }

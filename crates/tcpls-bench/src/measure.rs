@@ -16,6 +16,7 @@ use crate::{io, Args, Line, Peer};
 pub struct Bulk {
     pub gbps: f64,
     pub cpu_s_per_gib: f64,
+    pub switches_per_mib: f64,
 }
 
 /// One series of handshakes (or joins).
@@ -161,12 +162,13 @@ async fn bulk(
     let pb = progress(args, args.bytes, label);
     let span = Span::start();
     peers::bulk(stack, server.addr, cfg, setup, args.bytes, args.verify, &pb).await?;
-    let (wall, cpu) = span.stop();
+    let (wall, cpu, switches) = span.stop();
     pb.finish_and_clear();
     let gib = args.bytes as f64 / (1u64 << 30) as f64;
     Ok(Bulk {
         gbps: args.bytes as f64 * 8.0 / wall / 1e9,
         cpu_s_per_gib: cpu / gib,
+        switches_per_mib: switches as f64 / (gib * 1024.0),
     })
 }
 
@@ -179,7 +181,7 @@ async fn handshakes(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> 
         let c = peers::connect(stack, server.addr, cfg, setup).await?;
         io::hello(c).await?;
     }
-    let (wall, cpu) = span.stop();
+    let (wall, cpu, _) = span.stop();
     Ok(Handshakes {
         per_sec: n as f64 / wall,
         cpu_ms_each: cpu * 1e3 / n as f64,
@@ -190,7 +192,7 @@ async fn joins(n: u32, cfg: &Arc<Configs>, setup: &Setup) -> Result<Handshakes> 
     let server = peers::server(Stack::Tcpls, cfg, setup).await?;
     let span = Span::start();
     let joining = peers::tcpls_peer::joins(server.addr, setup, n).await?;
-    let (_, cpu) = span.stop();
+    let (_, cpu, _) = span.stop();
     Ok(Handshakes {
         per_sec: n as f64 / joining.as_secs_f64(),
         cpu_ms_each: cpu * 1e3 / n as f64,

@@ -38,6 +38,8 @@ pub struct BulkRow {
     /// Goodput over rustls's, and CPU per GiB over rustls's.
     pub vs_rustls: Option<f64>,
     pub cpu_vs_rustls: Option<f64>,
+    /// Median context switches of the process per MiB moved (wake-ups).
+    pub switches_per_mib: f64,
     pub runs_gbps: Vec<f64>,
 }
 
@@ -121,6 +123,7 @@ impl Report {
             cpu_s_per_gib: median(&runs.iter().map(|b| b.cpu_s_per_gib).collect::<Vec<_>>()),
             vs_rustls: None,
             cpu_vs_rustls: None,
+            switches_per_mib: median(&runs.iter().map(|b| b.switches_per_mib).collect::<Vec<_>>()),
             runs_gbps: runs.iter().map(|b| b.gbps).collect(),
         };
         let mut bulk: Vec<BulkRow> = r.bulk.iter().map(|(l, runs)| row(*l, runs)).collect();
@@ -189,19 +192,20 @@ impl Report {
         if !self.bulk.is_empty() {
             let _ = writeln!(
                 s,
-                "\n{:<18} {:>8} {:>10} {:>10} {:>10}   runs (Gbit/s)",
-                "bulk", "Gbit/s", "CPU s/GiB", "vs rustls", "CPU vs"
+                "\n{:<18} {:>8} {:>10} {:>10} {:>10} {:>9}   runs (Gbit/s)",
+                "bulk", "Gbit/s", "CPU s/GiB", "vs rustls", "CPU vs", "csw/MiB"
             );
             for b in &self.bulk {
                 let runs: Vec<String> = b.runs_gbps.iter().map(|g| format!("{g:.2}")).collect();
                 let _ = writeln!(
                     s,
-                    "{:<18} {:>8.2} {:>10.3} {:>10} {:>10}   {}",
+                    "{:<18} {:>8.2} {:>10.3} {:>10} {:>10} {:>9.1}   {}",
                     b.line,
                     b.gbps,
                     b.cpu_s_per_gib,
                     ratio(b.vs_rustls),
                     ratio(b.cpu_vs_rustls),
+                    b.switches_per_mib,
                     runs.join(" ")
                 );
             }

@@ -154,7 +154,7 @@ struct Keys {
 
 /// Bytes a stream may send in consecutive records before the next stream
 /// with data gets its turn (round-robin in bursts rather than per record).
-const STREAM_BURST: usize = 64 << 10;
+const STREAM_BURST: usize = 256 << 10;
 
 /// A TCPLS session (or a plain TLS session after fallback).
 
