@@ -41,6 +41,8 @@ pub enum Line {
     Tcpls16,
     /// TCPLS, 2 coupled connections (round-robin), ACKs off.
     Tcpls2conn,
+    /// TCPLS, 8 concurrent sessions sharing the bytes, ACKs off.
+    Tcpls8sessions,
 }
 
 /// Peers of the handshake-rate and latency figures.
@@ -64,7 +66,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
     /// Bulk-transfer lines to run (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values = ["tcp", "openssl", "rustls", "quinn", "tcpls", "tcpls-acks", "tcpls16", "tcpls2conn"])]
+    #[arg(long, value_delimiter = ',', default_values = ["tcp", "openssl", "rustls", "quinn", "tcpls", "tcpls-acks", "tcpls16", "tcpls2conn", "tcpls8sessions"])]
     pub lines: Vec<Line>,
     /// Full handshakes per repetition and peer, one after another (also
     /// the number of TCPLS joins); 0 skips the handshake figures.

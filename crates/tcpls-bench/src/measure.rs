@@ -45,10 +45,11 @@ impl Line {
             Line::TcplsAcks => "tcpls-acks",
             Line::Tcpls16 => "tcpls-16-streams",
             Line::Tcpls2conn => "tcpls-2-conns",
+            Line::Tcpls8sessions => "tcpls-8-sessions",
         }
     }
 
-    /// The stack, and for TCPLS (streams, ACKs, connections).
+    /// The stack, and for TCPLS (streams, ACKs, connections per session).
     fn setup(self) -> (Stack, u32, bool, u32) {
         match self {
             Line::Tcp => (Stack::Tcp, 1, false, 1),
@@ -59,6 +60,7 @@ impl Line {
             Line::TcplsAcks => (Stack::Tcpls, 1, true, 1),
             Line::Tcpls16 => (Stack::Tcpls, 16, false, 1),
             Line::Tcpls2conn => (Stack::Tcpls, 1, false, 2),
+            Line::Tcpls8sessions => (Stack::Tcpls, 1, false, 1),
         }
     }
 }
@@ -95,7 +97,7 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
     let mut lines = Vec::new();
     for &line in &args.lines {
         let (stack, streams, acks, conns) = line.setup();
-        lines.push((line, stack, Setup::new(cfg, streams, acks, conns)?));
+        lines.push((line, stack, Arc::new(Setup::new(cfg, streams, acks, conns)?)));
     }
     let default_tcpls = Setup::new(cfg, 1, true, 8)?;
     let mut res = Results {
@@ -110,7 +112,8 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
     for rep in 1..=args.repeat {
         for (i, (line, stack, setup)) in lines.iter().enumerate() {
             let label = format!("{} ({rep}/{})", line.name(), args.repeat);
-            let b = bulk(args, cfg, *stack, setup, label)
+            let sessions = if *line == Line::Tcpls8sessions { 8 } else { 1 };
+            let b = bulk(args, cfg, *stack, setup, sessions, label)
                 .await
                 .with_context(|| format!("bulk transfer over {}", line.name()))?;
             res.bulk[i].1.push(b);
@@ -151,17 +154,30 @@ fn push(v: &mut Vec<(&'static str, Vec<Handshakes>)>, row: &mut usize, name: &'s
     *row += 1;
 }
 
+/// One bulk transfer of `args.bytes`, split over `sessions` concurrent
+/// client sessions (connections) to one server.
 async fn bulk(
     args: &Args,
     cfg: &Arc<Configs>,
     stack: Stack,
-    setup: &Setup,
+    setup: &Arc<Setup>,
+    sessions: u64,
     label: String,
 ) -> Result<Bulk> {
     let server = peers::server(stack, cfg, setup).await?;
     let pb = progress(args, args.bytes, label);
     let span = Span::start();
-    peers::bulk(stack, server.addr, cfg, setup, args.bytes, args.verify, &pb).await?;
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let part = args.bytes / sessions + u64::from(i < args.bytes % sessions);
+        let (cfg, setup, pb, addr, verify) = (cfg.clone(), setup.clone(), pb.clone(), server.addr, args.verify);
+        tasks.push(tokio::spawn(async move {
+            peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
     let (wall, cpu, switches) = span.stop();
     pb.finish_and_clear();
     let gib = args.bytes as f64 / (1u64 << 30) as f64;

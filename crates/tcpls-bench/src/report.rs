@@ -279,5 +279,6 @@ fn goals(bulk: &[BulkRow]) -> Vec<Goal> {
     check("tcpls 16 streams / 1 stream", get("tcpls-16-streams"), tcpls, 0.95, false);
     check("tcpls ACKs on / off", get("tcpls-acks"), tcpls, 0.95, false);
     check("tcpls 2 coupled conns / 1", get("tcpls-2-conns"), tcpls, 0.9, false);
+    check("tcpls 8 sessions / 1 (aggregate)", get("tcpls-8-sessions"), tcpls, 1.0, false);
     out
 }
