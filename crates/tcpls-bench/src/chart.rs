@@ -109,7 +109,11 @@ fn bars(
                 Some(x) => format!("{:.2} ({x:.2}x)", r.1),
                 None => format!("{:.2}", r.1),
             };
-            Text::new(label, (r.1 + max * 0.01, SegmentValue::CenterOf(i)), ("sans-serif", 14))
+            Text::new(
+                label,
+                (r.1 + max * 0.01, SegmentValue::CenterOf(i)),
+                ("sans-serif", 14),
+            )
         }))
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())

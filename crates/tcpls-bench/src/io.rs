@@ -81,7 +81,10 @@ pub fn check_pattern(at: u64, data: &[u8]) -> io::Result<()> {
         None => Ok(()),
         Some(p) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("received byte at offset {} differs from the pattern", at + p as u64),
+            format!(
+                "received byte at offset {} differs from the pattern",
+                at + p as u64
+            ),
         )),
     }
 }
@@ -150,4 +153,41 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     }
     s.shutdown().await?;
     Ok(times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_checks_offsets() {
+        let data: Vec<u8> = (1000..3000).map(pattern_byte).collect();
+        assert!(check_pattern(1000, &data).is_ok());
+        assert!(check_pattern(1001, &data).is_err());
+        let mut bad = data.clone();
+        bad[777] ^= 1;
+        let e = check_pattern(1000, &bad).unwrap_err().to_string();
+        assert!(e.contains("1777"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bulk_request_round_trip_over_a_pipe() {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        let server = tokio::spawn(serve(b));
+        let n = 3 * WRITE_SIZE as u64 + 17;
+        bulk(a, n, true, &indicatif::ProgressBar::hidden())
+            .await
+            .unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn echo_and_hello() {
+        let (a, b) = tokio::io::duplex(1024);
+        tokio::spawn(serve(b));
+        assert_eq!(echo(a, 5).await.unwrap().len(), 5);
+        let (a, b) = tokio::io::duplex(1024);
+        tokio::spawn(serve(b));
+        hello(a).await.unwrap();
+    }
 }

@@ -99,7 +99,10 @@ pub struct Args {
     #[arg(long)]
     pub png: Option<PathBuf>,
     /// TrueType font for the chart.
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     pub font: PathBuf,
     /// No progress bars.
     #[arg(long, short)]
@@ -133,8 +136,7 @@ fn parse_suite(s: &str) -> Result<CipherSuite, String> {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -84,8 +84,10 @@ fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
     }
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>28} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix:>28} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+        )
+        .expect("valid template"),
     );
     pb.set_prefix(label);
     pb
@@ -97,14 +99,21 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
     let mut lines = Vec::new();
     for &line in &args.lines {
         let (stack, streams, acks, conns) = line.setup();
-        lines.push((line, stack, Arc::new(Setup::new(cfg, streams, acks, conns)?)));
+        lines.push((
+            line,
+            stack,
+            Arc::new(Setup::new(cfg, streams, acks, conns)?),
+        ));
     }
     let default_tcpls = Setup::new(cfg, 1, true, 8)?;
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),
         latency: if args.round_trips > 0 {
-            args.latency_peers.iter().map(|&p| (p, Vec::new())).collect()
+            args.latency_peers
+                .iter()
+                .map(|&p| (p, Vec::new()))
+                .collect()
         } else {
             Vec::new()
         },
@@ -146,7 +155,12 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
 }
 
 /// Appends `h` to the `row`th series (created on the first repetition).
-fn push(v: &mut Vec<(&'static str, Vec<Handshakes>)>, row: &mut usize, name: &'static str, h: Handshakes) {
+fn push(
+    v: &mut Vec<(&'static str, Vec<Handshakes>)>,
+    row: &mut usize,
+    name: &'static str,
+    h: Handshakes,
+) {
     if v.len() <= *row {
         v.push((name, Vec::new()));
     }
@@ -170,7 +184,13 @@ async fn bulk(
     let mut tasks = Vec::new();
     for i in 0..sessions {
         let part = args.bytes / sessions + u64::from(i < args.bytes % sessions);
-        let (cfg, setup, pb, addr, verify) = (cfg.clone(), setup.clone(), pb.clone(), server.addr, args.verify);
+        let (cfg, setup, pb, addr, verify) = (
+            cfg.clone(),
+            setup.clone(),
+            pb.clone(),
+            server.addr,
+            args.verify,
+        );
         tasks.push(tokio::spawn(async move {
             peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await
         }));

@@ -144,9 +144,16 @@ impl Report {
             vs_rustls: None,
             runs_per_sec: runs.iter().map(|h| h.per_sec).collect(),
         };
-        let mut handshakes: Vec<HandshakeRow> =
-            r.handshakes.iter().map(|(p, runs)| hs_row(p, runs)).collect();
-        if let Some(g) = handshakes.iter().find(|h| h.peer == "rustls").map(|h| h.per_sec) {
+        let mut handshakes: Vec<HandshakeRow> = r
+            .handshakes
+            .iter()
+            .map(|(p, runs)| hs_row(p, runs))
+            .collect();
+        if let Some(g) = handshakes
+            .iter()
+            .find(|h| h.peer == "rustls")
+            .map(|h| h.per_sec)
+        {
             for h in &mut handshakes {
                 h.vs_rustls = Some(h.per_sec / g);
             }
@@ -228,7 +235,11 @@ impl Report {
             }
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(s, "\n{:<18} {:>8} {:>10}", "1-byte RTT", "median µs", "p99 µs");
+            let _ = writeln!(
+                s,
+                "\n{:<18} {:>8} {:>10}",
+                "1-byte RTT", "median µs", "p99 µs"
+            );
             for l in &self.latency {
                 let _ = writeln!(s, "{:<18} {:>8.1} {:>10.1}", l.peer, l.median_us, l.p99_us);
             }
@@ -267,18 +278,46 @@ fn goals(bulk: &[BulkRow]) -> Vec<Goal> {
                 ratio,
                 target,
                 at_most: cpu,
-                met: if cpu { ratio <= target } else { ratio >= target },
+                met: if cpu {
+                    ratio <= target
+                } else {
+                    ratio >= target
+                },
             });
         }
     };
     let tcpls = get("tcpls");
     check("tcpls / rustls goodput", tcpls, get("rustls"), 1.0, false);
-    check("tcpls / rustls CPU per GiB", tcpls, get("rustls"), 1.0, true);
+    check(
+        "tcpls / rustls CPU per GiB",
+        tcpls,
+        get("rustls"),
+        1.0,
+        true,
+    );
     check("tcpls / openssl goodput", tcpls, get("openssl"), 1.3, false);
     check("tcpls / quinn goodput", tcpls, get("quinn"), 2.5, false);
-    check("tcpls 16 streams / 1 stream", get("tcpls-16-streams"), tcpls, 0.95, false);
+    check(
+        "tcpls 16 streams / 1 stream",
+        get("tcpls-16-streams"),
+        tcpls,
+        0.95,
+        false,
+    );
     check("tcpls ACKs on / off", get("tcpls-acks"), tcpls, 0.95, false);
-    check("tcpls 2 coupled conns / 1", get("tcpls-2-conns"), tcpls, 0.9, false);
-    check("tcpls 8 sessions / 1 (aggregate)", get("tcpls-8-sessions"), tcpls, 1.0, false);
+    check(
+        "tcpls 2 coupled conns / 1",
+        get("tcpls-2-conns"),
+        tcpls,
+        0.9,
+        false,
+    );
+    check(
+        "tcpls 8 sessions / 1 (aggregate)",
+        get("tcpls-8-sessions"),
+        tcpls,
+        1.0,
+        false,
+    );
     out
 }

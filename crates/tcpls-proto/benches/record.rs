@@ -19,7 +19,11 @@ fn record(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(PAYLOAD as u64));
     for suite in CipherSuite::ALL {
         let secret = [9u8; 48];
-        let len = if suite == CipherSuite::Aes256GcmSha384 { 48 } else { 32 };
+        let len = if suite == CipherSuite::Aes256GcmSha384 {
+            48
+        } else {
+            32
+        };
         let key = RecordKey::new(suite, &secret[..len]).unwrap();
         let mut out = Vec::with_capacity(HEADER_LEN + MAX_PLAINTEXT + 32);
         let data = vec![0x42u8; PAYLOAD];
@@ -29,7 +33,13 @@ fn record(c: &mut Criterion) {
                 out.clear();
                 out.extend_from_slice(&[0; HEADER_LEN]);
                 out.extend_from_slice(&data);
-                encode_stream_header(StreamId(4), seq * PAYLOAD as u64, PAYLOAD as u16, false, &mut out);
+                encode_stream_header(
+                    StreamId(4),
+                    seq * PAYLOAD as u64,
+                    PAYLOAD as u16,
+                    false,
+                    &mut out,
+                );
                 key.seal(1, seq, ContentType::ApplicationData, &mut out, 0)
                     .unwrap();
                 seq += 1;
@@ -65,8 +75,14 @@ fn frames(c: &mut Criterion) {
     let control: Vec<Frame> = (0..64)
         .flat_map(|i| {
             [
-                Frame::Ack { conn: i, seq: 1000 + i as u64 },
-                Frame::MaxStreamData { id: StreamId(i * 4), max: 1 << 30 },
+                Frame::Ack {
+                    conn: i,
+                    seq: 1000 + i as u64,
+                },
+                Frame::MaxStreamData {
+                    id: StreamId(i * 4),
+                    max: 1 << 30,
+                },
                 Frame::MaxData(1 << 34),
             ]
         })

@@ -60,11 +60,7 @@ impl Drop for Server {
 
 /// Starts `stack`'s server on a loopback port. `tcpls` is the TCPLS
 /// server's transport configuration and scheduler (ignored by the others).
-pub async fn server(
-    stack: Stack,
-    cfg: &Arc<Configs>,
-    tcpls: &tcpls_peer::Setup,
-) -> Result<Server> {
+pub async fn server(stack: Stack, cfg: &Arc<Configs>, tcpls: &tcpls_peer::Setup) -> Result<Server> {
     let (addr, task) = match stack {
         Stack::Tcp | Stack::Openssl | Stack::Rustls => stream_tls::server(stack, cfg).await?,
         Stack::Quinn => quic::server(cfg)?,

@@ -157,7 +157,6 @@ struct Keys {
 const STREAM_BURST: usize = 256 << 10;
 
 /// A TCPLS session (or a plain TLS session after fallback).
-
 pub struct Session {
     side: Side,
     cfg: TransportConfig,
@@ -1256,9 +1255,7 @@ impl Session {
         if s.send.fin_queued || s.send.reset.is_some() {
             return Err(Error::Usage("stream already finished or reset"));
         }
-        let n = data
-            .len()
-            .min(limit.saturating_sub(s.send.unsent.len()));
+        let n = data.len().min(limit.saturating_sub(s.send.unsent.len()));
         if n == 0 {
             if !data.is_empty() {
                 s.send.blocked = true;
