@@ -85,8 +85,9 @@ pub struct Args {
     /// TLS 1.3 cipher suite of every peer.
     #[arg(long, default_value = "TLS_AES_128_GCM_SHA256", value_parser = parse_suite)]
     pub cipher: CipherSuite,
-    /// tokio worker threads (server and client share the runtime).
-    #[arg(long, default_value_t = 2)]
+    /// tokio worker threads of each side: servers and clients run on two
+    /// runtimes, as two processes would.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Check every received byte against the sent pattern (costs CPU:
     /// leave off for figures).
@@ -144,12 +145,16 @@ fn main() -> Result<()> {
     if args.repeat == 0 || args.workers == 0 {
         bail!("--repeat and --workers must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers)
-        .enable_all()
-        .build()?;
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let (servers, clients) = (runtime("server")?, runtime("client")?);
     let cfg = Arc::new(certs::Configs::new(args.cipher)?);
-    let results = rt.block_on(measure::run(&args, &cfg))?;
+    let results = clients.block_on(measure::run(&args, &cfg, servers.handle()))?;
     let report = report::Report::new(&args, results);
     match args.json.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report)?),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::runtime::Handle;
 
 use crate::certs::Configs;
 use crate::cpu::Span;
@@ -93,7 +94,8 @@ fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
     pb
 }
 
-pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
+/// Runs every figure; servers run on `rt`, clients on the caller's runtime.
+pub async fn run(args: &Args, cfg: &Arc<Configs>, rt: &Handle) -> Result<Results> {
     // TCPLS configurations once per line; the handshake and latency
     // figures use the default configuration (ACKs on).
     let mut lines = Vec::new();
@@ -105,7 +107,7 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
             Arc::new(Setup::new(cfg, streams, acks, conns)?),
         ));
     }
-    let default_tcpls = Setup::new(cfg, 1, true, 8)?;
+    let default_tcpls = Arc::new(Setup::new(cfg, 1, true, 8)?);
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),
@@ -122,7 +124,7 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
         for (i, (line, stack, setup)) in lines.iter().enumerate() {
             let label = format!("{} ({rep}/{})", line.name(), args.repeat);
             let sessions = if *line == Line::Tcpls8sessions { 8 } else { 1 };
-            let b = bulk(args, cfg, *stack, setup, sessions, label)
+            let b = bulk(rt, args, cfg, *stack, setup, sessions, label)
                 .await
                 .with_context(|| format!("bulk transfer over {}", line.name()))?;
             res.bulk[i].1.push(b);
@@ -130,12 +132,12 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
         if args.handshakes > 0 {
             let mut row = 0;
             for &peer in &args.handshake_peers {
-                let h = handshakes(args.handshakes, cfg, peer.stack(), &default_tcpls)
+                let h = handshakes(rt, args.handshakes, cfg, peer.stack(), &default_tcpls)
                     .await
                     .with_context(|| format!("handshakes with {}", peer.stack().name()))?;
                 push(&mut res.handshakes, &mut row, peer.stack().name(), h);
                 if peer == Peer::Tcpls {
-                    let j = joins(args.handshakes, cfg, &default_tcpls)
+                    let j = joins(rt, args.handshakes, cfg, &default_tcpls)
                         .await
                         .context("TCPLS joins")?;
                     push(&mut res.handshakes, &mut row, "tcpls-join", j);
@@ -144,7 +146,7 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>) -> Result<Results> {
         }
         {
             for (peer, times) in res.latency.iter_mut() {
-                let t = latency(args.round_trips, cfg, peer.stack(), &default_tcpls)
+                let t = latency(rt, args.round_trips, cfg, peer.stack(), &default_tcpls)
                     .await
                     .with_context(|| format!("round trips with {}", peer.stack().name()))?;
                 times.extend(t);
@@ -168,9 +170,23 @@ fn push(
     *row += 1;
 }
 
+/// Starts a server on the server runtime: its own threads, as a server
+/// process would have, so the two sides' tasks never share a worker.
+async fn start_server(
+    rt: &Handle,
+    stack: Stack,
+    cfg: &Arc<Configs>,
+    setup: &Arc<Setup>,
+) -> Result<peers::Server> {
+    let (cfg, setup) = (cfg.clone(), setup.clone());
+    rt.spawn(async move { peers::server(stack, &cfg, &setup).await })
+        .await?
+}
+
 /// One bulk transfer of `args.bytes`, split over `sessions` concurrent
 /// client sessions (connections) to one server.
 async fn bulk(
+    rt: &Handle,
     args: &Args,
     cfg: &Arc<Configs>,
     stack: Stack,
@@ -178,7 +194,7 @@ async fn bulk(
     sessions: u64,
     label: String,
 ) -> Result<Bulk> {
-    let server = peers::server(stack, cfg, setup).await?;
+    let server = start_server(rt, stack, cfg, setup).await?;
     let pb = progress(args, args.bytes, label);
     let span = Span::start();
     let mut tasks = Vec::new();
@@ -210,8 +226,14 @@ async fn bulk(
 
 /// `n` full handshakes one after another, each until the server's first
 /// byte arrives (so both sides finished).
-async fn handshakes(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> Result<Handshakes> {
-    let server = peers::server(stack, cfg, setup).await?;
+async fn handshakes(
+    rt: &Handle,
+    n: u32,
+    cfg: &Arc<Configs>,
+    stack: Stack,
+    setup: &Arc<Setup>,
+) -> Result<Handshakes> {
+    let server = start_server(rt, stack, cfg, setup).await?;
     let span = Span::start();
     for _ in 0..n {
         let c = peers::connect(stack, server.addr, cfg, setup).await?;
@@ -224,8 +246,8 @@ async fn handshakes(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> 
     })
 }
 
-async fn joins(n: u32, cfg: &Arc<Configs>, setup: &Setup) -> Result<Handshakes> {
-    let server = peers::server(Stack::Tcpls, cfg, setup).await?;
+async fn joins(rt: &Handle, n: u32, cfg: &Arc<Configs>, setup: &Arc<Setup>) -> Result<Handshakes> {
+    let server = start_server(rt, Stack::Tcpls, cfg, setup).await?;
     let span = Span::start();
     let joining = peers::tcpls_peer::joins(server.addr, setup, n).await?;
     let (_, cpu, _) = span.stop();
@@ -236,8 +258,14 @@ async fn joins(n: u32, cfg: &Arc<Configs>, setup: &Setup) -> Result<Handshakes> 
 }
 
 /// Round-trip times (µs) of `n` one-byte requests on one connection.
-async fn latency(n: u32, cfg: &Arc<Configs>, stack: Stack, setup: &Setup) -> Result<Vec<f64>> {
-    let server = peers::server(stack, cfg, setup).await?;
+async fn latency(
+    rt: &Handle,
+    n: u32,
+    cfg: &Arc<Configs>,
+    stack: Stack,
+    setup: &Arc<Setup>,
+) -> Result<Vec<f64>> {
+    let server = start_server(rt, stack, cfg, setup).await?;
     let c = peers::connect(stack, server.addr, cfg, setup).await?;
     let times = io::echo(c, n).await?;
     Ok(times.iter().map(|t| t.as_secs_f64() * 1e6).collect())
