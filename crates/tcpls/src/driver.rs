@@ -296,6 +296,7 @@ async fn writer(
         tokio::select! {
             _ = idle => {
                 out = Vec::new();
+                shared.lock().proto.release_buffers();
             }
             _ = notify.notified() => {}
             _ = sleep => {

@@ -45,6 +45,7 @@ mod fallback;
 pub mod flow;
 pub mod scheduler;
 mod send_buffer;
+use send_buffer::BlockPool;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -200,6 +201,8 @@ pub struct Session {
     send_queue: VecDeque<StreamId>,
     /// Bytes the stream at the front of `send_queue` sent in its turn.
     burst: usize,
+    /// Send blocks for reuse by every stream.
+    block_pool: BlockPool,
     /// Streams with a MAX_STREAM_DATA to send.
     max_stream_data_queue: VecDeque<StreamId>,
     accept_queue: VecDeque<StreamId>,
@@ -296,6 +299,7 @@ impl Session {
             streams: HashMap::new(),
             send_queue: VecDeque::new(),
             burst: 0,
+            block_pool: BlockPool::default(),
             max_stream_data_queue: VecDeque::new(),
             accept_queue: VecDeque::new(),
             next_local: 0,
@@ -1247,6 +1251,13 @@ impl Session {
         }
     }
 
+    /// Frees memory kept only for speed: the pool of send blocks (up to
+    /// 4 MiB after a bulk transfer). The runtime calls this when the session
+    /// has been quiet for a while.
+    pub fn release_buffers(&mut self) {
+        self.block_pool.release();
+    }
+
     /// Queues bytes on a stream. Returns how many were taken; 0 means the
     /// send buffer is full (wait for [`Event::StreamWritable`]).
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, Error> {
@@ -1262,7 +1273,7 @@ impl Session {
             }
             return Ok(0);
         }
-        s.send.unsent.push(&data[..n]);
+        s.send.unsent.push(&data[..n], &mut self.block_pool);
         Self::enqueue(&mut self.send_queue, id, s);
         Ok(n)
     }
@@ -1848,7 +1859,7 @@ impl Session {
                 let n = front.len().min(MAX_PLAINTEXT);
                 match fb.write(&front[..n]) {
                     Ok(w) => {
-                        s.send.unsent.advance(w);
+                        s.send.unsent.advance(w, &mut self.block_pool);
                         s.send.offset += w as u64;
                     }
                     Err(e) => {
@@ -2195,7 +2206,7 @@ impl Session {
                 let mut offset = s.send.offset;
                 let mut left = n;
                 loop {
-                    let data = s.send.unsent.split_front(left);
+                    let data = s.send.unsent.split_front(left, &mut self.block_pool);
                     let k = data.len();
                     left -= k;
                     let last = left == 0;
@@ -2220,7 +2231,7 @@ impl Session {
                 }
                 s.send.unacked_bytes += n;
             } else {
-                s.send.unsent.copy_to(n, out);
+                s.send.unsent.copy_to(n, out, &mut self.block_pool);
                 encode_stream_header(id, s.send.offset, n as u16, fin, out);
             }
             if let Some(c) = self.conns.get_mut(&conn) {

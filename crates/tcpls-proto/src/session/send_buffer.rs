@@ -15,14 +15,58 @@ use bytes::{Buf, Bytes, BytesMut};
 /// enough that a barely used stream holds little.
 const BLOCK: usize = 64 << 10;
 
+/// Most blocks a session keeps for reuse (4 MiB).
+const POOL_MAX: usize = 64;
+
+/// Blocks whose bytes all went into records, kept for reuse by any stream
+/// of the session. With acknowledgements a block is still referenced by
+/// the slices kept for replay; it becomes reusable once they are
+/// acknowledged. Reusing blocks keeps the sender's memory warm in cache and
+/// spares the allocator (a fresh block costs page faults and cold copies).
+#[derive(Debug, Default)]
+pub(crate) struct BlockPool {
+    blocks: VecDeque<BytesMut>,
+}
+
+impl BlockPool {
+    /// A block to fill: a retired one nothing points into any more, or a new
+    /// one. Only the oldest few are tried: acknowledgements free them in
+    /// order.
+    fn take(&mut self) -> BytesMut {
+        let reusable = self
+            .blocks
+            .iter_mut()
+            .take(4)
+            .position(|b| b.try_reclaim(BLOCK));
+        match reusable {
+            Some(i) => self.blocks.remove(i).expect("index from position"),
+            None => BytesMut::with_capacity(BLOCK),
+        }
+    }
+
+    fn put(&mut self, mut block: BytesMut) {
+        if self.blocks.len() < POOL_MAX {
+            block.clear();
+            self.blocks.push_back(block);
+        }
+    }
+
+    /// Gives the memory back (an idle session).
+    pub fn release(&mut self) {
+        self.blocks = VecDeque::new();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
 /// Queued bytes, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct SendBuffer {
     blocks: VecDeque<BytesMut>,
     len: usize,
-    /// One emptied block kept for reuse (no allocation per block in steady
-    /// state without acknowledgements).
-    spare: Option<BytesMut>,
 }
 
 impl SendBuffer {
@@ -41,14 +85,10 @@ impl SendBuffer {
     }
 
     /// Appends a copy of `data`.
-    pub fn push(&mut self, mut data: &[u8]) {
+    pub fn push(&mut self, mut data: &[u8], pool: &mut BlockPool) {
         while !data.is_empty() {
             if self.blocks.back().is_none_or(|b| b.len() == b.capacity()) {
-                let block = self
-                    .spare
-                    .take()
-                    .unwrap_or_else(|| BytesMut::with_capacity(BLOCK));
-                self.blocks.push_back(block);
+                self.blocks.push_back(pool.take());
             }
             let b = self.blocks.back_mut().expect("a block was just ensured");
             let k = data.len().min(b.capacity() - b.len());
@@ -64,53 +104,50 @@ impl SendBuffer {
     }
 
     /// Drops the first `n` bytes; `n` is at most `front().len()`.
-    pub fn advance(&mut self, n: usize) {
+    pub fn advance(&mut self, n: usize, pool: &mut BlockPool) {
         if let Some(b) = self.blocks.front_mut() {
             let n = n.min(b.len());
             b.advance(n);
             self.len -= n;
         }
-        self.pop_spent();
+        self.pop_spent(pool);
     }
 
     /// Moves the first `n` bytes (at most `len()`) to the end of `out`.
-    pub fn copy_to(&mut self, mut n: usize, out: &mut Vec<u8>) {
+    pub fn copy_to(&mut self, mut n: usize, out: &mut Vec<u8>, pool: &mut BlockPool) {
         while n > 0 {
             let k = n.min(self.front().len());
             if k == 0 {
                 break;
             }
             out.extend_from_slice(&self.front()[..k]);
-            self.advance(k);
+            self.advance(k, pool);
             n -= k;
         }
     }
 
     /// Removes up to `n` bytes from the front without copying; fewer when
     /// the first block ends sooner (call again for the rest).
-    pub fn split_front(&mut self, n: usize) -> Bytes {
+    pub fn split_front(&mut self, n: usize, pool: &mut BlockPool) -> Bytes {
         let Some(b) = self.blocks.front_mut() else {
             return Bytes::new();
         };
         let k = n.min(b.len());
         let data = b.split_to(k).freeze();
         self.len -= k;
-        self.pop_spent();
+        self.pop_spent(pool);
         data
     }
 
-    /// Drops the first block once it is read and can take no more bytes,
-    /// keeping it as the spare when nothing else points into it.
-    fn pop_spent(&mut self) {
+    /// Retires the first block to the pool once it is read and can take no
+    /// more bytes.
+    fn pop_spent(&mut self, pool: &mut BlockPool) {
         let spent = self
             .blocks
             .front()
             .is_some_and(|b| b.is_empty() && (b.capacity() == 0 || self.blocks.len() > 1));
         if spent {
-            let mut b = self.blocks.pop_front().expect("checked above");
-            if self.spare.is_none() && b.try_reclaim(BLOCK) {
-                self.spare = Some(b);
-            }
+            pool.put(self.blocks.pop_front().expect("checked above"));
         }
     }
 }
@@ -126,50 +163,63 @@ mod tests {
     #[test]
     fn copies_out_in_order_across_blocks() {
         let data = pattern(3 * BLOCK + 123);
-        let mut q = SendBuffer::default();
+        let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
         for chunk in data.chunks(10_000) {
-            q.push(chunk);
+            q.push(chunk, &mut pool);
         }
         assert_eq!(q.len(), data.len());
         let mut out = Vec::new();
         while !q.is_empty() {
-            q.copy_to(16_000, &mut out);
+            q.copy_to(16_000, &mut out, &mut pool);
         }
         assert_eq!(out, data);
-        // A whole block went back to the spare slot for reuse.
-        assert!(q.spare.is_some());
+        // The three full blocks went to the pool, and are reused.
+        assert_eq!(pool.len(), 3);
+        // The last block's free room first, then two pooled blocks.
+        q.push(&data[..2 * BLOCK], &mut pool);
+        assert_eq!(pool.len(), 1);
+        pool.release();
+        assert_eq!(pool.len(), 0);
     }
 
     #[test]
     fn slices_never_span_blocks_and_keep_their_bytes() {
         let data = pattern(2 * BLOCK + 5);
-        let mut q = SendBuffer::default();
-        q.push(&data);
+        let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
+        q.push(&data, &mut pool);
         let mut slices = Vec::new();
         while !q.is_empty() {
-            let s = q.split_front(16_000);
+            let s = q.split_front(16_000, &mut pool);
             assert!(!s.is_empty() && s.len() <= 16_000);
             slices.push(s);
             // Appending after slicing must not disturb handed-out bytes.
             if slices.len() == 3 {
-                q.push(&data[..100]);
+                q.push(&data[..100], &mut pool);
             }
         }
+        // Retired blocks are not reused while slices point into them...
+        q.push(&pattern(3 * BLOCK), &mut pool);
         let joined: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
         let mut want = data.clone();
         want.extend_from_slice(&data[..100]);
         assert_eq!(joined, want);
+        // ...and are once the slices are gone (acknowledged).
+        let retired = pool.len();
+        assert!(retired > 0);
+        drop(slices);
+        q.push(&pattern(BLOCK), &mut pool);
+        assert_eq!(pool.len(), retired - 1);
     }
 
     #[test]
     fn front_and_advance_track_len() {
-        let mut q = SendBuffer::default();
-        q.push(&pattern(BLOCK + 10));
+        let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
+        q.push(&pattern(BLOCK + 10), &mut pool);
         assert_eq!(q.front().len(), BLOCK);
-        q.advance(BLOCK);
+        q.advance(BLOCK, &mut pool);
         assert_eq!(q.front().len(), 10);
         assert_eq!(q.len(), 10);
-        q.advance(10);
+        q.advance(10, &mut pool);
         assert!(q.is_empty());
         q.clear();
         assert_eq!(q.front(), &[] as &[u8]);
