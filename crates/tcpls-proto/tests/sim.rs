@@ -502,3 +502,29 @@ fn input_after_failure_is_ignored() {
     );
     assert_eq!(p.s.accept_stream(), None);
 }
+
+#[test]
+fn a_reader_that_never_reads_bounds_the_senders_memory() {
+    // Eight bulk streams into a receiver that reads nothing: flow control
+    // stops the sender, whose memory stays within its configured limits
+    // however much the application tries to write.
+    let mut p = Pair::established();
+    let cfg = TransportConfig::default();
+    let ids: Vec<_> = (0..8).map(|_| p.c.open_stream().unwrap()).collect();
+    let chunk = vec![1u8; 256 << 10];
+    let mut written = 0u64;
+    let mut peak = 0;
+    for _ in 0..200 {
+        for &id in &ids {
+            written += p.c.write(id, &chunk).unwrap() as u64;
+        }
+        p.step();
+        peak = peak.max(p.c.send_buffered());
+    }
+    let bound = 8 * cfg.send_buffer as u64 + 2 * cfg.session_window + (4 << 20);
+    assert!(peak <= bound, "sender held {peak} bytes, bound {bound}");
+    // It did fill the receiver's window, and then stopped.
+    assert!(written >= cfg.session_window, "{written}");
+    assert!(written <= cfg.session_window + 8 * cfg.send_buffer as u64);
+    assert!(p.s.peak_buffered() <= cfg.session_window);
+}

@@ -1652,6 +1652,15 @@ impl Session {
         self.peak_buffered
     }
 
+    /// Bytes the sending side holds now: queued on streams, sent and kept
+    /// for acknowledgement, and the pool of reusable send blocks. Bounded by
+    /// `send_buffer` per stream, twice `session_window`, and 4 MiB.
+    pub fn send_buffered(&self) -> u64 {
+        let queued: usize = self.streams.values().map(|s| s.send.unsent.len()).sum();
+        let unacked: u64 = self.conns.values().map(|c| c.unacked_bytes).sum();
+        queued as u64 + unacked + self.block_pool.bytes() as u64
+    }
+
     /// The session's connections and their states.
     pub fn connections(&self) -> Vec<(ConnectionId, ConnectionState)> {
         self.conns.iter().map(|(id, c)| (*id, c.state)).collect()

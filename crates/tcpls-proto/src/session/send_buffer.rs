@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 const BLOCK: usize = 64 << 10;
 
 /// Most blocks a session keeps for reuse (4 MiB).
-const POOL_MAX: usize = 64;
+pub(crate) const POOL_MAX: usize = 64;
 
 /// Blocks whose bytes all went into records, kept for reuse by any stream
 /// of the session. With acknowledgements a block is still referenced by
@@ -54,6 +54,11 @@ impl BlockPool {
     /// Gives the memory back (an idle session).
     pub fn release(&mut self) {
         self.blocks = VecDeque::new();
+    }
+
+    /// Memory held (capacity of the pooled blocks).
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * BLOCK
     }
 
     #[cfg(test)]
