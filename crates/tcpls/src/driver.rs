@@ -15,7 +15,7 @@ use tcpls_proto::ConnectionId;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::session::Shared;
+use crate::session::{Shared, Writing};
 use tcpls_proto::wire::record::MAX_RECORD;
 
 /// Bytes asked of the kernel per read: several maximal records at once.
@@ -45,6 +45,10 @@ pub(crate) fn spawn(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(conn, tcp.clone());
+    if !first.is_empty() {
+        // These bytes lead: no inline transmit may overtake them.
+        shared.lock().writing.insert(conn, Writing::Task);
+    }
     let notify = Arc::new(Notify::new());
     shared
         .writers
@@ -235,6 +239,83 @@ async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Transmits from the calling task (the application's, right after a write
+/// or flush) when the session has a single connection and nobody is writing
+/// to its socket: the records go out without the hop to the writer task and
+/// back, two task wake-ups per write, as on a plain TLS stream. Whatever the
+/// socket does not take at once, and anything beyond one batch, is left to
+/// the writer task. False when the writer task must do it all.
+pub(crate) fn transmit_inline(shared: &Shared) -> bool {
+    let (conn, tcp, mut out) = {
+        let mut inner = shared.lock();
+        let Some(conn) = inner.proto.sole_connection() else {
+            return false;
+        };
+        if inner.writing.contains_key(&conn) {
+            return false;
+        }
+        let tcp = shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&conn)
+            .cloned();
+        let Some(tcp) = tcp else { return false };
+        let mut out = std::mem::take(&mut inner.inline_out);
+        out.clear();
+        let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+        inner.flushers.drain(..).for_each(|w| w.wake());
+        inner.dispatch();
+        if out.is_empty() {
+            inner.inline_out = out;
+            return true;
+        }
+        inner.writing.insert(conn, Writing::Inline);
+        (conn, tcp, out)
+    };
+    let mut sent = 0;
+    let mut error = None;
+    while sent < out.len() {
+        match tcp.try_write(&out[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let mut inner = shared.lock();
+    let mut wake = inner.writing.remove(&conn) == Some(Writing::InlineWriterWaiting);
+    if let Some(e) = error {
+        inner
+            .proto
+            .handle_connection_error(conn, e.to_string(), Instant::now());
+        inner.dispatch();
+        wake = true;
+    } else if sent < out.len() {
+        // The socket is full: the writer task sends the rest, first.
+        inner.leftover.insert(conn, out[sent..].to_vec());
+        inner.writing.insert(conn, Writing::Task);
+        wake = true;
+    }
+    // More than one batch, or a timer due before the one the writer
+    // sleeps on: the writer task carries on.
+    let timer_moved = match (inner.proto.poll_timeout(), inner.armed_timeout) {
+        (Some(t), Some(armed)) => t < armed,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    wake |= timer_moved || inner.proto.has_transmit();
+    out.clear();
+    inner.inline_out = out;
+    drop(inner);
+    if wake {
+        shared.wake_writers();
+    }
+    true
+}
+
 async fn writer(
     shared: Arc<Shared>,
     wr: Arc<TcpStream>,
@@ -256,9 +337,30 @@ async fn writer(
             }
             out.clear();
         }
-        let (deadline, finished) = {
+        let (deadline, finished, inline_cap) = {
             let mut inner = shared.lock();
-            let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+            let mut inline_active = false;
+            match inner.writing.get(&conn) {
+                Some(Writing::Inline | Writing::InlineWriterWaiting) => {
+                    // An application task is writing records of this
+                    // connection; it wakes us when done.
+                    inner.writing.insert(conn, Writing::InlineWriterWaiting);
+                    inline_active = true;
+                }
+                _ => {
+                    inner.writing.remove(&conn);
+                    match inner.leftover.remove(&conn) {
+                        // What an inline transmit could not write goes first.
+                        Some(rest) => out = rest,
+                        None => {
+                            let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+                        }
+                    }
+                    if !out.is_empty() {
+                        inner.writing.insert(conn, Writing::Task);
+                    }
+                }
+            }
             inner.flushers.drain(..).for_each(|w| w.wake());
             inner.dispatch();
             let state = inner.proto.connection_state(conn);
@@ -268,7 +370,10 @@ async fn writer(
             );
             let deadline = inner.proto.poll_timeout();
             inner.armed_timeout = deadline;
-            (deadline, inner.proto.is_drained() || retired)
+            let inline_cap = inner.inline_out.capacity();
+            // Never the FIN while an inline transmit still writes records.
+            let finished = (inner.proto.is_drained() || retired) && !inline_active;
+            (deadline, finished, inline_cap)
         };
         if !out.is_empty() {
             continue;
@@ -287,7 +392,7 @@ async fn writer(
         };
         // After a quiet second, an idle connection gives its output buffer back.
         let idle = async {
-            if out.capacity() > 64 << 10 {
+            if out.capacity() > 64 << 10 || inline_cap > 64 << 10 {
                 tokio::time::sleep(IDLE_RELEASE).await;
             } else {
                 std::future::pending::<()>().await;
@@ -296,7 +401,9 @@ async fn writer(
         tokio::select! {
             _ = idle => {
                 out = Vec::new();
-                shared.lock().proto.release_buffers();
+                let mut inner = shared.lock();
+                inner.inline_out = Vec::new();
+                inner.proto.release_buffers();
             }
             _ = notify.notified() => {}
             _ = sleep => {

@@ -63,6 +63,27 @@ pub(crate) struct Inner {
     /// The timer the writer tasks sleep on (to wake them when an earlier
     /// one is needed).
     pub armed_timeout: Option<std::time::Instant>,
+    /// Who is writing records of a connection to its socket outside the
+    /// lock: records must reach the socket in the order they were sealed,
+    /// so nobody else transmits on that connection meanwhile.
+    pub writing: BTreeMap<ConnectionId, Writing>,
+    /// Bytes an inline transmit could not write (the socket was full): the
+    /// writer task sends them before anything else.
+    pub leftover: BTreeMap<ConnectionId, Vec<u8>>,
+    /// Output buffer of inline transmits, kept between calls.
+    pub inline_out: Vec<u8>,
+}
+
+/// See [`Inner::writing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// The connection's writer task.
+    Task,
+    /// An application task, right after its write (`driver::transmit_inline`).
+    Inline,
+    /// An inline transmit is running and the writer task woke meanwhile:
+    /// it must be woken again when the inline transmit ends.
+    InlineWriterWaiting,
 }
 
 /// Watches the kernel's view of each connection (TCP_INFO) and fails over a

@@ -147,6 +147,9 @@ impl SendStream {
     }
 }
 
+/// Largest write sent from the application's task (one record's worth).
+const INLINE_MAX: usize = 16 << 10;
+
 impl AsyncWrite for SendStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -166,7 +169,14 @@ impl AsyncWrite for SendStream {
                 Poll::Pending
             }
             Ok(n) => {
-                shared.wake_writers();
+                drop(inner);
+                // Small writes (requests, responses) go out from this task
+                // at once; bulk data is left to the writer task, which
+                // pipelines sealing and sending with the application's
+                // writes.
+                if n > INLINE_MAX || !crate::driver::transmit_inline(shared) {
+                    shared.wake_writers();
+                }
                 Poll::Ready(Ok(n))
             }
             Err(e) => Poll::Ready(Err(session_to_io(e))),

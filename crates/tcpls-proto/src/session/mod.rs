@@ -1671,6 +1671,19 @@ impl Session {
         self.conns.get(&conn).map(|c| c.state)
     }
 
+    /// The session's only connection, when it has exactly one and it can
+    /// send (TCPLS mode): then everything to transmit goes there.
+    pub fn sole_connection(&self) -> Option<ConnectionId> {
+        if !matches!(self.state, State::Tcpls(_)) || self.conns.len() != 1 {
+            return None;
+        }
+        self.conns
+            .iter()
+            .next()
+            .filter(|(_, c)| c.can_send())
+            .map(|(id, _)| *id)
+    }
+
     /// The connection new streams and control frames use.
     pub fn primary_connection(&self) -> ConnectionId {
         self.primary
