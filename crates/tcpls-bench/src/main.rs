@@ -82,6 +82,11 @@ pub struct Args {
     /// Peers of the latency figure.
     #[arg(long, value_delimiter = ',', default_values = ["tcp", "openssl", "rustls", "quinn", "tcpls"])]
     pub latency_peers: Vec<Peer>,
+    /// TCPLS per-stream send buffer, e.g. 256K (default: the library's,
+    /// 1 MiB). Smaller keeps many streams' queued bytes warm in cache;
+    /// larger wakes writers less often.
+    #[arg(long, value_parser = parse_size)]
+    pub send_buffer: Option<u64>,
     /// TLS 1.3 cipher suite of every peer.
     #[arg(long, default_value = "TLS_AES_128_GCM_SHA256", value_parser = parse_suite)]
     pub cipher: CipherSuite,

@@ -98,16 +98,14 @@ fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
 pub async fn run(args: &Args, cfg: &Arc<Configs>, rt: &Handle) -> Result<Results> {
     // TCPLS configurations once per line; the handshake and latency
     // figures use the default configuration (ACKs on).
+    let send_buffer = args.send_buffer.map(|b| b as usize);
     let mut lines = Vec::new();
     for &line in &args.lines {
         let (stack, streams, acks, conns) = line.setup();
-        lines.push((
-            line,
-            stack,
-            Arc::new(Setup::new(cfg, streams, acks, conns)?),
-        ));
+        let setup = Setup::new(cfg, streams, acks, conns, send_buffer)?;
+        lines.push((line, stack, Arc::new(setup)));
     }
-    let default_tcpls = Arc::new(Setup::new(cfg, 1, true, 8)?);
+    let default_tcpls = Arc::new(Setup::new(cfg, 1, true, 8, send_buffer)?);
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),

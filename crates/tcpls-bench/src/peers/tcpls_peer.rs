@@ -30,12 +30,21 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `acks`: record acknowledgements (and failover) on both sides.
-    pub fn new(cfg: &Configs, streams: u32, acks: bool, connections: u32) -> Result<Self> {
+    /// `acks`: record acknowledgements (and failover) on both sides;
+    /// `send_buffer`: per-stream send buffer (default: the library's).
+    pub fn new(
+        cfg: &Configs,
+        streams: u32,
+        acks: bool,
+        connections: u32,
+        send_buffer: Option<usize>,
+    ) -> Result<Self> {
+        let default = TransportConfig::default();
         let transport = TransportConfig {
             failover: acks,
             max_connections: connections.max(2),
-            ..TransportConfig::default()
+            send_buffer: send_buffer.unwrap_or(default.send_buffer),
+            ..default
         };
         Ok(Self {
             streams: streams.max(1),
