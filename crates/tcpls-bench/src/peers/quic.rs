@@ -2,15 +2,12 @@
 //! stream per connection, as in quinn's own bulk benchmark.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
-use super::Duplex;
+use super::{Duplex, Owned};
 use crate::certs::{Configs, SERVER_NAME};
 use crate::io;
 
@@ -38,49 +35,6 @@ pub fn server(cfg: &Arc<Configs>) -> Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-/// A client connection: its endpoint and connection live as long as the
-/// stream.
-struct QuinnConn {
-    _ep: quinn::Endpoint,
-    conn: quinn::Connection,
-    io: tokio::io::Join<quinn::RecvStream, quinn::SendStream>,
-}
-
-impl Drop for QuinnConn {
-    fn drop(&mut self) {
-        self.conn.close(0u32.into(), b"done");
-    }
-}
-
-impl AsyncRead for QuinnConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for QuinnConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 async fn open(addr: SocketAddr, cfg: &Configs) -> Result<(quinn::Endpoint, quinn::Connection)> {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(cfg.quinn_client.clone());
@@ -94,9 +48,9 @@ async fn open(addr: SocketAddr, cfg: &Configs) -> Result<(quinn::Endpoint, quinn
 pub async fn connect(addr: SocketAddr, cfg: &Configs) -> Result<Box<dyn Duplex>> {
     let (ep, conn) = open(addr, cfg).await?;
     let (send, recv) = conn.open_bi().await?;
-    Ok(Box::new(QuinnConn {
-        _ep: ep,
-        conn,
+    // Dropping the connection (its last handle) closes it.
+    Ok(Box::new(Owned {
+        _owner: (ep, conn),
         io: tokio::io::join(recv, send),
     }))
 }

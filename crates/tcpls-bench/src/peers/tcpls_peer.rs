@@ -2,18 +2,16 @@
 //! ACKs on or off, several coupled connections, and join rate.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tcpls::{Session, SessionEvent, Stream, TransportConfig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tcpls::{Session, SessionEvent, TransportConfig};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::Duplex;
+use super::{Duplex, Owned};
 use crate::certs::{Configs, SERVER_NAME};
 use crate::io;
 
@@ -91,41 +89,6 @@ pub async fn server(setup: &Setup) -> Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-/// A session's first stream as a byte stream; the session lives as long.
-struct TcplsConn {
-    _session: Session,
-    stream: Stream,
-}
-
-impl AsyncRead for TcplsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TcplsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 async fn session(addr: SocketAddr, setup: &Setup) -> Result<Session> {
     let s = tcpls::connect(addr, SERVER_NAME, setup.client.clone())
         .await
@@ -139,9 +102,9 @@ async fn session(addr: SocketAddr, setup: &Setup) -> Result<Session> {
 pub async fn connect(addr: SocketAddr, setup: &Setup) -> Result<Box<dyn Duplex>> {
     let session = session(addr, setup).await?;
     let stream = session.open_stream().await?;
-    Ok(Box::new(TcplsConn {
-        _session: session,
-        stream,
+    Ok(Box::new(Owned {
+        _owner: session,
+        io: stream,
     }))
 }
 

@@ -153,6 +153,33 @@ struct Keys {
     recv: RecordKey,
 }
 
+/// Appends an ACK (up to the last record received) for every connection
+/// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
+/// their pending-acknowledgement state.
+fn encode_acks(
+    conns: &mut Connections,
+    ctl: &mut Vec<u8>,
+    limit: usize,
+    wanted: impl Fn(&Connection) -> bool,
+) {
+    for (id, c) in conns.iter_mut() {
+        if ctl.len() + ACK_FRAME_LEN > limit {
+            break;
+        }
+        if wanted(c) && c.recv_seq > 0 {
+            c.ack_due = false;
+            c.ack_deadline = None;
+            c.ack_records = 0;
+            c.ack_bytes = 0;
+            Frame::Ack {
+                conn: *id,
+                seq: c.recv_seq - 1,
+            }
+            .encode(ctl);
+        }
+    }
+}
+
 /// Bytes a stream may send in consecutive records before the next stream
 /// with data gets its turn (round-robin in bursts rather than per record).
 const STREAM_BURST: usize = 256 << 10;
@@ -1972,22 +1999,7 @@ impl Session {
         let mut ctl = std::mem::take(&mut self.scratch);
         ctl.clear();
         // ACKs for any connection travel on whichever sends first.
-        for (id, c) in self.conns.iter_mut() {
-            if ctl.len() >= MAX_PLAINTEXT / 4 {
-                break;
-            }
-            if c.ack_due && c.recv_seq > 0 {
-                c.ack_due = false;
-                c.ack_deadline = None;
-                c.ack_records = 0;
-                c.ack_bytes = 0;
-                Frame::Ack {
-                    conn: *id,
-                    seq: c.recv_seq - 1,
-                }
-                .encode(&mut ctl);
-            }
-        }
+        encode_acks(&mut self.conns, &mut ctl, MAX_PLAINTEXT / 4, |c| c.ack_due);
         let seq = self.conns.get(&conn).map_or(0, |c| c.send_seq);
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.ping_due {
@@ -2289,22 +2301,8 @@ impl Session {
         if !empty {
             // A record goes out anyway: acknowledge what arrived so far on
             // every connection, sparing the peer a record of its own later.
-            for (id, c) in self.conns.iter_mut() {
-                if out.len() - body + ctl.len() + ACK_FRAME_LEN > MAX_PLAINTEXT {
-                    break;
-                }
-                if c.ack_records > 0 && c.recv_seq > 0 {
-                    c.ack_due = false;
-                    c.ack_deadline = None;
-                    c.ack_records = 0;
-                    c.ack_bytes = 0;
-                    Frame::Ack {
-                        conn: *id,
-                        seq: c.recv_seq - 1,
-                    }
-                    .encode(&mut ctl);
-                }
-            }
+            let room = MAX_PLAINTEXT - (out.len() - body);
+            encode_acks(&mut self.conns, &mut ctl, room, |c| c.ack_records > 0);
         }
         out.extend_from_slice(&ctl);
         self.scratch = ctl;
