@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_values = ["tcp", "openssl", "rustls", "quinn", "tcpls"])]
     pub latency_peers: Vec<Peer>,
     /// TCPLS per-stream send buffer, e.g. 256K (default: the library's,
-    /// 1 MiB). Smaller keeps many streams' queued bytes warm in cache;
+    /// 512 KiB). Smaller keeps many streams' queued bytes warm in cache;
     /// larger wakes writers less often.
     #[arg(long, value_parser = parse_size)]
     pub send_buffer: Option<u64>,

@@ -72,7 +72,10 @@ impl Default for TransportConfig {
             stream_window: 4 << 20,
             session_window: 16 << 20,
             max_streams: 256,
-            send_buffer: 1 << 20,
+            // 512 KiB: with many streams or sessions, larger buffers hold
+            // megabytes that are read back cold when sealed (16 streams:
+            // 0.73x one stream's goodput at 1 MiB, 1.0x at 512 KiB).
+            send_buffer: 512 << 10,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             user_timeout: Some(Duration::from_millis(250)),
