@@ -239,8 +239,8 @@ async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Transmits from the calling task (the application's, right after a write
-/// or flush) when the session has a single connection and nobody is writing
+/// Transmits from the calling task (the application's, right after a small
+/// write) when the session has a single connection and nobody is writing
 /// to its socket: the records go out without the hop to the writer task and
 /// back, two task wake-ups per write, as on a plain TLS stream. Whatever the
 /// socket does not take at once, and anything beyond one batch, is left to
