@@ -244,6 +244,8 @@ async fn handshakes(
     })
 }
 
+/// `n` TCPLS joins to one session, one after another (see
+/// `tcpls_peer::joins`); the rate counts join time only, the CPU everything.
 async fn joins(rt: &Handle, n: u32, cfg: &Arc<Configs>, setup: &Arc<Setup>) -> Result<Handshakes> {
     let server = start_server(rt, Stack::Tcpls, cfg, setup).await?;
     let span = Span::start();
