@@ -119,7 +119,13 @@ impl Testbed {
         }
         args.extend(["--verify", "--json"].map(String::from));
         args.extend(extra.iter().map(|a| a.to_string()));
-        let out = run_bounded(self.ns("cli").arg(BIN).args(&args), b"", limit);
+        // Connection failures and session events go to stderr, which a
+        // failed or timed-out run prints.
+        let mut cmd = self.ns("cli");
+        cmd.env("RUST_LOG", "tcpls=debug,tcpls_proto=debug")
+            .arg(BIN)
+            .args(&args);
+        let out = run_bounded(&mut cmd, b"", limit);
         json(&out)
     }
 }
