@@ -133,13 +133,10 @@ async fn reader(
         // (credit updates, CLOSE): a wake-up per read costs a context switch.
         // ...or when a timer (ACK delay) is now due earlier than the one
         // the writers sleep on.
-        let timer_moved = match (inner.proto.poll_timeout(), inner.armed_timeout) {
-            (Some(t), Some(armed)) => t < armed,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        let wake =
-            end || timer_moved || inner.proto.has_transmit() || inner.proto.error().is_some();
+        let wake = end
+            || inner.timer_moved()
+            || inner.proto.has_transmit()
+            || inner.proto.error().is_some();
         drop(inner);
         if wake {
             shared.wake_writers();
@@ -301,12 +298,7 @@ pub(crate) fn transmit_inline(shared: &Shared) -> bool {
     }
     // More than one batch, or a timer due before the one the writer
     // sleeps on: the writer task carries on.
-    let timer_moved = match (inner.proto.poll_timeout(), inner.armed_timeout) {
-        (Some(t), Some(armed)) => t < armed,
-        (Some(_), None) => true,
-        _ => false,
-    };
-    wake |= timer_moved || inner.proto.has_transmit();
+    wake |= inner.timer_moved() || inner.proto.has_transmit();
     out.clear();
     inner.inline_out = out;
     drop(inner);

@@ -236,6 +236,16 @@ async fn rejoin(me: Weak<Shared>) {
 }
 
 impl Inner {
+    /// True when the protocol's next timer is due before the one the writer
+    /// tasks sleep on (so they must be woken to re-arm).
+    pub fn timer_moved(&self) -> bool {
+        match (self.proto.poll_timeout(), self.armed_timeout) {
+            (Some(t), Some(armed)) => t < armed,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
     /// Turns protocol events into wake-ups. Called after every interaction
     /// with the protocol state machine.
     pub fn dispatch(&mut self) {

@@ -951,11 +951,8 @@ impl Session {
         // An acknowledgement proves the path works, wherever it came.
         c.last_recv = Some(self.now);
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((_, Sent::Stream { id, data, .. })) = c.unacked.pop_front() {
+            if let Some((_, Sent::Stream { data, .. })) = c.unacked.pop_front() {
                 c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
-                if let Some(st) = self.streams.get_mut(&id) {
-                    st.send.unacked_bytes -= data.len();
-                }
             }
         }
         Ok(())
@@ -1023,11 +1020,6 @@ impl Session {
         if !self.acks {
             return;
         }
-        if let Sent::Stream { id, data, .. } = &sent {
-            if let Some(st) = self.streams.get_mut(id) {
-                st.send.unacked_bytes += data.len();
-            }
-        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.unacked.push_back((seq, sent));
         }
@@ -1048,14 +1040,8 @@ impl Session {
             return;
         };
         c.unacked_bytes = 0;
-        for (_, sent) in c.unacked.drain(..) {
-            if let Sent::Stream { id, data, .. } = &sent {
-                if let Some(st) = self.streams.get_mut(id) {
-                    st.send.unacked_bytes -= data.len();
-                }
-            }
-            self.replay.push_back(sent);
-        }
+        self.replay
+            .extend(c.unacked.drain(..).map(|(_, sent)| sent));
     }
 
     /// Sends again the state a lost record may have carried: credit limits,
@@ -2263,7 +2249,6 @@ impl Session {
                         break;
                     }
                 }
-                s.send.unacked_bytes += n;
             } else {
                 s.send.unsent.copy_to(n, out, &mut self.block_pool);
                 encode_stream_header(id, s.send.offset, n as u16, fin, out);

@@ -13,8 +13,6 @@ pub(crate) struct SendState {
     pub unsent: SendBuffer,
     /// Offset of the first byte of `unsent`.
     pub offset: u64,
-    /// Bytes sent and kept until acknowledged (failover).
-    pub unacked_bytes: usize,
     pub credit: SendCredit,
     /// The application finished the stream.
     pub fin_queued: bool,
@@ -31,7 +29,6 @@ impl SendState {
         Self {
             unsent: SendBuffer::default(),
             offset: 0,
-            unacked_bytes: 0,
             credit: SendCredit::new(credit),
             fin_queued: false,
             fin_sent: false,
