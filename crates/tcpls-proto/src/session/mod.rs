@@ -1021,6 +1021,11 @@ impl Session {
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
+            // Replayed bytes count toward the session's bound on
+            // unacknowledged data like new ones (ACKs subtract them).
+            if let Sent::Stream { data, .. } = &sent {
+                c.unacked_bytes += data.len() as u64;
+            }
             c.unacked.push_back((seq, sent));
         }
     }
