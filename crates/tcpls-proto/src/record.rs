@@ -156,21 +156,77 @@ impl RecordKey {
         out: &mut Vec<u8>,
         start: usize,
     ) -> Result<(), Error> {
-        debug_assert!(out.len() - start - HEADER_LEN <= MAX_PLAINTEXT);
         out.push(content_type.into());
-        let frag_len = out.len() - start - HEADER_LEN + TAG_LEN;
-        let header = RecordHeader::application_data(frag_len);
-        out[start..start + HEADER_LEN].copy_from_slice(&header);
+        out.resize(out.len() + TAG_LEN, 0);
+        self.seal_in_place(conn, seq, &mut out[start..])
+    }
+
+    /// Seals `record`, laid out as header room (`HEADER_LEN`), plaintext
+    /// ending with the inner content type, tag room (`TAG_LEN`): encrypts
+    /// in place and writes header and tag.
+    pub fn seal_in_place(
+        &self,
+        conn: ConnectionId,
+        seq: u64,
+        record: &mut [u8],
+    ) -> Result<(), Error> {
+        let (header, fragment) = Self::split_record(record)?;
+        let (plain, tag_out) = fragment.split_at_mut(fragment.len() - TAG_LEN);
         let tag = self
             .key
-            .seal_in_place_separate_tag(
+            .seal_in_place_separate_tag(self.nonce(conn, seq), Aad::from(header), plain)
+            .map_err(|_| Error::Internal("AEAD seal failed".into()))?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Seals `record` whose plaintext begins with `lead`, encrypting `lead`
+    /// straight from where it lies.
+    ///
+    /// `record` is laid out as for [`Self::seal_in_place`], except that its
+    /// first `lead.len()` plaintext bytes are only room for `lead`'s
+    /// ciphertext (their content is ignored). The result is byte for byte
+    /// what `seal_in_place` gives for the same plaintext, but the bulk of
+    /// a record is read once, instead of being copied into the record and
+    /// then encrypted there. `trailer` is scratch space for the plaintext
+    /// after `lead` (a few frame headers).
+    pub fn seal_with_lead(
+        &self,
+        conn: ConnectionId,
+        seq: u64,
+        lead: &[u8],
+        record: &mut [u8],
+        trailer: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let (header, fragment) = Self::split_record(record)?;
+        if fragment.len() < lead.len() + 1 + TAG_LEN {
+            return Err(Error::Internal("record shorter than its lead".into()));
+        }
+        let (lead_out, rest) = fragment.split_at_mut(lead.len());
+        trailer.clear();
+        trailer.extend_from_slice(&rest[..rest.len() - TAG_LEN]);
+        self.key
+            .seal_out_of_place_scatter(
                 self.nonce(conn, seq),
                 Aad::from(header),
-                &mut out[start + HEADER_LEN..],
+                lead,
+                lead_out,
+                trailer,
+                rest,
             )
-            .map_err(|_| Error::Internal("AEAD seal failed".into()))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(())
+            .map_err(|_| Error::Internal("AEAD seal failed".into()))
+    }
+
+    /// Writes the header of `record` (whole length known) and splits it off.
+    fn split_record(record: &mut [u8]) -> Result<([u8; HEADER_LEN], &mut [u8]), Error> {
+        let frag_len = record.len().saturating_sub(HEADER_LEN);
+        if frag_len < 1 + TAG_LEN || frag_len - TAG_LEN - 1 > MAX_PLAINTEXT {
+            return Err(Error::Internal("record length out of range".into()));
+        }
+        let header = RecordHeader::application_data(frag_len);
+        let (h, fragment) = record.split_at_mut(HEADER_LEN);
+        h.copy_from_slice(&header);
+        Ok((header, fragment))
     }
 
     /// Opens a whole record (`header || fragment`) in place. Returns the inner
@@ -225,6 +281,33 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn seal_with_lead_equals_seal_in_place() {
+        for suite in CipherSuite::ALL {
+            let k = RecordKey::new(suite, &[9u8; 48][..32]).unwrap();
+            let lead: Vec<u8> = (0..5000).map(|i| (i % 251) as u8).collect();
+            for trailer_len in [0usize, 1, 15, 16, 17, 300] {
+                let trailer = vec![0x5c; trailer_len];
+                let mut a = vec![0xEE; 2];
+                a.extend_from_slice(&[0; HEADER_LEN]);
+                a.extend_from_slice(&lead);
+                a.extend_from_slice(&trailer);
+                k.seal(3, 77, ContentType::ApplicationData, &mut a, 2)
+                    .unwrap();
+                let mut b = vec![0xEE; 2];
+                b.extend_from_slice(&[0; HEADER_LEN]);
+                b.extend_from_slice(&[0xAB; 5000]); // room, content ignored
+                b.extend_from_slice(&trailer);
+                b.push(ContentType::ApplicationData.into());
+                b.extend_from_slice(&[0xCD; TAG_LEN]);
+                let mut scratch = Vec::new();
+                k.seal_with_lead(3, 77, &lead, &mut b[2..], &mut scratch)
+                    .unwrap();
+                assert_eq!(a, b, "{suite:?}, trailer {trailer_len}");
+            }
+        }
     }
 
     #[test]

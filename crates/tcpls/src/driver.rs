@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tcpls_proto::session::ConnectionState;
+use tcpls_proto::session::{ConnectionState, TransmitBuf};
 use tcpls_proto::ConnectionId;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -260,7 +260,7 @@ pub(crate) fn transmit_inline(shared: &Shared) -> bool {
         let Some(tcp) = tcp else { return false };
         let mut out = std::mem::take(&mut inner.inline_out);
         out.clear();
-        let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+        let _ = inner.proto.poll_transmit_buf(conn, &mut out, WRITE_BATCH);
         inner.flushers.drain(..).for_each(|w| w.wake());
         inner.dispatch();
         if out.is_empty() {
@@ -316,7 +316,8 @@ async fn writer(
     first: Vec<u8>,
     done: Arc<Notify>,
 ) {
-    let mut out = first;
+    // Kept across batches: records are sealed straight into its memory.
+    let mut out = TransmitBuf::from(first);
     loop {
         if !out.is_empty() {
             if let Err(e) = write_all(&wr, &out).await {
@@ -343,9 +344,9 @@ async fn writer(
                     inner.writing.remove(&conn);
                     match inner.leftover.remove(&conn) {
                         // What an inline transmit could not write goes first.
-                        Some(rest) => out = rest,
+                        Some(rest) => out.extend_from_slice(&rest),
                         None => {
-                            let _ = inner.proto.poll_transmit(conn, &mut out, WRITE_BATCH);
+                            let _ = inner.proto.poll_transmit_buf(conn, &mut out, WRITE_BATCH);
                         }
                     }
                     if !out.is_empty() {
@@ -392,9 +393,9 @@ async fn writer(
         };
         tokio::select! {
             _ = idle => {
-                out = Vec::new();
+                out = TransmitBuf::new();
                 let mut inner = shared.lock();
-                inner.inline_out = Vec::new();
+                inner.inline_out = TransmitBuf::new();
                 inner.proto.release_buffers();
             }
             _ = notify.notified() => {}

@@ -52,7 +52,7 @@ fn start(
             armed_timeout: None,
             writing: Default::default(),
             leftover: Default::default(),
-            inline_out: Vec::new(),
+            inline_out: Default::default(),
         }),
         writers: Default::default(),
         rx: Default::default(),

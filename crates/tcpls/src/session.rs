@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     /// writer task sends them before anything else.
     pub leftover: BTreeMap<ConnectionId, Vec<u8>>,
     /// Output buffer of inline transmits, kept between calls.
-    pub inline_out: Vec<u8>,
+    pub inline_out: tcpls_proto::session::TransmitBuf,
 }
 
 /// See [`Inner::writing`].

@@ -83,6 +83,13 @@ impl Fallback {
         out.append(&mut self.ssl.get_mut().output);
     }
 
+    /// As `take_output`, into a connection writer's buffer.
+    pub fn take_output_buf(&mut self, out: &mut super::TransmitBuf) {
+        let pending = &mut self.ssl.get_mut().output;
+        out.extend_from_slice(pending);
+        pending.clear();
+    }
+
     pub fn has_output(&self) -> bool {
         !self.ssl.get_ref().output.is_empty()
     }

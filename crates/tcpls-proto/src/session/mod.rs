@@ -47,6 +47,7 @@ pub mod scheduler;
 mod send_buffer;
 use send_buffer::BlockPool;
 mod stream;
+mod transmit_buf;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -61,10 +62,10 @@ use crate::handshake::{Handshake, Outcome};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::{CipherSuite, RecordKey};
 use crate::wire::frame::{
-    encode_stream_header, Frame, FrameIter, ACK_FRAME_LEN, STREAM_HEADER_LEN, TOKEN_LEN,
+    stream_header, Frame, FrameIter, ACK_FRAME_LEN, STREAM_HEADER_LEN, TOKEN_LEN,
 };
 use crate::wire::join::encode_join_hello;
-use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT};
+use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN, MAX_PLAINTEXT, TAG_LEN};
 use crate::wire::TransportParams;
 pub use connection::ConnectionState;
 use connection::{Connection, Connections, Sent, Tokens};
@@ -72,6 +73,7 @@ use fallback::{Fallback, FallbackRead};
 use flow::{RecvCredit, SendCredit};
 use scheduler::{PathInfo, Scheduler};
 use stream::Stream;
+pub use transmit_buf::TransmitBuf;
 
 /// Something the application may want to react to.
 #[derive(Clone, Debug)]
@@ -156,6 +158,36 @@ struct Keys {
 /// Appends an ACK (up to the last record received) for every connection
 /// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
 /// their pending-acknowledgement state.
+/// Puts stream bytes into the record being built in `out` (content from
+/// `body`). The first piece is not copied: `out` gets room for it and the
+/// seal encrypts it straight from the send buffer (`lead`), reading the
+/// bulk of the bytes once instead of copying them and encrypting the
+/// copy. A second piece in the same record (bytes straddling two send
+/// blocks, or another stream) is copied, and the first then too, so the
+/// plaintext after the lead stays a few header bytes.
+fn put_data(out: &mut TransmitBuf, body: usize, lead: &mut Option<Bytes>, data: Bytes) {
+    if data.is_empty() {
+        return;
+    }
+    if out.len() == body && lead.is_none() {
+        out.grow(data.len());
+        *lead = Some(data);
+    } else {
+        if let Some(l) = lead.take() {
+            out[body..body + l.len()].copy_from_slice(&l);
+        }
+        out.extend_from_slice(&data);
+    }
+}
+
+/// Appends `frame` to `out` (encoded in `tmp` first: frames encode into
+/// a `Vec`).
+fn put_frame(out: &mut TransmitBuf, frame: Frame<'_>, tmp: &mut Vec<u8>) {
+    tmp.clear();
+    frame.encode(tmp);
+    out.extend_from_slice(tmp);
+}
+
 fn encode_acks(
     conns: &mut Connections,
     ctl: &mut Vec<u8>,
@@ -254,6 +286,8 @@ pub struct Session {
     handshake_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     scratch: Vec<u8>,
+    /// A record's plaintext after its lead bytes, while it is sealed.
+    trailer_scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Session {
@@ -346,6 +380,7 @@ impl Session {
             handshake_deadline: Some(now + cfg.handshake_timeout),
             idle_deadline: cfg.idle_timeout.map(|d| now + d),
             scratch: Vec::new(),
+            trailer_scratch: Vec::new(),
             cfg,
         }
     }
@@ -1499,9 +1534,10 @@ impl Session {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         Frame::Ping.encode(&mut out);
-        self.seal(seq, &mut out, start)?;
+        let mut out = TransmitBuf::from(out);
+        self.seal_record(seq, &mut out, start, None)?;
         self.events.push_back(Event::ConnectionAdded(seq));
-        Ok((seq, out))
+        Ok((seq, out.into_vec()))
     }
 
     /// Server: a new TCP connection presented `token` in a join
@@ -1817,6 +1853,21 @@ impl Session {
         out: &mut Vec<u8>,
         max: usize,
     ) -> Result<usize, Error> {
+        let mut buf = TransmitBuf::from(std::mem::take(out));
+        let r = self.poll_transmit_buf(conn, &mut buf, max);
+        *out = buf.into_vec();
+        r
+    }
+
+    /// [`Self::poll_transmit`] into a [`TransmitBuf`], which a writer keeps
+    /// from one call to the next: records are then encrypted straight into
+    /// its memory, with no zeroing first.
+    pub fn poll_transmit_buf(
+        &mut self,
+        conn: ConnectionId,
+        out: &mut TransmitBuf,
+        max: usize,
+    ) -> Result<usize, Error> {
         let Some(c) = self.conns.get(&conn) else {
             return Err(Error::Usage("unknown connection id"));
         };
@@ -1825,10 +1876,15 @@ impl Session {
         }
         let start = out.len();
         if conn == self.primary {
-            out.append(&mut self.raw_out);
+            out.extend_from_slice(&self.raw_out);
+            self.raw_out.clear();
         }
         match &mut self.state {
-            State::Handshake(hs) => hs.take_output(out),
+            State::Handshake(hs) => {
+                hs.take_output(&mut self.raw_out);
+                out.extend_from_slice(&self.raw_out);
+                self.raw_out.clear();
+            }
             State::Fallback(_) => self.transmit_fallback(out, start + max),
             State::Tcpls(_) => {
                 while out.len() - start < max {
@@ -1881,7 +1937,7 @@ impl Session {
         }
     }
 
-    fn transmit_fallback(&mut self, out: &mut Vec<u8>, limit: usize) {
+    fn transmit_fallback(&mut self, out: &mut TransmitBuf, limit: usize) {
         let State::Fallback(fb) = &mut self.state else {
             return;
         };
@@ -1907,7 +1963,7 @@ impl Session {
                         break;
                     }
                 }
-                fb.take_output(out);
+                fb.take_output_buf(out);
                 continue;
             }
             self.send_queue.pop_front();
@@ -1921,7 +1977,7 @@ impl Session {
             self.close_frame = None;
             fb.shutdown();
         }
-        fb.take_output(out);
+        fb.take_output_buf(out);
         self.wake_writers();
         if let Some(e) = err {
             self.fail(e);
@@ -1948,7 +2004,7 @@ impl Session {
     }
 
     /// Builds and seals one record; false when there was nothing to send.
-    fn build_record(&mut self, conn: ConnectionId, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn build_record(&mut self, conn: ConnectionId, out: &mut TransmitBuf) -> Result<bool, Error> {
         let State::Tcpls(keys) = &self.state else {
             return Ok(false);
         };
@@ -1970,12 +2026,12 @@ impl Session {
                 || !self.replay.is_empty()
                 || self.conns.values().any(|c| !c.unacked.is_empty()));
         if let Some((code, reason)) = self.close_frame.take_if(|_| !flush_first) {
-            Frame::Close {
+            let close = Frame::Close {
                 code,
                 reason: &reason,
-            }
-            .encode(out);
-            self.seal(conn, out, start)?;
+            };
+            put_frame(out, close, &mut self.trailer_scratch);
+            self.seal_record(conn, out, start, None)?;
             self.state = State::Done;
             return Ok(true);
         }
@@ -2055,6 +2111,9 @@ impl Session {
             }
         }
 
+        // Stream bytes that start the record stay where they are until the
+        // seal encrypts them from there (see `put_data`).
+        let mut lead: Option<Bytes> = None;
         // Data of failed connections goes first, on whatever connection.
         let acks = self.acks;
         while let Some(sent) = self.replay.pop_front() {
@@ -2081,8 +2140,8 @@ impl Session {
                             fin,
                         });
                     }
-                    out.extend_from_slice(&head);
-                    encode_stream_header(id, offset, k as u16, fin && last, out);
+                    put_data(out, body, &mut lead, head.clone());
+                    out.extend_from_slice(&stream_header(id, offset, k as u16, fin && last));
                     Sent::Stream {
                         id,
                         offset,
@@ -2095,12 +2154,12 @@ impl Session {
                     code,
                     final_size,
                 } => {
-                    Frame::ResetStream {
+                    let reset = Frame::ResetStream {
                         id,
                         code,
                         final_size,
-                    }
-                    .encode(out);
+                    };
+                    put_frame(out, reset, &mut self.trailer_scratch);
                     Sent::Reset {
                         id,
                         code,
@@ -2185,12 +2244,12 @@ impl Session {
                 if !s.send.reset_sent {
                     s.send.reset_sent = true;
                     let final_size = s.send.offset;
-                    Frame::ResetStream {
+                    let reset = Frame::ResetStream {
                         id,
                         code,
                         final_size,
-                    }
-                    .encode(out);
+                    };
+                    put_frame(out, reset, &mut self.trailer_scratch);
                     finished.push(id);
                     if acks {
                         if let Some(c) = self.conns.get_mut(&conn) {
@@ -2235,8 +2294,8 @@ impl Session {
                     let k = data.len();
                     left -= k;
                     let last = left == 0;
-                    out.extend_from_slice(&data);
-                    encode_stream_header(id, offset, k as u16, fin && last, out);
+                    put_data(out, body, &mut lead, data.clone());
+                    out.extend_from_slice(&stream_header(id, offset, k as u16, fin && last));
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.unacked.push_back((
                             seq,
@@ -2255,8 +2314,16 @@ impl Session {
                     }
                 }
             } else {
-                s.send.unsent.copy_to(n, out, &mut self.block_pool);
-                encode_stream_header(id, s.send.offset, n as u16, fin, out);
+                let mut left = n;
+                while left > 0 {
+                    let data = s.send.unsent.split_front(left, &mut self.block_pool);
+                    if data.is_empty() {
+                        break;
+                    }
+                    left -= data.len();
+                    put_data(out, body, &mut lead, data);
+                }
+                out.extend_from_slice(&stream_header(id, s.send.offset, n as u16, fin));
             }
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.sent_bytes += n as u64;
@@ -2303,7 +2370,7 @@ impl Session {
             out.truncate(start);
             return Ok(false);
         }
-        self.seal(conn, out, start)?;
+        self.seal_record(conn, out, start, lead.as_deref())?;
         Ok(true)
     }
 
@@ -2314,14 +2381,22 @@ impl Session {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(Error::Usage("record plaintext too long"));
         }
-        let mut out = vec![0; HEADER_LEN];
+        let mut out = TransmitBuf::from(vec![0; HEADER_LEN]);
         out.extend_from_slice(plaintext);
-        self.seal(self.primary, &mut out, 0)?;
+        self.seal_record(self.primary, &mut out, 0, None)?;
         self.raw_out.extend_from_slice(&out);
         Ok(())
     }
 
-    fn seal(&mut self, conn: ConnectionId, out: &mut Vec<u8>, start: usize) -> Result<(), Error> {
+    /// Seals the record at `out[start..]`; with `lead`, its content starts
+    /// with those bytes and `out` holds only room for them.
+    fn seal_record(
+        &mut self,
+        conn: ConnectionId,
+        out: &mut TransmitBuf,
+        start: usize,
+        lead: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let State::Tcpls(keys) = &self.state else {
             return Err(Error::Internal("seal outside TCPLS mode".into()));
         };
@@ -2329,10 +2404,17 @@ impl Session {
             .conns
             .get_mut(&conn)
             .ok_or(Error::Usage("unknown connection id"))?;
-        if let Err(e) = keys
-            .send
-            .seal(conn, c.send_seq, ContentType::ApplicationData, out, start)
-        {
+        out.push(ContentType::ApplicationData.into());
+        out.grow(TAG_LEN);
+        let record = &mut out[start..];
+        let sealed = match lead {
+            Some(lead) => {
+                keys.send
+                    .seal_with_lead(conn, c.send_seq, lead, record, &mut self.trailer_scratch)
+            }
+            None => keys.send.seal_in_place(conn, c.send_seq, record),
+        };
+        if let Err(e) = sealed {
             out.truncate(start); // never let plaintext reach the wire
             return Err(e);
         }

@@ -118,19 +118,6 @@ impl SendBuffer {
         self.pop_spent(pool);
     }
 
-    /// Moves the first `n` bytes (at most `len()`) to the end of `out`.
-    pub fn copy_to(&mut self, mut n: usize, out: &mut Vec<u8>, pool: &mut BlockPool) {
-        while n > 0 {
-            let k = n.min(self.front().len());
-            if k == 0 {
-                break;
-            }
-            out.extend_from_slice(&self.front()[..k]);
-            self.advance(k, pool);
-            n -= k;
-        }
-    }
-
     /// Removes up to `n` bytes from the front without copying; fewer when
     /// the first block ends sooner (call again for the rest).
     pub fn split_front(&mut self, n: usize, pool: &mut BlockPool) -> Bytes {
@@ -166,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn copies_out_in_order_across_blocks() {
+    fn slices_out_in_order_across_blocks() {
         let data = pattern(3 * BLOCK + 123);
         let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
         for chunk in data.chunks(10_000) {
@@ -175,7 +162,7 @@ mod tests {
         assert_eq!(q.len(), data.len());
         let mut out = Vec::new();
         while !q.is_empty() {
-            q.copy_to(16_000, &mut out, &mut pool);
+            out.extend_from_slice(&q.split_front(16_000, &mut pool));
         }
         assert_eq!(out, data);
         // The three full blocks went to the pool, and are reused.

@@ -152,14 +152,21 @@ pub enum Frame<'a> {
 
 /// Writes the header that follows `len` bytes of stream data already in `out`.
 pub fn encode_stream_header(id: StreamId, offset: u64, len: u16, fin: bool, out: &mut Vec<u8>) {
-    out.extend_from_slice(&id.0.to_be_bytes());
-    out.extend_from_slice(&offset.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(if fin {
+    out.extend_from_slice(&stream_header(id, offset, len, fin));
+}
+
+/// The header that follows `len` bytes of stream data.
+pub fn stream_header(id: StreamId, offset: u64, len: u16, fin: bool) -> [u8; STREAM_HEADER_LEN] {
+    let mut h = [0u8; STREAM_HEADER_LEN];
+    h[..4].copy_from_slice(&id.0.to_be_bytes());
+    h[4..12].copy_from_slice(&offset.to_be_bytes());
+    h[12..14].copy_from_slice(&len.to_be_bytes());
+    h[14] = if fin {
         FrameType::StreamFin
     } else {
         FrameType::Stream
-    } as u8);
+    } as u8;
+    h
 }
 
 fn encode_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
