@@ -20,6 +20,33 @@ pub fn process_usage() -> (Duration, u64) {
     )
 }
 
+/// CPU seconds (user + system) of each of this process's threads named
+/// `name`, by thread id: how busy each worker of a runtime was.
+pub fn thread_times(name: &str) -> Vec<(u32, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime
+        // and stime fields 14 and 15 (proc(5)).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((tid, (utime + stime) / ticks))
+    })
+    .collect()
+}
+
 /// Wall and CPU time, and context switches, of one measured section.
 pub struct Span {
     wall: std::time::Instant,

@@ -94,6 +94,10 @@ pub struct Args {
     /// runtimes, as two processes would.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// tokio worker threads of each side for the 8-session line (0: one
+    /// per core): a server with many sessions should use every core.
+    #[arg(long, default_value_t = 0)]
+    pub session_workers: usize,
     /// Check every received byte against the sent pattern (costs CPU:
     /// leave off for figures).
     #[arg(long)]
@@ -150,16 +154,40 @@ fn main() -> Result<()> {
     if args.repeat == 0 || args.workers == 0 {
         bail!("--repeat and --workers must be at least 1");
     }
-    let runtime = |name: &str| {
+    let runtime = |name: &str, workers: usize| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.workers)
+            .worker_threads(workers)
             .thread_name(name)
             .enable_all()
             .build()
     };
-    let (servers, clients) = (runtime("server")?, runtime("client")?);
+    let (servers, clients) = (
+        runtime("server", args.workers)?,
+        runtime("client", args.workers)?,
+    );
+    // The 8-session line's own runtimes, one worker per core by default.
+    let many = if args.lines.contains(&Line::Tcpls8sessions) {
+        let n = match args.session_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Some((
+            runtime(measure::MANY_SERVER_THREAD, n)?,
+            runtime("client-many", n)?,
+            n,
+        ))
+    } else {
+        None
+    };
     let cfg = Arc::new(certs::Configs::new(args.cipher)?);
-    let results = clients.block_on(measure::run(&args, &cfg, servers.handle()))?;
+    let rts = measure::Runtimes {
+        server: servers.handle().clone(),
+        client: clients.handle().clone(),
+        many: many
+            .as_ref()
+            .map(|(s, c, n)| (s.handle().clone(), c.handle().clone(), *n)),
+    };
+    let results = clients.block_on(measure::run(&args, &cfg, &rts))?;
     let report = report::Report::new(&args, results);
     match args.json.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report)?),

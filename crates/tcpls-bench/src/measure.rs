@@ -13,11 +13,27 @@ use crate::peers::{self, tcpls_peer::Setup, Stack};
 use crate::{io, Args, Line, Peer};
 
 /// One bulk transfer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Bulk {
     pub gbps: f64,
     pub cpu_s_per_gib: f64,
     pub switches_per_mib: f64,
+    /// 8-session line: each server worker thread's CPU time over the
+    /// transfer's wall time, busiest first (empty for other lines).
+    pub server_busy: Vec<f64>,
+}
+
+/// Thread name of the 8-session line's server workers (their CPU time is
+/// read per thread).
+pub const MANY_SERVER_THREAD: &str = "server-many";
+
+/// Where servers and clients run.
+pub struct Runtimes {
+    pub server: Handle,
+    pub client: Handle,
+    /// The 8-session line's server and client runtimes, and their number
+    /// of workers each.
+    pub many: Option<(Handle, Handle, usize)>,
 }
 
 /// One series of handshakes (or joins).
@@ -95,7 +111,8 @@ fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
 }
 
 /// Runs every figure; servers run on `rt`, clients on the caller's runtime.
-pub async fn run(args: &Args, cfg: &Arc<Configs>, rt: &Handle) -> Result<Results> {
+pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Results> {
+    let rt = &rts.server;
     // TCPLS configurations once per line; the handshake and latency
     // figures use the default configuration (ACKs on).
     let send_buffer = args.send_buffer.map(|b| b as usize);
@@ -121,10 +138,21 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rt: &Handle) -> Result<Results
     for rep in 1..=args.repeat {
         for (i, (line, stack, setup)) in lines.iter().enumerate() {
             let label = format!("{} ({rep}/{})", line.name(), args.repeat);
-            let sessions = if *line == Line::Tcpls8sessions { 8 } else { 1 };
-            let b = bulk(rt, args, cfg, *stack, setup, sessions, label)
-                .await
-                .with_context(|| format!("bulk transfer over {}", line.name()))?;
+            let (sessions, srv, cli, workers) = match (*line, &rts.many) {
+                (Line::Tcpls8sessions, Some((s, c, n))) => (8, s, c, *n),
+                _ => (1, &rts.server, &rts.client, 0),
+            };
+            let b = bulk(
+                (srv, cli, workers),
+                args,
+                cfg,
+                *stack,
+                setup,
+                sessions,
+                label,
+            )
+            .await
+            .with_context(|| format!("bulk transfer over {}", line.name()))?;
             res.bulk[i].1.push(b);
         }
         if args.handshakes > 0 {
@@ -182,9 +210,11 @@ async fn start_server(
 }
 
 /// One bulk transfer of `args.bytes`, split over `sessions` concurrent
-/// client sessions (connections) to one server.
+/// client sessions (connections) to one server; the server runs on
+/// `rts.0`, the clients on `rts.1`; with `rts.2` > 0 the server's
+/// `rts.2` workers' CPU time is read per thread.
 async fn bulk(
-    rt: &Handle,
+    rts: (&Handle, &Handle, usize),
     args: &Args,
     cfg: &Arc<Configs>,
     stack: Stack,
@@ -192,8 +222,9 @@ async fn bulk(
     sessions: u64,
     label: String,
 ) -> Result<Bulk> {
-    let server = start_server(rt, stack, cfg, setup).await?;
+    let server = start_server(rts.0, stack, cfg, setup).await?;
     let pb = progress(args, args.bytes, label);
+    let threads = crate::cpu::thread_times(MANY_SERVER_THREAD);
     let span = Span::start();
     let mut tasks = Vec::new();
     for i in 0..sessions {
@@ -205,20 +236,38 @@ async fn bulk(
             server.addr,
             args.verify,
         );
-        tasks.push(tokio::spawn(async move {
-            peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await
-        }));
+        tasks.push(
+            rts.1.spawn(
+                async move { peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await },
+            ),
+        );
     }
     for t in tasks {
         t.await??;
     }
     let (wall, cpu, switches) = span.stop();
+    let mut server_busy: Vec<f64> = if rts.2 > 0 {
+        let after = crate::cpu::thread_times(MANY_SERVER_THREAD);
+        after
+            .iter()
+            .map(|(tid, t)| {
+                let before = threads.iter().find(|(b, _)| b == tid).map_or(0.0, |b| b.1);
+                (t - before) / wall
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    server_busy.sort_by(|a, b| b.total_cmp(a));
+    // Only the workers (a blocking-pool thread would share their name).
+    server_busy.truncate(rts.2);
     pb.finish_and_clear();
     let gib = args.bytes as f64 / (1u64 << 30) as f64;
     Ok(Bulk {
         gbps: args.bytes as f64 * 8.0 / wall / 1e9,
         cpu_s_per_gib: cpu / gib,
         switches_per_mib: switches as f64 / (gib * 1024.0),
+        server_busy,
     })
 }
 

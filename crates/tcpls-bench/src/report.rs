@@ -41,6 +41,10 @@ pub struct BulkRow {
     /// Median context switches of the process per MiB moved (wake-ups).
     pub switches_per_mib: f64,
     pub runs_gbps: Vec<f64>,
+    /// 8-session line: each server worker's CPU time over wall time,
+    /// busiest first (median over runs, position by position).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_busy: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +129,9 @@ impl Report {
             cpu_vs_rustls: None,
             switches_per_mib: median(&runs.iter().map(|b| b.switches_per_mib).collect::<Vec<_>>()),
             runs_gbps: runs.iter().map(|b| b.gbps).collect(),
+            server_busy: (0..runs.iter().map(|b| b.server_busy.len()).min().unwrap_or(0))
+                .map(|i| median(&runs.iter().map(|b| b.server_busy[i]).collect::<Vec<_>>()))
+                .collect(),
         };
         let mut bulk: Vec<BulkRow> = r.bulk.iter().map(|(l, runs)| row(*l, runs)).collect();
         if let Some((g, c)) = bulk
@@ -214,6 +221,20 @@ impl Report {
                     ratio(b.cpu_vs_rustls),
                     b.switches_per_mib,
                     runs.join(" ")
+                );
+            }
+            for b in self.bulk.iter().filter(|b| !b.server_busy.is_empty()) {
+                let busy: Vec<String> = b
+                    .server_busy
+                    .iter()
+                    .map(|f| format!("{:.0} %", f * 100.0))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "{}: {} worker threads per side; server workers busy {} of the time",
+                    b.line,
+                    b.server_busy.len(),
+                    busy.join(", ")
                 );
             }
         }
@@ -319,5 +340,18 @@ fn goals(bulk: &[BulkRow]) -> Vec<Goal> {
         1.0,
         false,
     );
+    // "The server uses every core": one worker per core, and the least
+    // busy does at least half the work of the busiest.
+    if let Some(b) = get("tcpls-8-sessions").filter(|b| b.server_busy.len() > 1) {
+        let (max, min) = (b.server_busy[0], b.server_busy[b.server_busy.len() - 1]);
+        let ratio = if max > 0.0 { min / max } else { 0.0 };
+        out.push(Goal {
+            what: "tcpls 8 sessions: least/most busy core",
+            ratio,
+            target: 0.5,
+            at_most: false,
+            met: ratio >= 0.5,
+        });
+    }
     out
 }
