@@ -11,12 +11,15 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// Block size: large enough that few records straddle two blocks, small
-/// enough that a barely used stream holds little.
-const BLOCK: usize = 64 << 10;
+/// Block size: large enough that few records straddle two blocks (about 1
+/// in 16; such a record's bytes are copied rather than sealed straight
+/// from the block: 3 % more instructions per GiB with 64 KiB blocks). A
+/// barely used stream still holds little: memory is only touched where
+/// bytes are written.
+const BLOCK: usize = 256 << 10;
 
 /// Most blocks a session keeps for reuse (4 MiB).
-pub(crate) const POOL_MAX: usize = 64;
+pub(crate) const POOL_MAX: usize = 16;
 
 /// Blocks whose bytes all went into records, kept for reuse by any stream
 /// of the session. With acknowledgements a block is still referenced by
