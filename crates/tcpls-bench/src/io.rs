@@ -9,6 +9,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const BULK: u8 = b'B';
@@ -31,8 +32,37 @@ pub fn request(kind: u8, n: u64) -> [u8; 9] {
     r
 }
 
+/// How a server writes its bulk data: through each stack's best API. Byte
+/// streams (TCP, TLS) copy it (`write_all`); stacks with a zero-copy write
+/// (TCPLS and quinn, `write_chunk`) queue the `Bytes` themselves, as their
+/// clients read with `read_chunk`.
+pub trait ChunkWrite: AsyncWrite + Unpin {
+    async fn write_bytes(&mut self, b: Bytes) -> io::Result<()> {
+        self.write_all(&b).await
+    }
+}
+
+impl ChunkWrite for tokio::net::TcpStream {}
+impl ChunkWrite for tokio_openssl::SslStream<tokio::net::TcpStream> {}
+impl ChunkWrite for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
+impl ChunkWrite for tcpls::Stream {
+    async fn write_bytes(&mut self, b: Bytes) -> io::Result<()> {
+        self.send_half().write_chunk(b).await
+    }
+}
+
+impl ChunkWrite for tokio::io::Join<quinn::RecvStream, quinn::SendStream> {
+    async fn write_bytes(&mut self, b: Bytes) -> io::Result<()> {
+        self.writer_mut()
+            .write_chunk(b)
+            .await
+            .map_err(io::Error::other)
+    }
+}
+
 /// Serves one request on `s` (server side of every peer).
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> io::Result<()> {
+pub async fn serve<S: AsyncRead + ChunkWrite>(mut s: S) -> io::Result<()> {
     let mut head = [0u8; 9];
     s.read_exact(&mut head).await?;
     let n = u64::from_be_bytes(head[1..].try_into().expect("8 bytes"));
@@ -57,15 +87,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> io::Result<()
 }
 
 /// Writes `n` pattern bytes in `WRITE_SIZE` writes.
-async fn send_pattern<S: AsyncWrite + Unpin>(s: &mut S, n: u64) -> io::Result<()> {
+async fn send_pattern<S: ChunkWrite>(s: &mut S, n: u64) -> io::Result<()> {
     // 251 bytes longer than a write, so every write can start at the
     // pattern offset where the previous one stopped.
-    let block: Vec<u8> = (0..(WRITE_SIZE + 251) as u64).map(pattern_byte).collect();
+    let block: Bytes = (0..(WRITE_SIZE + 251) as u64).map(pattern_byte).collect();
     let mut sent = 0u64;
     while sent < n {
         let off = (sent % 251) as usize;
         let k = (n - sent).min(WRITE_SIZE as u64) as usize;
-        s.write_all(&block[off..off + k]).await?;
+        s.write_bytes(block.slice(off..off + k)).await?;
         sent += k as u64;
     }
     Ok(())
@@ -169,6 +199,8 @@ mod tests {
         let e = check_pattern(1000, &bad).unwrap_err().to_string();
         assert!(e.contains("1777"), "{e}");
     }
+
+    impl ChunkWrite for tokio::io::DuplexStream {}
 
     #[tokio::test]
     async fn bulk_request_round_trip_over_a_pipe() {

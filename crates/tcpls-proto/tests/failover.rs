@@ -137,7 +137,12 @@ fn run(seed: u64) -> (u32, u32) {
         .map(|_| sim.p.s.open_stream().unwrap())
         .collect();
     let c_data: Vec<Vec<u8>> = c_ids.iter().map(|id| payload(seed, id.0, len)).collect();
-    let s_data: Vec<Vec<u8>> = s_ids.iter().map(|id| payload(seed, id.0, len)).collect();
+    // The server queues its data without copying (`write_chunk`), in
+    // chunks of every size: replays then resend slices of those chunks.
+    let s_data: Vec<bytes::Bytes> = s_ids
+        .iter()
+        .map(|id| payload(seed, id.0, len).into())
+        .collect();
     let mut c_off = [0; STREAMS];
     let mut s_off = [0; STREAMS];
     let mut got_s: BTreeMap<StreamId, (Vec<u8>, bool)> = BTreeMap::new();
@@ -155,7 +160,9 @@ fn run(seed: u64) -> (u32, u32) {
                 }
             }
             if s_off[i] < len {
-                s_off[i] += sim.p.s.write(s_ids[i], &s_data[i][s_off[i]..]).unwrap();
+                let k = (step as usize * 7919 + i * 1000) % 40_000 + 1;
+                let chunk = s_data[i].slice(s_off[i]..(s_off[i] + k).min(len));
+                s_off[i] += sim.p.s.write_chunk(s_ids[i], chunk).unwrap();
                 if s_off[i] == len {
                     sim.p.s.finish(s_ids[i]).unwrap();
                 }

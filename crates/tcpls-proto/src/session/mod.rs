@@ -45,7 +45,7 @@ mod fallback;
 pub mod flow;
 pub mod scheduler;
 mod send_buffer;
-use send_buffer::BlockPool;
+use send_buffer::{BlockPool, SendBuffer};
 mod stream;
 mod transmit_buf;
 
@@ -1314,19 +1314,49 @@ impl Session {
     /// Queues bytes on a stream. Returns how many were taken; 0 means the
     /// send buffer is full (wait for [`Event::StreamWritable`]).
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, Error> {
+        self.queue_send(id, data.len(), |q, pool, n| q.push(&data[..n], pool))
+    }
+
+    /// Queues a prefix of `data` on a stream without copying it (as much
+    /// as the send buffer has room for), and returns its length; 0 when
+    /// the buffer is full. The bytes are encrypted straight from `data`'s
+    /// memory when their record is sealed, and with acknowledgements kept
+    /// (as slices) until acknowledged. Chunks under 4 KiB are copied.
+    ///
+    /// ```
+    /// # use tcpls_proto::{Session, StreamId};
+    /// # fn send(s: &mut Session, id: StreamId, mut body: bytes::Bytes) -> Result<(), tcpls_proto::Error> {
+    /// let n = s.write_chunk(id, body.clone())?;
+    /// let rest = body.split_off(n); // queue `rest` once there is room
+    /// # Ok(()) }
+    /// ```
+    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, Error> {
+        self.queue_send(id, data.len(), |q, pool, n| {
+            q.push_shared(data.slice(..n), pool)
+        })
+    }
+
+    /// Queues up to `len` bytes on a stream's send buffer with `put` (given
+    /// how many fit); returns how many.
+    fn queue_send(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        put: impl FnOnce(&mut SendBuffer, &mut BlockPool, usize),
+    ) -> Result<usize, Error> {
         let limit = self.cfg.send_buffer;
         let s = Self::stream_mut(&mut self.streams, &self.error, id)?;
         if s.send.fin_queued || s.send.reset.is_some() {
             return Err(Error::Usage("stream already finished or reset"));
         }
-        let n = data.len().min(limit.saturating_sub(s.send.unsent.len()));
+        let n = len.min(limit.saturating_sub(s.send.unsent.len()));
         if n == 0 {
-            if !data.is_empty() {
+            if len > 0 {
                 s.send.blocked = true;
             }
             return Ok(0);
         }
-        s.send.unsent.push(&data[..n], &mut self.block_pool);
+        put(&mut s.send.unsent, &mut self.block_pool, n);
         Self::enqueue(&mut self.send_queue, id, s);
         Ok(n)
     }
@@ -2275,11 +2305,10 @@ impl Session {
                 .min(s.send.credit.available())
                 .min(self.send_credit.available())
                 .min((room - STREAM_HEADER_LEN) as u64) as usize;
-            let front = s.send.unsent.front().len();
-            if acks && n > front {
-                // The bytes straddle two send blocks: two STREAM frames,
-                // so room for a second header.
-                n = n.min(room.saturating_sub(2 * STREAM_HEADER_LEN)).max(front);
+            if acks {
+                // Each contiguous piece (bytes straddling send blocks or
+                // chunks) becomes its own STREAM frame, with its header.
+                n = s.send.unsent.fit(n, room, STREAM_HEADER_LEN);
             }
             let fin = s.send.fin_queued && !s.send.fin_sent && n == s.send.unsent.len();
             if n == 0 && !fin {

@@ -70,10 +70,31 @@ impl BlockPool {
     }
 }
 
+/// Chunks smaller than this are copied into blocks by `push_shared`: many
+/// tiny chunks would cost a queue entry each and small records.
+const SHARED_MIN: usize = 4 << 10;
+
+/// A piece of the queue: one of our blocks, or bytes the application
+/// handed over (`Session::write_chunk`), queued without a copy.
+#[derive(Debug)]
+enum Chunk {
+    Block(BytesMut),
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Block(b) => b,
+            Chunk::Shared(b) => b,
+        }
+    }
+}
+
 /// Queued bytes, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct SendBuffer {
-    blocks: VecDeque<BytesMut>,
+    chunks: VecDeque<Chunk>,
     len: usize,
 }
 
@@ -95,10 +116,16 @@ impl SendBuffer {
     /// Appends a copy of `data`.
     pub fn push(&mut self, mut data: &[u8], pool: &mut BlockPool) {
         while !data.is_empty() {
-            if self.blocks.back().is_none_or(|b| b.len() == b.capacity()) {
-                self.blocks.push_back(pool.take());
+            let room = match self.chunks.back() {
+                Some(Chunk::Block(b)) => b.capacity() - b.len(),
+                _ => 0,
+            };
+            if room == 0 {
+                self.chunks.push_back(Chunk::Block(pool.take()));
             }
-            let b = self.blocks.back_mut().expect("a block was just ensured");
+            let Some(Chunk::Block(b)) = self.chunks.back_mut() else {
+                unreachable!("a block with room was just ensured");
+            };
             let k = data.len().min(b.capacity() - b.len());
             b.extend_from_slice(&data[..k]);
             data = &data[k..];
@@ -106,43 +133,85 @@ impl SendBuffer {
         }
     }
 
+    /// Appends `data` without copying it (small chunks are copied).
+    pub fn push_shared(&mut self, data: Bytes, pool: &mut BlockPool) {
+        if data.len() < SHARED_MIN {
+            self.push(&data, pool);
+        } else {
+            // An emptied block can only be last; it must not end up in
+            // front of bytes (`front()` would be empty with bytes queued).
+            if let Some(Chunk::Block(b)) = self.chunks.back() {
+                if b.is_empty() {
+                    if let Some(Chunk::Block(b)) = self.chunks.pop_back() {
+                        pool.put(b);
+                    }
+                }
+            }
+            self.len += data.len();
+            self.chunks.push_back(Chunk::Shared(data));
+        }
+    }
+
+    /// How many of the first `max` queued bytes fit in `room` bytes when
+    /// each contiguous piece of them takes `header` more bytes.
+    pub fn fit(&self, max: usize, mut room: usize, header: usize) -> usize {
+        let mut n = 0;
+        for c in &self.chunks {
+            if n == max || room <= header {
+                break;
+            }
+            let k = c.bytes().len().min(max - n).min(room - header);
+            n += k;
+            room -= k + header;
+        }
+        n
+    }
+
     /// The oldest queued bytes that are contiguous in memory.
     pub fn front(&self) -> &[u8] {
-        self.blocks.front().map_or(&[], |b| &b[..])
+        self.chunks.front().map_or(&[], Chunk::bytes)
     }
 
     /// Drops the first `n` bytes; `n` is at most `front().len()`.
     pub fn advance(&mut self, n: usize, pool: &mut BlockPool) {
-        if let Some(b) = self.blocks.front_mut() {
-            let n = n.min(b.len());
-            b.advance(n);
-            self.len -= n;
+        let n = n.min(self.front().len());
+        match self.chunks.front_mut() {
+            Some(Chunk::Block(b)) => b.advance(n),
+            Some(Chunk::Shared(b)) => b.advance(n),
+            None => return,
         }
+        self.len -= n;
         self.pop_spent(pool);
     }
 
     /// Removes up to `n` bytes from the front without copying; fewer when
-    /// the first block ends sooner (call again for the rest).
+    /// the first chunk ends sooner (call again for the rest).
     pub fn split_front(&mut self, n: usize, pool: &mut BlockPool) -> Bytes {
-        let Some(b) = self.blocks.front_mut() else {
-            return Bytes::new();
+        let k = n.min(self.front().len());
+        let data = match self.chunks.front_mut() {
+            Some(Chunk::Block(b)) => b.split_to(k).freeze(),
+            Some(Chunk::Shared(b)) => b.split_to(k),
+            None => return Bytes::new(),
         };
-        let k = n.min(b.len());
-        let data = b.split_to(k).freeze();
         self.len -= k;
         self.pop_spent(pool);
         data
     }
 
-    /// Retires the first block to the pool once it is read and can take no
-    /// more bytes.
+    /// Drops the first chunk once it is read: a shared one at once, a
+    /// block (to the pool) when it can take no more bytes.
     fn pop_spent(&mut self, pool: &mut BlockPool) {
-        let spent = self
-            .blocks
-            .front()
-            .is_some_and(|b| b.is_empty() && (b.capacity() == 0 || self.blocks.len() > 1));
-        if spent {
-            pool.put(self.blocks.pop_front().expect("checked above"));
+        let last = self.chunks.len() == 1;
+        match self.chunks.front() {
+            Some(Chunk::Shared(b)) if b.is_empty() => {
+                self.chunks.pop_front();
+            }
+            Some(Chunk::Block(b)) if b.is_empty() && (b.capacity() == 0 || !last) => {
+                if let Some(Chunk::Block(b)) = self.chunks.pop_front() {
+                    pool.put(b);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -218,5 +287,50 @@ mod tests {
         assert!(q.is_empty());
         q.clear();
         assert_eq!(q.front(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn fit_leaves_room_for_a_header_per_piece() {
+        let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
+        q.push(&pattern(1000), &mut pool);
+        q.push_shared(Bytes::from(pattern(5000)), &mut pool);
+        q.push(&pattern(20_000), &mut pool);
+        // Three pieces: 1000 + 5000 + the rest, 15 header bytes each.
+        assert_eq!(q.fit(16_000, 16_000, 15), 16_000 - 3 * 15);
+        assert_eq!(q.fit(3000, 16_000, 15), 3000);
+        assert_eq!(q.fit(16_000, 1010, 15), 995);
+        assert_eq!(q.fit(16_000, 1015, 15), 1000);
+        assert_eq!(q.fit(16_000, 10, 15), 0);
+    }
+
+    #[test]
+    fn shared_chunks_interleave_with_copies_in_order() {
+        let (mut q, mut pool) = (SendBuffer::default(), BlockPool::default());
+        let big = Bytes::from(pattern(100_000));
+        q.push(&pattern(10), &mut pool);
+        q.push_shared(big.clone(), &mut pool);
+        q.push_shared(Bytes::from_static(b"tiny"), &mut pool); // copied
+        q.push(&pattern(7), &mut pool);
+        assert_eq!(q.len(), 10 + 100_000 + 4 + 7);
+        // The shared chunk comes out as slices of the caller's own memory.
+        assert_eq!(q.split_front(1000, &mut pool).len(), 10);
+        let s = q.split_front(16_000, &mut pool);
+        assert_eq!(s.as_ptr(), big.as_ptr());
+        let mut out = s.to_vec();
+        while !q.is_empty() {
+            let k = q.front().len().min(5000);
+            out.extend_from_slice(&q.front()[..k]);
+            q.advance(k, &mut pool);
+        }
+        let mut want = big.to_vec();
+        want.extend_from_slice(b"tiny");
+        want.extend_from_slice(&pattern(7));
+        assert_eq!(out, want);
+        // A block emptied by reading, then a shared chunk: the front is
+        // the shared chunk's bytes, never an empty block.
+        q.push(&pattern(100), &mut pool);
+        q.advance(100, &mut pool);
+        q.push_shared(big.clone(), &mut pool);
+        assert_eq!(q.front().len(), big.len());
     }
 }
