@@ -155,9 +155,6 @@ struct Keys {
     recv: RecordKey,
 }
 
-/// Appends an ACK (up to the last record received) for every connection
-/// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
-/// their pending-acknowledgement state.
 /// Puts stream bytes into the record being built in `out` (content from
 /// `body`). The first piece is not copied: `out` gets room for it and the
 /// seal encrypts it straight from the send buffer (`lead`), reading the
@@ -188,6 +185,9 @@ fn put_frame(out: &mut TransmitBuf, frame: Frame<'_>, tmp: &mut Vec<u8>) {
     out.extend_from_slice(tmp);
 }
 
+/// Appends an ACK (up to the last record received) for every connection
+/// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
+/// their pending-acknowledgement state.
 fn encode_acks(
     conns: &mut Connections,
     ctl: &mut Vec<u8>,
@@ -1911,9 +1911,10 @@ impl Session {
         }
         match &mut self.state {
             State::Handshake(hs) => {
-                hs.take_output(&mut self.raw_out);
-                out.extend_from_slice(&self.raw_out);
-                self.raw_out.clear();
+                let flight = &mut self.trailer_scratch;
+                flight.clear();
+                hs.take_output(flight);
+                out.extend_from_slice(flight);
             }
             State::Fallback(_) => self.transmit_fallback(out, start + max),
             State::Tcpls(_) => {
