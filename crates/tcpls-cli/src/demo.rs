@@ -124,6 +124,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         sha256_verified: ok,
     };
     session.close(0, "demo done");
+    // Let the CLOSE frame reach the server before the runtime stops.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.drained()).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

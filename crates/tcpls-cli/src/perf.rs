@@ -323,7 +323,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             })
             .collect();
         peak = peak.max(session.peak_buffered());
-        session.close(0, "perf done");
+        close(&session).await;
 
         if args.baseline.contains(&Baseline::Single) {
             let one = ClientOpts {
@@ -473,8 +473,16 @@ async fn tcpls_baseline(
     }
     let counter = Arc::new(AtomicU64::new(0));
     let gbps = timed(args, streams, label, true, &counter).await?;
-    s.close(0, "perf done");
+    close(&s).await;
     Ok(gbps)
+}
+
+/// Closes `s` and waits (up to a second) until the CLOSE frame is out, so
+/// the server ends the session at once instead of seeing a bare FIN and
+/// waiting for a rejoin.
+async fn close(s: &tcpls::Session) {
+    s.close(0, "perf done");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.drained()).await;
 }
 
 /// Runs one perf transfer per stream in parallel (the bytes split evenly)

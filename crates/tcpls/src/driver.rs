@@ -412,6 +412,7 @@ async fn writer(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&conn);
+    shared.writer_done.notify_waiters();
     // The session is over, or this connection was removed (failed, or a
     // refused join): the reader has nothing left to read for.
     let gone = {

@@ -56,6 +56,7 @@ fn start(
         }),
         writers: Default::default(),
         rx: Default::default(),
+        writer_done: Default::default(),
         sockets: Default::default(),
     });
     driver::spawn(shared.clone(), tcp, 0, input, Vec::new());

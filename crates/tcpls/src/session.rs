@@ -336,6 +336,8 @@ pub(crate) struct Shared {
     pub rx: Notify,
     /// A duplicate descriptor of each connection's socket (for TCP_INFO).
     pub sockets: Mutex<BTreeMap<ConnectionId, Arc<tokio::net::TcpStream>>>,
+    /// Notified when a connection's writer task ends.
+    pub writer_done: Notify,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'
@@ -639,6 +641,42 @@ impl Session {
         f: impl FnOnce(&mut tcpls_proto::Session) -> Result<T, tcpls_proto::Error>,
     ) -> Result<T, Error> {
         Ok(self.shared().with_proto(f)?)
+    }
+
+    /// Waits until the session has ended and every connection has sent
+    /// its last record and its FIN: after [`Self::close`], the point where
+    /// the process may exit without the peer missing the CLOSE frame (like
+    /// quinn's `Endpoint::wait_idle`). Bound it with a timeout: a peer that
+    /// stopped reading can hold the last bytes back.
+    ///
+    /// ```no_run
+    /// # async fn f(session: tcpls::Session) {
+    /// session.close(0, "done");
+    /// let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.drained()).await;
+    /// # }
+    /// ```
+    pub async fn drained(&self) {
+        let shared = self.shared();
+        loop {
+            // Registered before the check, so an end in between is seen.
+            let done = shared.writer_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let writers_left = !shared
+                .writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if !writers_left && shared.lock().proto.error().is_some() {
+                return;
+            }
+            if writers_left {
+                done.await;
+            } else {
+                // No connection, session not over (a client rejoining).
+                self.closed().await;
+            }
+        }
     }
 
     /// Waits until the session has ended and returns why.

@@ -147,6 +147,39 @@ async fn close_reaches_peer_with_code() {
     .unwrap();
 }
 
+/// `drained` returns once the CLOSE is on the wire: a client whose runtime
+/// stops right after (a process exiting) still ends the session properly
+/// at the server, which otherwise sees a bare FIN and waits for a rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_close_reaches_peer_before_the_client_runtime_stops() {
+    let (s, c) = configs(TransportConfig::default());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+            session.close(7, "bye");
+            tokio::time::timeout(Duration::from_secs(10), session.drained())
+                .await
+                .expect("drained within 10 s");
+        });
+        drop(rt); // every task of the session stops here
+    });
+    let peer = server.accept().await.unwrap();
+    client.await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), peer.closed()).await {
+        Ok(tcpls_proto::Error::PeerClosed { code, reason }) => {
+            assert_eq!(code, tcpls::ErrorCode::app(7));
+            assert_eq!(reason, "bye");
+        }
+        Ok(e) => panic!("unexpected {e}"),
+        Err(_) => panic!("the server did not see the CLOSE within 5 s"),
+    }
+}
+
 /// A plain TLS client uploading to a server whose application reads slowly:
 /// fallback backpressure must deliver every byte. (The stranded-backlog race
 /// fixed in `driver.rs` showed up in 1 of 4 `tcpls perf --upload --baseline
