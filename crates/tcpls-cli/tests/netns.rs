@@ -17,6 +17,9 @@ fn script() -> PathBuf {
 struct Testbed {
     prefix: String,
     server: Option<Child>,
+    /// The server's log (connection and session events), printed when a
+    /// test fails.
+    server_log: Option<PathBuf>,
 }
 
 impl Testbed {
@@ -42,6 +45,7 @@ impl Testbed {
         Some(Testbed {
             prefix,
             server: None,
+            server_log: None,
         })
     }
 
@@ -56,8 +60,12 @@ impl Testbed {
     }
 
     fn serve_with(&mut self, root: &Path, extra: &[&str]) {
+        let log_path = std::env::temp_dir().join(format!("tcpls-netns-{}.log", self.prefix));
+        let log = std::fs::File::create(&log_path).expect("server log file");
+        self.server_log = Some(log_path);
         let child = self
             .ns("srv")
+            .env("RUST_LOG", "tcpls=debug,tcpls_proto=debug")
             .args([
                 BIN,
                 "serve",
@@ -72,7 +80,7 @@ impl Testbed {
             .arg(root)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.server = Some(child);
@@ -135,6 +143,17 @@ impl Drop for Testbed {
         if let Some(mut s) = self.server.take() {
             let _ = s.kill();
             let _ = s.wait();
+        }
+        if let Some(log) = self.server_log.take() {
+            if std::thread::panicking() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- server log, last 200 lines ---");
+                for l in &lines[lines.len().saturating_sub(200)..] {
+                    eprintln!("{l}");
+                }
+            }
+            let _ = std::fs::remove_file(log);
         }
         let _ = Command::new(script()).args(["down", &self.prefix]).output();
     }
