@@ -339,3 +339,80 @@ fn coupled_stream_over_unequal_links() {
         assert!(sim.p.c.peak_buffered() <= window);
     }
 }
+
+/// Builds a session pair with a second, joined connection, both active.
+fn two_connections(seed: u64) -> (Sim, ConnectionId) {
+    let mut p = Pair::established();
+    p.drive();
+    let mut sim = Sim {
+        p,
+        links: [(0, Link::new())].into(),
+        rng: StdRng::seed_from_u64(seed),
+    };
+    let joined = sim.join().expect("a join token");
+    for _ in 0..1000 {
+        if sim.p.s.connection_state(joined) == Some(ConnectionState::Active)
+            && sim.p.c.connection_state(joined) == Some(ConnectionState::Active)
+            && !sim.p.c.has_unacked()
+            && !sim.p.s.has_unacked()
+        {
+            return (sim, joined);
+        }
+        sim.step();
+    }
+    panic!("join did not complete");
+}
+
+/// An address advertised just before the connection carrying it dies
+/// (NEW_ADDRESS lost in flight) still reaches the peer: a failure announces
+/// the advertised addresses again, as it does credits and tokens.
+#[test]
+fn advertised_address_survives_the_loss_of_its_connection() {
+    let (mut sim, joined) = two_connections(7);
+    let addr: std::net::SocketAddr = "10.9.9.9:443".parse().unwrap();
+    sim.p.s.advertise_address(addr).unwrap();
+    let mut lost = Vec::new();
+    sim.p.s.poll_transmit(0, &mut lost, 1 << 20).unwrap();
+    assert!(!lost.is_empty(), "the NEW_ADDRESS went out on connection 0");
+    sim.kill(0, true);
+    for _ in 0..500 {
+        sim.step();
+    }
+    assert_eq!(
+        sim.p.c.connection_state(joined),
+        Some(ConnectionState::Active)
+    );
+    assert_eq!(sim.p.c.peer_addresses(), &[addr]);
+}
+
+/// An ACK lost with its connection is made up for: the failure makes both
+/// sides announce credits again (records that elicit ACKs), and the next
+/// ACK is cumulative. Otherwise the peer would keep the acknowledged data
+/// (and replay it on a later failure).
+#[test]
+fn acks_lost_with_a_connection_are_sent_again() {
+    let (mut sim, joined) = two_connections(11);
+    let id = sim.p.c.open_stream().unwrap();
+    assert_eq!(sim.p.c.write(id, &[7; 5000]).unwrap(), 5000);
+    // The data goes over connection 0 and arrives whole.
+    let mut wire = Vec::new();
+    sim.p.c.poll_transmit(0, &mut wire, 1 << 20).unwrap();
+    let mut input = BytesMut::from(&wire[..]);
+    let now = sim.p.now;
+    sim.p.s.recv(0, &mut input, now).unwrap();
+    assert!(sim.p.c.has_unacked());
+    // The server's ACK leaves on the joined connection, which then dies.
+    sim.p.now += Duration::from_millis(100);
+    sim.p.timers();
+    let mut lost = Vec::new();
+    sim.p.s.poll_transmit(joined, &mut lost, 1 << 20).unwrap();
+    assert!(
+        !lost.is_empty(),
+        "the ACK went out on the joined connection"
+    );
+    sim.kill(joined, true);
+    for _ in 0..200 {
+        sim.step();
+    }
+    assert!(!sim.p.c.has_unacked(), "the ACK was never sent again");
+}

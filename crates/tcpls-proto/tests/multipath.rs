@@ -281,3 +281,43 @@ fn bad_joins_are_refused_without_effect() {
     n.s.close(tcpls_proto::ErrorCode::NO_ERROR, "bye");
     assert!(n.s.accept_join(&ltoken).is_err());
 }
+
+/// A side advertises at most as many addresses as a peer accepts (16): the
+/// 17th is refused locally instead of ending the session at the peer. And
+/// the peer applies address updates in the order they were made, also when
+/// one record carries several (it parses records from their end).
+#[test]
+fn at_most_sixteen_addresses_are_advertised() {
+    let mut p = Pair::established();
+    p.drive();
+    let addr = |i: u8| std::net::SocketAddr::from(([10, 0, 0, i], 443));
+    for i in 1..=16 {
+        p.s.advertise_address(addr(i)).unwrap();
+    }
+    p.s.advertise_address(addr(3)).unwrap(); // again: still 16
+    assert!(matches!(
+        p.s.advertise_address(addr(17)),
+        Err(tcpls_proto::Error::Usage(_))
+    ));
+    p.s.withdraw_address(addr(1)).unwrap();
+    p.s.advertise_address(addr(17)).unwrap();
+    p.drive();
+    let mut got = p.c.peer_addresses().to_vec();
+    got.sort();
+    let mut want: Vec<_> = (2..=17).map(addr).collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        p.c.error().is_none() && p.s.error().is_none(),
+        "{:?} {:?}",
+        p.c.error(),
+        p.s.error()
+    );
+    // Updates in one record apply in the order they were made.
+    p.s.withdraw_address(addr(5)).unwrap();
+    p.s.advertise_address(addr(5)).unwrap();
+    p.s.withdraw_address(addr(6)).unwrap();
+    p.drive();
+    assert!(p.c.peer_addresses().contains(&addr(5)));
+    assert!(!p.c.peer_addresses().contains(&addr(6)));
+}

@@ -129,6 +129,9 @@ const SMALL_FRAME: usize = 4096;
 /// Most peer addresses kept (NEW_ADDRESS beyond it closes the session).
 const MAX_PEER_ADDRESSES: usize = 16;
 
+/// Largest NEW_ADDRESS / REMOVE_ADDRESS frame (IPv6).
+const ADDRESS_FRAME_MAX: usize = 20;
+
 /// Result of [`Session::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadOutcome {
@@ -233,6 +236,9 @@ pub struct Session {
     conn_resets: VecDeque<ConnectionId>,
     /// Address advertisements to send (address, true = NEW, false = REMOVE).
     address_updates: VecDeque<(SocketAddr, bool)>,
+    /// Addresses of this side advertised and not withdrawn: announced again
+    /// after a connection failure, which may have lost their NEW_ADDRESS.
+    local_addresses: Vec<SocketAddr>,
     /// Addresses the peer advertised.
     peer_addresses: Vec<SocketAddr>,
     /// Both sides acknowledge records and replay after failures.
@@ -346,6 +352,7 @@ impl Session {
             stream_changes: VecDeque::new(),
             conn_resets: VecDeque::new(),
             address_updates: VecDeque::new(),
+            local_addresses: Vec::new(),
             peer_addresses: Vec::new(),
             acks: false,
             replay: VecDeque::new(),
@@ -1107,6 +1114,11 @@ impl Session {
                 self.conn_resets.push_back(*c);
             }
         }
+        for &addr in &self.local_addresses {
+            if !self.address_updates.contains(&(addr, true)) {
+                self.address_updates.push_back((addr, true));
+            }
+        }
         if self.side == Side::Server {
             self.tokens.to_send = self
                 .tokens
@@ -1783,8 +1795,15 @@ impl Session {
     }
 
     /// Advertises an address of this side to the peer (NEW_ADDRESS).
+    /// At most 16 at a time, as many as a peer accepts.
     pub fn advertise_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
         self.check_open()?;
+        if !self.local_addresses.contains(&addr) {
+            if self.local_addresses.len() >= MAX_PEER_ADDRESSES {
+                return Err(Error::Usage("too many advertised addresses (16)"));
+            }
+            self.local_addresses.push(addr);
+        }
         self.address_updates.push_back((addr, true));
         Ok(())
     }
@@ -1792,6 +1811,7 @@ impl Session {
     /// Withdraws an advertised address (REMOVE_ADDRESS).
     pub fn withdraw_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
         self.check_open()?;
+        self.local_addresses.retain(|a| *a != addr);
         self.address_updates.push_back((addr, false));
         Ok(())
     }
@@ -2099,16 +2119,23 @@ impl Session {
                 Frame::NewToken { seq, token }.encode(&mut ctl);
             } else if let Some(c) = self.conn_resets.pop_front() {
                 Frame::ConnectionReset { conn: c }.encode(&mut ctl);
-            } else if let Some((addr, add)) = self.address_updates.pop_front() {
-                if add {
-                    Frame::NewAddress(addr).encode(&mut ctl);
-                } else {
-                    Frame::RemoveAddress(addr).encode(&mut ctl);
-                }
             } else {
                 break;
             }
         }
+        // The receiver applies a record's frames from its end: address
+        // updates go in reverse, so that they take effect in the order they
+        // were made (an address advertised, withdrawn, advertised again).
+        let fit = (MAX_PLAINTEXT / 4).saturating_sub(ctl.len()) / ADDRESS_FRAME_MAX;
+        let n = self.address_updates.len().min(fit);
+        for &(addr, add) in self.address_updates.range(..n).rev() {
+            if add {
+                Frame::NewAddress(addr).encode(&mut ctl);
+            } else {
+                Frame::RemoveAddress(addr).encode(&mut ctl);
+            }
+        }
+        self.address_updates.drain(..n);
         // A STREAM_CHANGE travels on the connection it names, so it can
         // never arrive before that connection is attached at the peer.
         for _ in 0..self.stream_changes.len() {
