@@ -1875,7 +1875,12 @@ impl Session {
             }
             return;
         }
-        tracing::debug!(side = ?self.side, error = %e, "session failed");
+        // A CLOSE from the peer (or our own close) is an end, not a failure.
+        let what = match &e {
+            Error::PeerClosed { .. } | Error::LocallyClosed { .. } => "session ended",
+            _ => "session failed",
+        };
+        tracing::debug!(side = ?self.side, error = %e, "{what}");
         self.graceful_close = false;
         let code = e.code();
         match &e {
