@@ -110,7 +110,8 @@ fn progress(args: &Args, len: u64, label: String) -> ProgressBar {
     pb
 }
 
-/// Runs every figure; servers run on `rt`, clients on the caller's runtime.
+/// Runs every figure: servers on `rts.server`, clients on `rts.client`
+/// (the 8-session line on `rts.many`).
 pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Results> {
     let rt = &rts.server;
     // TCPLS configurations once per line; the handshake and latency
@@ -138,21 +139,27 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Resu
     for rep in 1..=args.repeat {
         for (i, (line, stack, setup)) in lines.iter().enumerate() {
             let label = format!("{} ({rep}/{})", line.name(), args.repeat);
-            let (sessions, srv, cli, workers) = match (*line, &rts.many) {
-                (Line::Tcpls8sessions, Some((s, c, n))) => (8, s, c, *n),
-                _ => (1, &rts.server, &rts.client, 0),
+            let (sessions, on) = match (*line, &rts.many) {
+                (Line::Tcpls8sessions, Some((server, client, workers))) => (
+                    8,
+                    Sides {
+                        server,
+                        client,
+                        workers: *workers,
+                    },
+                ),
+                _ => (
+                    1,
+                    Sides {
+                        server: &rts.server,
+                        client: &rts.client,
+                        workers: 0,
+                    },
+                ),
             };
-            let b = bulk(
-                (srv, cli, workers),
-                args,
-                cfg,
-                *stack,
-                setup,
-                sessions,
-                label,
-            )
-            .await
-            .with_context(|| format!("bulk transfer over {}", line.name()))?;
+            let b = bulk(on, args, cfg, *stack, setup, sessions, label)
+                .await
+                .with_context(|| format!("bulk transfer over {}", line.name()))?;
             res.bulk[i].1.push(b);
         }
         if args.handshakes > 0 {
@@ -209,12 +216,19 @@ async fn start_server(
         .await?
 }
 
+/// The runtimes one bulk transfer runs on.
+struct Sides<'a> {
+    server: &'a Handle,
+    client: &'a Handle,
+    /// Server workers whose CPU time is read (named `MANY_SERVER_THREAD`);
+    /// 0: none.
+    workers: usize,
+}
+
 /// One bulk transfer of `args.bytes`, split over `sessions` concurrent
-/// client sessions (connections) to one server; the server runs on
-/// `rts.0`, the clients on `rts.1`; with `rts.2` > 0 the server's
-/// `rts.2` workers' CPU time is read per thread.
+/// client sessions (connections) to one server.
 async fn bulk(
-    rts: (&Handle, &Handle, usize),
+    on: Sides<'_>,
     args: &Args,
     cfg: &Arc<Configs>,
     stack: Stack,
@@ -222,9 +236,13 @@ async fn bulk(
     sessions: u64,
     label: String,
 ) -> Result<Bulk> {
-    let server = start_server(rts.0, stack, cfg, setup).await?;
+    let server = start_server(on.server, stack, cfg, setup).await?;
     let pb = progress(args, args.bytes, label);
-    let threads = crate::cpu::thread_times(MANY_SERVER_THREAD);
+    let server_times = || match on.workers {
+        0 => Vec::new(),
+        _ => crate::cpu::thread_times(MANY_SERVER_THREAD),
+    };
+    let threads = server_times();
     let span = Span::start();
     let mut tasks = Vec::new();
     for i in 0..sessions {
@@ -237,30 +255,25 @@ async fn bulk(
             args.verify,
         );
         tasks.push(
-            rts.1.spawn(
-                async move { peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await },
-            ),
+            on.client.spawn(async move {
+                peers::bulk(stack, addr, &cfg, &setup, part, verify, &pb).await
+            }),
         );
     }
     for t in tasks {
         t.await??;
     }
     let (wall, cpu, switches) = span.stop();
-    let mut server_busy: Vec<f64> = if rts.2 > 0 {
-        let after = crate::cpu::thread_times(MANY_SERVER_THREAD);
-        after
-            .iter()
-            .map(|(tid, t)| {
-                let before = threads.iter().find(|(b, _)| b == tid).map_or(0.0, |b| b.1);
-                (t - before) / wall
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let mut server_busy: Vec<f64> = server_times()
+        .iter()
+        .map(|(tid, t)| {
+            let before = threads.iter().find(|(b, _)| b == tid).map_or(0.0, |b| b.1);
+            (t - before) / wall
+        })
+        .collect();
     server_busy.sort_by(|a, b| b.total_cmp(a));
     // Only the workers (a blocking-pool thread would share their name).
-    server_busy.truncate(rts.2);
+    server_busy.truncate(on.workers);
     pb.finish_and_clear();
     let gib = args.bytes as f64 / (1u64 << 30) as f64;
     Ok(Bulk {
