@@ -3,6 +3,8 @@
 # repeatable whatever else the machine runs, unlike timings. Each line runs
 # twice (SMALL and LARGE bytes); the difference removes setup costs.
 #   bench/instructions.sh [LINE ...]     (default: tcp openssl rustls tcpls tcpls-acks)
+#   BIN=path/to/tcpls-bench bench/instructions.sh ...   (another build, e.g.
+#   of an earlier commit, to compare before and after; no build then)
 # Kernel work (syscalls, TCP) is not counted: compare with the CPU s/GiB of
 # bench/run.sh for that.
 set -euo pipefail
@@ -12,12 +14,15 @@ SMALL=${SMALL:-64M}
 LARGE=${LARGE:-320M}
 lines=("$@")
 [ ${#lines[@]} -eq 0 ] && lines=(tcp openssl rustls tcpls tcpls-acks)
-cargo build --release -p tcpls-bench
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -p tcpls-bench
+    BIN=target/release/tcpls-bench
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 count() { # line bytes -> instructions
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
-        target/release/tcpls-bench --lines "$1" --bytes "$2" --repeat 1 \
+        "$BIN" --lines "$1" --bytes "$2" --repeat 1 \
         --handshakes 0 --round-trips 0 -q >/dev/null 2>"$tmp/err" \
         || { cat "$tmp/err" >&2; exit 1; }
     awk '/Collected/ {print $4}' "$tmp/err"

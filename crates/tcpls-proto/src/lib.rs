@@ -9,6 +9,7 @@
 //! See `docs/protocol.md` for the wire format and `docs/architecture.md` for
 //! how the pieces fit.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
+use super::timers::{ConnTimer, TimerTable};
 use crate::ids::{ConnectionId, StreamId};
 use crate::wire::frame::TOKEN_LEN;
 
@@ -55,15 +56,16 @@ pub(crate) struct Connection {
     /// Ack-eliciting records and bytes received since our last ACK.
     pub ack_records: u32,
     pub ack_bytes: usize,
-    /// An ACK for this connection is due (now, or at `ack_deadline`).
+    /// An ACK for this connection is due now (a delayed one waits for
+    /// [`ConnTimer::Ack`]).
     pub ack_due: bool,
-    pub ack_deadline: Option<Instant>,
-    /// When a record last arrived.
-    pub last_recv: Option<Instant>,
     /// A PING must go out on this connection.
     pub ping_due: bool,
-    /// Sequence and send time of the outstanding keepalive PING.
-    pub probe: Option<(u64, Instant)>,
+    /// Sequence number of the record carrying the outstanding keepalive
+    /// PING (its deadline is [`ConnTimer::Probe`]).
+    pub probe: Option<u64>,
+    /// Join authentication, delayed ACK, probe and keepalive deadlines.
+    pub timers: TimerTable<ConnTimer>,
     /// Stream bytes sent on this connection, and of them unacknowledged
     /// (for schedulers).
     pub sent_bytes: u64,
@@ -84,10 +86,9 @@ impl Connection {
             ack_records: 0,
             ack_bytes: 0,
             ack_due: false,
-            ack_deadline: None,
-            last_recv: None,
             ping_due: false,
             probe: None,
+            timers: TimerTable::default(),
             sent_bytes: 0,
             unacked_bytes: 0,
             rtt: None,
@@ -99,6 +100,14 @@ impl Connection {
     pub fn can_send(&self) -> bool {
         self.state == ConnectionState::Active
     }
+
+    /// Something arrived at `now` that proves the path works: the keepalive
+    /// interval starts again (unless a PING is due or waits for its ACK).
+    pub fn touch(&mut self, now: Instant, keepalive: Option<std::time::Duration>) {
+        if let Some(k) = keepalive.filter(|_| self.probe.is_none() && !self.ping_due) {
+            self.timers.set(ConnTimer::Keepalive, now + k);
+        }
+    }
 }
 
 /// Tokens of a session: on the server, issued and not yet used (at most
@@ -107,8 +116,6 @@ impl Connection {
 pub(crate) struct Tokens {
     /// seq -> token.
     pub outstanding: BTreeMap<u32, [u8; TOKEN_LEN]>,
-    /// Server: tokens to announce in NEW_TOKEN frames.
-    pub to_send: VecDeque<(u32, [u8; TOKEN_LEN])>,
     /// Server: next sequence number (connection id) to issue.
     pub next_seq: u32,
     /// Client: highest sequence number used to join (tokens are issued in

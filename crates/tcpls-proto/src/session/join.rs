@@ -1,0 +1,208 @@
+//! Joining connections to a session: the server issues one-time tokens
+//! (NEW_TOKEN), the client opens a TCP connection with a join hello that
+//! carries one and a first record sealed under the session keys, and the
+//! server attaches the connection once that record decrypts.
+
+use bytes::BytesMut;
+
+use super::connection::{Connection, ConnectionState};
+use super::timers::{ConnTimer, SessionTimer};
+use super::transmit_buf::TransmitBuf;
+use super::{Event, Session, State};
+use crate::error::Error;
+use crate::ids::{ConnectionId, Side};
+use crate::wire::frame::{Frame, TOKEN_LEN};
+use crate::wire::join::encode_join_hello;
+use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
+
+impl Session {
+    /// Join tokens the client holds.
+    pub fn available_tokens(&self) -> usize {
+        if self.side == Side::Client {
+            self.paths.tokens.outstanding.len()
+        } else {
+            0
+        }
+    }
+
+    /// Client: takes an unused token and returns the new connection's id
+    /// and the bytes to send first on a fresh TCP connection (the join
+    /// ClientHello and a first record that proves the session keys). The
+    /// connection carries records from then on.
+    pub fn join(&mut self) -> Result<(ConnectionId, Vec<u8>), Error> {
+        self.check_open()?;
+        if self.side != Side::Client || !matches!(self.state, State::Tcpls(_)) {
+            return Err(Error::Usage("only an established TCPLS client can join"));
+        }
+        let tokens = &mut self.paths.tokens;
+        let (seq, token) = tokens.outstanding.pop_first().ok_or(Error::Usage(
+            "no join token available (max connections reached?)",
+        ))?;
+        tokens.used_up_to = tokens.used_up_to.max(seq);
+        let mut random = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+        let mut out = encode_join_hello(&token, &random);
+        self.paths
+            .conns
+            .insert(seq, Connection::new(ConnectionState::Active));
+        self.timers.stop(SessionTimer::Rejoin);
+        self.adopt_primary_if_orphaned(seq);
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        Frame::Ping.encode(&mut out);
+        let mut out = TransmitBuf::from(out);
+        self.seal_record(seq, &mut out, start, None)?;
+        self.events.push_back(Event::ConnectionAdded(seq));
+        Ok((seq, out.into_vec()))
+    }
+
+    /// Server: a new TCP connection presented `token` in a join
+    /// ClientHello. Returns the connection id to feed its records to; the
+    /// connection is attached once its first record decrypts under that
+    /// id. A token that is unknown here is refused without effect.
+    pub fn accept_join(&mut self, token: &[u8; TOKEN_LEN]) -> Result<ConnectionId, Error> {
+        self.check_open()?;
+        if self.side != Side::Server || !matches!(self.state, State::Tcpls(_)) {
+            return Err(Error::Usage("not an established TCPLS server session"));
+        }
+        let seq = self
+            .paths
+            .tokens
+            .find(token)
+            .ok_or(Error::JoinRefused("unknown or used token"))?;
+        if self.paths.conns.contains_key(&seq) {
+            return Err(Error::JoinRefused(
+                "a join with this token is already in progress",
+            ));
+        }
+        let mut c = Connection::new(ConnectionState::PendingAuth);
+        c.token = Some(*token);
+        c.timers
+            .set(ConnTimer::JoinAuth, self.now + self.cfg.handshake_timeout);
+        self.paths.conns.insert(seq, c);
+        Ok(seq)
+    }
+
+    /// The first records of a joining connection: attach it if the first
+    /// record decrypts, else drop the connection and leave the session as
+    /// it was.
+    pub(crate) fn recv_join(
+        &mut self,
+        conn: ConnectionId,
+        buf: &mut BytesMut,
+    ) -> Result<(), Error> {
+        if self.close.error.is_some() {
+            self.abandon_join(conn);
+            return Err(Error::JoinRefused("session closed"));
+        }
+        let State::Tcpls(keys) = &self.state else {
+            return Err(Error::JoinRefused("session not established"));
+        };
+        let hdr = match RecordHeader::parse(buf) {
+            Ok(Some(h)) if h.content_type == ContentType::ApplicationData => h,
+            Ok(None) => return Ok(()),
+            _ => {
+                self.abandon_join(conn);
+                return Err(Error::JoinRefused("first record is not application data"));
+            }
+        };
+        if buf.len() < HEADER_LEN + hdr.len {
+            return Ok(());
+        }
+        let mut first = buf[..HEADER_LEN + hdr.len].to_vec();
+        if keys.recv.open(conn, 0, &mut first).is_err() {
+            // The token is spent either way: a failed attempt must not
+            // leave it replayable, and the client gets a fresh one.
+            self.abandon_join(conn);
+            return Err(Error::JoinRefused("first record does not decrypt"));
+        }
+        self.attach_join(conn);
+        let r = self.recv_records(conn, buf);
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    /// A join proved the keys: it carries records from now on.
+    fn attach_join(&mut self, conn: ConnectionId) {
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return;
+        };
+        c.state = ConnectionState::Active;
+        c.timers.stop(ConnTimer::JoinAuth);
+        c.touch(self.now, self.cfg.keepalive);
+        self.timers.stop(SessionTimer::Rejoin);
+        if let Some(token) = c.token.take() {
+            self.paths.tokens.outstanding.remove(&conn);
+            self.events.push_back(Event::TokenRetired(token));
+        }
+        self.events.push_back(Event::ConnectionAdded(conn));
+        self.replenish_tokens();
+        self.adopt_primary_if_orphaned(conn);
+    }
+
+    /// A join that never attached (its first record did not decrypt, or
+    /// its connection ended or timed out first): forget it and its token,
+    /// and issue a replacement. The session is otherwise untouched.
+    pub(crate) fn abandon_join(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.paths.conns.remove(&conn) {
+            if let Some(token) = c.token {
+                self.paths.tokens.outstanding.remove(&conn);
+                self.events.push_back(Event::TokenRetired(token));
+            }
+            if self.side == Side::Server && self.close.error.is_none() {
+                self.replenish_tokens();
+            }
+        }
+    }
+
+    /// Server: issues tokens until every allowed connection is in use or
+    /// has a token outstanding.
+    pub(crate) fn replenish_tokens(&mut self) {
+        let in_use = self
+            .paths
+            .conns
+            .values()
+            .filter(|c| c.state != ConnectionState::Closed)
+            .count();
+        let tokens = &mut self.paths.tokens;
+        while in_use + tokens.outstanding.len() < self.paths.max_connections as usize {
+            let mut token = [0u8; TOKEN_LEN];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut token);
+            let seq = tokens.next_seq;
+            let Some(next) = seq.checked_add(1) else {
+                return; // connection ids exhausted: no more joins
+            };
+            tokens.next_seq = next;
+            tokens.outstanding.insert(seq, token);
+            self.pending.new_tokens.push_back((seq, token));
+            self.events.push_back(Event::TokenIssued(token));
+        }
+    }
+
+    /// Client: a NEW_TOKEN from the server.
+    pub(crate) fn on_new_token(&mut self, seq: u32, token: [u8; TOKEN_LEN]) -> Result<(), Error> {
+        if self.side == Side::Server {
+            return Err(Error::Protocol("NEW_TOKEN sent by a client"));
+        }
+        if seq == 0 {
+            return Err(Error::Protocol("NEW_TOKEN for connection 0"));
+        }
+        // Tokens are re-sent after failures: a known or already used
+        // sequence number is a duplicate, not an error.
+        let tokens = &mut self.paths.tokens;
+        let known = self.paths.conns.contains_key(&seq)
+            || tokens.outstanding.contains_key(&seq)
+            || seq <= tokens.used_up_to;
+        if !known {
+            // Bounded: the server may not have more outstanding than allowed.
+            if tokens.outstanding.len() >= self.paths.max_connections as usize {
+                return Err(Error::Protocol("too many tokens"));
+            }
+            tokens.outstanding.insert(seq, token);
+            self.events.push_back(Event::TokensAvailable);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! Control frames waiting for a record: one struct, so a new kind of frame
+//! is added here (a field, `is_empty`, `write_control_frames`) and in
+//! [`Session::reannounce`](super::Session) if a lost record may have carried
+//! it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use super::stream::Stream;
+use crate::ids::{ConnectionId, StreamId};
+use crate::wire::frame::{Frame, TOKEN_LEN};
+use crate::wire::record::MAX_PLAINTEXT;
+
+/// Most control bytes in one record (the rest is for stream data).
+pub(crate) const CONTROL_LIMIT: usize = MAX_PLAINTEXT / 4;
+
+/// Largest NEW_ADDRESS / REMOVE_ADDRESS frame (IPv6).
+const ADDRESS_FRAME_MAX: usize = 20;
+
+/// Largest MAX_STREAM_DATA frame.
+const MAX_STREAM_DATA_FRAME: usize = 13;
+
+/// Control frames to send.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// MAX_DATA with the session's current receive limit.
+    pub max_data: bool,
+    /// MAX_STREAMS with the current limit of peer streams.
+    pub max_streams: bool,
+    /// Streams with a MAX_STREAM_DATA to send.
+    pub max_stream_data: VecDeque<StreamId>,
+    /// Server: NEW_TOKEN frames (sequence number, token).
+    pub new_tokens: VecDeque<(u32, [u8; TOKEN_LEN])>,
+    /// CONNECTION_RESET for connections this side stopped using.
+    pub conn_resets: VecDeque<ConnectionId>,
+    /// Address advertisements (address, true = NEW, false = REMOVE).
+    pub address_updates: VecDeque<(SocketAddr, bool)>,
+    /// Streams whose connection changed: STREAM_CHANGE frames.
+    pub stream_changes: VecDeque<StreamId>,
+}
+
+/// Values the control frames announce, read when they are written.
+pub(crate) struct Limits {
+    /// The session's receive limit (MAX_DATA).
+    pub max_data: u64,
+    /// Peer streams allowed (MAX_STREAMS).
+    pub max_streams: u32,
+}
+
+impl Pending {
+    /// True when no control frame waits.
+    pub fn is_empty(&self) -> bool {
+        !self.max_data
+            && !self.max_streams
+            && self.max_stream_data.is_empty()
+            && self.new_tokens.is_empty()
+            && self.conn_resets.is_empty()
+            && self.address_updates.is_empty()
+            && self.stream_changes.is_empty()
+    }
+
+    /// Queues a CONNECTION_RESET for `conn` unless one is queued.
+    pub fn reset_connection(&mut self, conn: ConnectionId) {
+        if !self.conn_resets.contains(&conn) {
+            self.conn_resets.push_back(conn);
+        }
+    }
+
+    /// Queues a STREAM_CHANGE for stream `id` unless one is queued.
+    pub fn change_stream(&mut self, id: StreamId, s: &mut Stream) {
+        if !s.change_pending {
+            s.change_pending = true;
+            self.stream_changes.push_back(id);
+        }
+    }
+
+    /// Queues a MAX_STREAM_DATA for stream `id` unless one is queued.
+    pub fn max_stream_data(&mut self, id: StreamId, s: &mut Stream) {
+        if !s.max_data_pending {
+            s.max_data_pending = true;
+            self.max_stream_data.push_back(id);
+        }
+    }
+
+    /// Encodes what fits of the pending frames into `ctl` for a record on
+    /// `conn`. Returns the streams that got their MAX_STREAM_DATA (their
+    /// state may now be dropped).
+    pub fn write_control_frames(
+        &mut self,
+        ctl: &mut Vec<u8>,
+        conn: ConnectionId,
+        streams: &mut HashMap<StreamId, Stream>,
+        limits: Limits,
+    ) -> Vec<StreamId> {
+        if std::mem::take(&mut self.max_data) {
+            Frame::MaxData(limits.max_data).encode(ctl);
+        }
+        if std::mem::take(&mut self.max_streams) {
+            Frame::MaxStreams(limits.max_streams).encode(ctl);
+        }
+        while ctl.len() < CONTROL_LIMIT {
+            if let Some((seq, token)) = self.new_tokens.pop_front() {
+                Frame::NewToken { seq, token }.encode(ctl);
+            } else if let Some(c) = self.conn_resets.pop_front() {
+                Frame::ConnectionReset { conn: c }.encode(ctl);
+            } else {
+                break;
+            }
+        }
+        self.write_address_updates(ctl);
+        self.write_stream_changes(ctl, conn, streams);
+        let mut credited = Vec::new();
+        while ctl.len() + MAX_STREAM_DATA_FRAME <= CONTROL_LIMIT {
+            let Some(id) = self.max_stream_data.pop_front() else {
+                break;
+            };
+            if let Some(s) = streams.get_mut(&id) {
+                s.max_data_pending = false;
+                let max = s.recv.credit.advertised();
+                Frame::MaxStreamData { id, max }.encode(ctl);
+                credited.push(id);
+            }
+        }
+        credited
+    }
+
+    /// The receiver applies a record's frames from its end: address
+    /// updates go in reverse, so that they take effect in the order they
+    /// were made (an address advertised, withdrawn, advertised again).
+    fn write_address_updates(&mut self, ctl: &mut Vec<u8>) {
+        let fit = CONTROL_LIMIT.saturating_sub(ctl.len()) / ADDRESS_FRAME_MAX;
+        let n = self.address_updates.len().min(fit);
+        for &(addr, add) in self.address_updates.range(..n).rev() {
+            if add {
+                Frame::NewAddress(addr).encode(ctl);
+            } else {
+                Frame::RemoveAddress(addr).encode(ctl);
+            }
+        }
+        self.address_updates.drain(..n);
+    }
+
+    /// A STREAM_CHANGE travels on the connection it names, so it can never
+    /// arrive before that connection is attached at the peer.
+    fn write_stream_changes(
+        &mut self,
+        ctl: &mut Vec<u8>,
+        conn: ConnectionId,
+        streams: &mut HashMap<StreamId, Stream>,
+    ) {
+        for _ in 0..self.stream_changes.len() {
+            if ctl.len() >= CONTROL_LIMIT {
+                break;
+            }
+            let Some(id) = self.stream_changes.pop_front() else {
+                break;
+            };
+            match streams.get_mut(&id) {
+                Some(s) if s.conn == conn => {
+                    s.change_pending = false;
+                    Frame::StreamChange { id, conn }.encode(ctl);
+                }
+                Some(_) => self.stream_changes.push_back(id),
+                None => {}
+            }
+        }
+    }
+}

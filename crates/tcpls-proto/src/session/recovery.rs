@@ -1,0 +1,361 @@
+//! Failover: record acknowledgements, what was sent and is not yet
+//! acknowledged, replay of it after a connection fails, keepalive probes,
+//! and what a connection's failure does to the session. Every way a
+//! connection can fail (reset, unexpected FIN, unacknowledged probe, the
+//! peer's CONNECTION_RESET) ends in [`Session::connection_failed`] or
+//! [`Session::connection_reset_by_peer`] here.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::connection::{Connection, Connections, Sent};
+use super::record_builder::RecordBuilder;
+use super::timers::{ConnTimer, SessionTimer};
+use super::{Event, Session, State};
+use crate::config::TransportConfig;
+use crate::error::{Error, ErrorCode};
+use crate::ids::{ConnectionId, Side};
+use crate::wire::frame::{Frame, ACK_FRAME_LEN, STREAM_HEADER_LEN};
+
+/// Connections remembered as failed (their CONNECTION_RESET is re-sent
+/// after every later failure, in case the first one was lost too).
+const FAILED_REMEMBERED: usize = 64;
+
+/// The session's failover state.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// Both sides acknowledge records and replay after failures.
+    pub enabled: bool,
+    /// Sent data of failed connections, to send again first.
+    pub replay: VecDeque<Sent>,
+    /// Connections that failed recently.
+    pub failed_conns: VecDeque<ConnectionId>,
+}
+
+impl Recovery {
+    /// Records what record `seq` of `c` carried: it is kept until
+    /// acknowledged. The only place sent records are recorded.
+    pub fn record_sent(&self, c: &mut Connection, seq: u64, sent: &mut Vec<Sent>) {
+        if !self.enabled {
+            sent.clear();
+            return;
+        }
+        for item in sent.drain(..) {
+            // Replayed bytes count toward the session's bound on
+            // unacknowledged data like new ones (ACKs subtract them).
+            if let Sent::Stream { data, .. } = &item {
+                c.unacked_bytes += data.len() as u64;
+            }
+            c.unacked.push_back((seq, item));
+        }
+    }
+
+    /// Moves what `c` sent and nobody acknowledged to the replay queue.
+    pub fn requeue_unacked(&mut self, c: &mut Connection) {
+        c.unacked_bytes = 0;
+        self.replay
+            .extend(c.unacked.drain(..).map(|(_, sent)| sent));
+    }
+
+    /// True while some sent stream data waits for acknowledgement.
+    pub fn has_unacked(&self, conns: &Connections) -> bool {
+        conns.values().any(|c| !c.unacked.is_empty()) || !self.replay.is_empty()
+    }
+
+    /// Bytes sent on every connection and not yet acknowledged.
+    pub fn unacked_total(conns: &Connections) -> u64 {
+        conns.values().map(|c| c.unacked_bytes).sum()
+    }
+}
+
+/// An ack-eliciting record of `len` bytes arrived on `c`: an ACK is due
+/// after enough of them, or after the ACK delay.
+pub(crate) fn schedule_ack(c: &mut Connection, len: usize, cfg: &TransportConfig, now: Instant) {
+    c.ack_records += 1;
+    c.ack_bytes += len;
+    if c.ack_records >= cfg.ack_every_records || c.ack_bytes >= cfg.ack_every_bytes {
+        c.ack_due = true;
+    } else if c.timers.get(ConnTimer::Ack).is_none() {
+        c.timers.set(ConnTimer::Ack, now + cfg.ack_delay);
+    }
+}
+
+/// Appends an ACK (up to the last record received) for every connection
+/// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
+/// their pending-acknowledgement state.
+pub(crate) fn encode_acks(
+    conns: &mut Connections,
+    ctl: &mut Vec<u8>,
+    limit: usize,
+    wanted: impl Fn(&Connection) -> bool,
+) {
+    for (id, c) in conns.iter_mut() {
+        if ctl.len() + ACK_FRAME_LEN > limit {
+            break;
+        }
+        if wanted(c) && c.recv_seq > 0 {
+            c.ack_due = false;
+            c.timers.stop(ConnTimer::Ack);
+            c.ack_records = 0;
+            c.ack_bytes = 0;
+            Frame::Ack {
+                conn: *id,
+                seq: c.recv_seq - 1,
+            }
+            .encode(ctl);
+        }
+    }
+}
+
+impl Session {
+    /// True while some sent stream data waits for acknowledgement.
+    pub fn has_unacked(&self) -> bool {
+        self.recovery.has_unacked(&self.paths.conns)
+    }
+
+    /// True when failover is on (both sides acknowledge records).
+    pub fn failover(&self) -> bool {
+        self.recovery.enabled
+    }
+
+    /// The peer acknowledged records up to `seq` on `conn`.
+    pub(crate) fn on_ack(&mut self, conn: ConnectionId, seq: u64) -> Result<(), Error> {
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return Ok(()); // a connection already gone
+        };
+        if seq >= c.send_seq {
+            return Err(Error::Protocol("ACK for a record never sent"));
+        }
+        if c.probe.is_some_and(|p| p <= seq) {
+            c.probe = None;
+            c.timers.stop(ConnTimer::Probe);
+        }
+        // An acknowledgement proves the path works, wherever it came.
+        c.touch(self.now, self.cfg.keepalive);
+        while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, Sent::Stream { data, .. })) = c.unacked.pop_front() {
+                c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// ACKs due on any connection, and the keepalive PING of `conn` (sent
+    /// in its record `seq`), into the control frames of a record.
+    pub(crate) fn write_recovery_frames(
+        &mut self,
+        conn: ConnectionId,
+        seq: u64,
+        ctl: &mut Vec<u8>,
+    ) {
+        // ACKs for any connection travel on whichever sends first.
+        encode_acks(
+            &mut self.paths.conns,
+            ctl,
+            super::pending::CONTROL_LIMIT,
+            |c| c.ack_due,
+        );
+        if let Some(c) = self.paths.conns.get_mut(&conn) {
+            if c.ping_due {
+                c.ping_due = false;
+                c.probe = Some(seq);
+                c.timers
+                    .set(ConnTimer::Probe, self.now + self.cfg.probe_timeout);
+                Frame::Ping.encode(ctl);
+            }
+        }
+    }
+
+    /// Data of failed connections goes first, on whatever connection.
+    pub(crate) fn write_replay(&mut self, rb: &mut RecordBuilder<'_>) {
+        while let Some(sent) = self.recovery.replay.pop_front() {
+            let room = rb.room();
+            if room < STREAM_HEADER_LEN + 16 {
+                self.recovery.replay.push_front(sent);
+                break;
+            }
+            match sent {
+                Sent::Stream {
+                    id,
+                    offset,
+                    mut data,
+                    fin,
+                } => {
+                    let k = data.len().min(room - STREAM_HEADER_LEN);
+                    let head = data.split_to(k);
+                    let last = data.is_empty();
+                    if !last {
+                        self.recovery.replay.push_front(Sent::Stream {
+                            id,
+                            offset: offset + k as u64,
+                            data,
+                            fin,
+                        });
+                    }
+                    rb.put_stream(id, offset, head, fin && last);
+                }
+                Sent::Reset {
+                    id,
+                    code,
+                    final_size,
+                } => rb.put_reset(id, code, final_size),
+            }
+        }
+    }
+
+    /// True if losing `conn` leaves the session alive: another connection
+    /// is active, or failover lets the client join a new one.
+    pub(crate) fn can_fail_over(&self, conn: ConnectionId) -> bool {
+        // Without acknowledgements nothing sent on the lost connection can
+        // be replayed: losing it unexpectedly must end the session.
+        matches!(self.state, State::Tcpls(_))
+            && self.recovery.enabled
+            && (self.paths.other_connections(conn) || self.paths.max_connections > 1)
+    }
+
+    /// Handles the TCP connection's end of stream (the peer's FIN).
+    pub fn handle_eof(&mut self, conn: ConnectionId, now: Instant) {
+        self.now = now;
+        if self.paths.is_pending(conn) {
+            self.abandon_join(conn);
+            return;
+        }
+        let Some(c) = self.paths.conns.get(&conn) else {
+            return;
+        };
+        // During a graceful close connections still fail over, so the data
+        // being flushed is not stuck behind a dead one.
+        if self.close.error.is_some() && !self.close.graceful {
+            return;
+        }
+        if c.state == super::ConnectionState::Draining && self.paths.other_connections(conn) {
+            // A retired connection ended: expected.
+            self.drop_connection(conn);
+            return;
+        }
+        if self.can_fail_over(conn) {
+            // An unexpected FIN is a failure like a reset.
+            self.connection_failed(conn, "unexpected FIN");
+            return;
+        }
+        match &self.state {
+            State::Fallback(fb) if fb.eof => {
+                // close_notify came first: a clean end of the TLS stream.
+                self.fail(Error::PeerClosed {
+                    code: ErrorCode::NO_ERROR,
+                    reason: "TLS connection closed".into(),
+                });
+            }
+            State::Handshake(_) => self.fail(Error::Handshake(
+                "connection closed during handshake".into(),
+            )),
+            _ => self.fail(Error::Protocol("TCP connection closed without CLOSE")),
+        }
+    }
+
+    /// Handles a failed TCP connection (reset, I/O error).
+    pub fn handle_connection_error(&mut self, conn: ConnectionId, reason: String, now: Instant) {
+        self.now = now;
+        if self.paths.is_pending(conn) {
+            self.abandon_join(conn);
+            return;
+        }
+        if !self.paths.conns.contains_key(&conn)
+            || (self.close.error.is_some() && !self.close.graceful)
+        {
+            return;
+        }
+        if self.can_fail_over(conn) {
+            self.connection_failed(conn, &reason);
+            return;
+        }
+        // Nothing can be sent on a broken connection.
+        self.fail_silently(Error::ConnectionLost(reason));
+        self.raw_out.clear();
+    }
+
+    /// A connection died: forget it, replay what it did not deliver, tell
+    /// the peer, and wait for a new one if it was the last.
+    pub(crate) fn connection_failed(&mut self, conn: ConnectionId, reason: &str) {
+        tracing::debug!(side = ?self.side, conn, reason, "connection failed");
+        self.retire_connection(conn, false);
+        self.requeue_unacked(conn);
+        self.paths.conns.remove(&conn);
+        self.events.push_back(Event::ConnectionFailed(conn));
+        if self.side == Side::Server {
+            self.replenish_tokens();
+        }
+        // Tell the peer (now, or on the connection that replaces this one)
+        // so it replays what it sent on `conn` without waiting to notice;
+        // `reannounce` below queues the CONNECTION_RESET.
+        if self.recovery.failed_conns.len() >= FAILED_REMEMBERED {
+            self.recovery.failed_conns.pop_front();
+        }
+        self.recovery.failed_conns.push_back(conn);
+        if !self.paths.any_can_send() {
+            self.timers
+                .set(SessionTimer::Rejoin, self.now + self.cfg.rejoin_grace);
+            self.events.push_back(Event::Disconnected);
+        }
+        // Credit and stream announcements may have died with it.
+        self.reannounce();
+    }
+
+    /// The peer stopped sending on `conn` (retired or failed): stop using
+    /// it too; what we sent on it and was not acknowledged goes again
+    /// elsewhere.
+    pub(crate) fn connection_reset_by_peer(&mut self, conn: ConnectionId) {
+        if self.paths.is_pending(conn) {
+            self.abandon_join(conn);
+            return;
+        }
+        if self.paths.other_connections(conn) {
+            let known = self.paths.conns.contains_key(&conn);
+            self.retire_connection(conn, false);
+            self.requeue_unacked(conn);
+            if known {
+                // Frames we sent on it may be lost as well.
+                self.reannounce();
+            }
+        }
+    }
+
+    pub(crate) fn requeue_unacked(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.paths.conns.get_mut(&conn) {
+            self.recovery.requeue_unacked(c);
+        }
+    }
+
+    /// Sends again the state a lost record may have carried: credit limits,
+    /// stream limit, stream-to-connection mapping, connection resets,
+    /// addresses and tokens.
+    pub(crate) fn reannounce(&mut self) {
+        if !matches!(self.state, State::Tcpls(_)) {
+            return;
+        }
+        let p = &mut self.pending;
+        p.max_data = true;
+        p.max_streams = true;
+        for (id, s) in self.streams.map.iter_mut() {
+            p.max_stream_data(*id, s);
+            p.change_stream(*id, s);
+        }
+        for c in &self.recovery.failed_conns {
+            p.reset_connection(*c);
+        }
+        for &addr in &self.paths.local_addresses {
+            if !p.address_updates.contains(&(addr, true)) {
+                p.address_updates.push_back((addr, true));
+            }
+        }
+        if self.side == Side::Server {
+            p.new_tokens = self
+                .paths
+                .tokens
+                .outstanding
+                .iter()
+                .map(|(s, t)| (*s, *t))
+                .collect();
+        }
+    }
+}

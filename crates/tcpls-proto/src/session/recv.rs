@@ -1,0 +1,326 @@
+//! The input path: bytes from a connection go to the handshake, to the
+//! record layer (TCPLS: records decrypted in place, frames dispatched to
+//! the sub-state they concern) or to OpenSSL (plain TLS fallback).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::connection::ConnectionState;
+use super::fallback::{Fallback, FallbackRead};
+use super::flow::{RecvCredit, SendCredit};
+use super::recovery::schedule_ack;
+use super::stream::Stream;
+use super::timers::SessionTimer;
+use super::{Event, Keys, Session, State};
+use crate::error::{Error, ErrorCode};
+use crate::handshake::Outcome;
+use crate::ids::{ConnectionId, Side, StreamId};
+use crate::record::CipherSuite;
+use crate::wire::frame::{Frame, FrameIter};
+use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
+
+/// True if a handshake record holds only whole NewSessionTicket messages.
+fn only_session_tickets(mut msgs: &[u8]) -> bool {
+    while !msgs.is_empty() {
+        if msgs.len() < 4 || msgs[0] != 4 {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, msgs[1], msgs[2], msgs[3]]) as usize;
+        let Some(rest) = msgs.get(4 + len..) else {
+            return false;
+        };
+        msgs = rest;
+    }
+    true
+}
+
+impl Session {
+    /// Processes bytes that arrived on connection `conn`. Whole records are
+    /// split off the front of `buf` and decrypted in place; a partial record
+    /// stays in `buf` for the next call. An error means the session ended
+    /// (a CLOSE frame is then waiting in `poll_transmit`).
+    pub fn recv(
+        &mut self,
+        conn: ConnectionId,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let Some(c) = self.paths.conns.get(&conn) else {
+            return Err(Error::Usage("unknown connection id"));
+        };
+        if c.state == ConnectionState::PendingAuth {
+            self.now = now;
+            return self.recv_join(conn, buf);
+        }
+        if c.state == ConnectionState::Closed
+            || (self.close.error.is_some() && !self.close.graceful)
+        {
+            // After a failure or an immediate close, input is ignored.
+            buf.clear();
+            return Ok(());
+        }
+        if let Some(d) = self.cfg.idle_timeout {
+            self.timers.set(SessionTimer::Idle, now + d);
+        }
+        self.now = now;
+        let r = match &mut self.state {
+            State::Handshake(_) => self.recv_handshake(buf),
+            State::Tcpls(_) => self.recv_records(conn, buf),
+            State::Fallback(_) => self.recv_fallback(buf),
+            State::Done => {
+                buf.clear();
+                Ok(())
+            }
+        };
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    fn recv_handshake(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Handshake(hs) = &mut self.state else {
+            return Ok(());
+        };
+        hs.feed(buf);
+        buf.clear();
+        let done = hs.drive();
+        hs.take_output(&mut self.raw_out);
+        if done? {
+            self.on_handshake_done(buf)?;
+        }
+        Ok(())
+    }
+
+    fn on_handshake_done(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("called in handshake state");
+        };
+        self.timers.stop(SessionTimer::Handshake);
+        match hs.finish()? {
+            Outcome::Tcpls {
+                peer,
+                send,
+                recv,
+                leftover,
+            } => {
+                tracing::debug!(side = ?self.side, suite = ?send.suite(), "TCPLS session established");
+                self.peer_params = Some(peer.params);
+                self.suite = Some(send.suite());
+                self.recovery.enabled = self.cfg.failover && peer.params.failover;
+                self.streams.send_credit = SendCredit::new(peer.params.initial_max_data);
+                self.streams.local_limit = peer.params.max_streams;
+                self.state = State::Tcpls(Box::new(Keys { send, recv }));
+                self.events.push_back(Event::Connected { tcpls: true });
+                buf.extend_from_slice(&leftover);
+                self.paths.max_connections = self
+                    .cfg
+                    .max_connections
+                    .min(peer.params.max_connections)
+                    .max(1);
+                if self.side == Side::Server {
+                    self.paths.tokens.next_seq = 1;
+                    self.replenish_tokens();
+                }
+                self.recv_records(0, buf)
+            }
+            Outcome::Fallback(ssl) => {
+                tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
+                self.suite = ssl
+                    .ssl()
+                    .current_cipher()
+                    .and_then(|c| c.standard_name())
+                    .and_then(CipherSuite::from_name);
+                self.state = State::Fallback(Box::new(Fallback::new(ssl)));
+                self.open_fallback_stream();
+                self.recv_fallback(buf)
+            }
+        }
+    }
+
+    /// Plain TLS: the TLS byte stream is stream 0, opened by the client.
+    fn open_fallback_stream(&mut self) {
+        let st = &mut self.streams;
+        st.send_credit = SendCredit::new(u64::MAX);
+        let mut s = Stream::new(u64::MAX, self.cfg.stream_window, 0);
+        s.recv.credit = RecvCredit::new(u64::MAX);
+        st.map.insert(StreamId(0), s);
+        self.events.push_back(Event::Connected { tcpls: false });
+        match self.side {
+            Side::Client => st.local_limit = 1,
+            Side::Server => {
+                st.next_peer = 1;
+                st.accept_queue.push_back(StreamId(0));
+                self.events.push_back(Event::StreamOpened(StreamId(0)));
+            }
+        }
+    }
+
+    fn recv_fallback(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        let State::Fallback(fb) = &mut self.state else {
+            return Ok(());
+        };
+        let Some(s) = self.streams.map.get_mut(&StreamId(0)) else {
+            buf.clear();
+            return Ok(());
+        };
+        let mut readable = false;
+        loop {
+            if s.recv.asm.buffered() as u64 >= self.cfg.stream_window {
+                break;
+            }
+            fb.feed(buf);
+            match fb.read()? {
+                FallbackRead::Data(d) => {
+                    let off = s.recv.asm.contiguous_end();
+                    s.recv.asm.insert(off, d);
+                    readable = true;
+                }
+                FallbackRead::Eof => {
+                    if s.recv.final_size.is_none() {
+                        s.recv.final_size = Some(s.recv.asm.contiguous_end());
+                        readable = true;
+                    }
+                    buf.clear();
+                    break;
+                }
+                FallbackRead::Blocked => break,
+            }
+        }
+        // Key updates and alerts may make OpenSSL write.
+        if fb.has_output() {
+            fb.take_output(&mut self.raw_out);
+        }
+        if readable {
+            self.events.push_back(Event::StreamReadable(StreamId(0)));
+        }
+        Ok(())
+    }
+
+    /// Decrypts and processes every whole record at the front of `buf`.
+    pub(crate) fn recv_records(
+        &mut self,
+        conn: ConnectionId,
+        buf: &mut BytesMut,
+    ) -> Result<(), Error> {
+        loop {
+            let State::Tcpls(keys) = &self.state else {
+                buf.clear();
+                return Ok(());
+            };
+            let hdr = match RecordHeader::parse(buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(Error::BadRecord("malformed record header")),
+            };
+            if hdr.content_type != ContentType::ApplicationData {
+                return Err(Error::BadRecord("unexpected outer content type"));
+            }
+            if buf.len() < HEADER_LEN + hdr.len {
+                // Wait for the rest. The caller keeps room for it: growing
+                // `buf` here would copy the partial record to a new
+                // allocation whenever earlier records are still referenced.
+                return Ok(());
+            }
+            let Some(c) = self.paths.conns.get_mut(&conn) else {
+                return Ok(());
+            };
+            if c.recv_seq >= keys.recv.suite().record_limit() {
+                return Err(Error::KeyLimit);
+            }
+            let mut rec = buf.split_to(HEADER_LEN + hdr.len);
+            let (ct, len) = keys.recv.open(conn, c.recv_seq, &mut rec)?;
+            c.recv_seq += 1;
+            c.touch(self.now, self.cfg.keepalive);
+            let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
+            self.on_record(conn, ct, plain)?;
+        }
+    }
+
+    /// Handles one decrypted record of content type `ct`.
+    fn on_record(
+        &mut self,
+        conn: ConnectionId,
+        ct: ContentType,
+        plain: Bytes,
+    ) -> Result<(), Error> {
+        match ct {
+            ContentType::ApplicationData => {
+                let eliciting = self.on_frames(&plain)?;
+                if eliciting && self.recovery.enabled {
+                    if let Some(c) = self.paths.conns.get_mut(&conn) {
+                        schedule_ack(c, plain.len(), &self.cfg, self.now);
+                    }
+                }
+                Ok(())
+            }
+            ContentType::Alert => {
+                if plain.len() == 2 && plain[1] == 0 {
+                    return Err(Error::PeerClosed {
+                        code: ErrorCode::NO_ERROR,
+                        reason: "close_notify".into(),
+                    });
+                }
+                Err(Error::Alert(plain.get(1).copied().unwrap_or(0)))
+            }
+            // NewSessionTicket (type 4) from a server that sends tickets: no resumption, skip.
+            ContentType::Handshake if only_session_tickets(&plain) => Ok(()),
+            _ => Err(Error::BadRecord("unexpected inner content type")),
+        }
+    }
+
+    /// Processes a record's frames; true if the record asks for an ACK
+    /// (anything but ACK and PADDING).
+    fn on_frames(&mut self, plain: &Bytes) -> Result<bool, Error> {
+        let mut eliciting = false;
+        for frame in FrameIter::new(plain) {
+            let frame = frame?;
+            eliciting |= !matches!(frame, Frame::Ack { .. } | Frame::Padding);
+            self.on_frame(frame, plain)?;
+        }
+        Ok(eliciting)
+    }
+
+    /// Hands one frame to the sub-state it concerns.
+    fn on_frame(&mut self, frame: Frame<'_>, plain: &Bytes) -> Result<(), Error> {
+        match frame {
+            Frame::Padding | Frame::Ping => Ok(()),
+            Frame::Stream {
+                id,
+                offset,
+                fin,
+                data,
+            } => self.on_stream_frame(id, offset, fin, plain.slice_ref(data)),
+            Frame::MaxData(max) => {
+                self.on_max_data(max);
+                Ok(())
+            }
+            Frame::MaxStreamData { id, max } => self.on_max_stream_data(id, max),
+            Frame::MaxStreams(max) => {
+                self.on_max_streams(max);
+                Ok(())
+            }
+            Frame::ResetStream {
+                id,
+                code,
+                final_size,
+            } => self.on_reset_stream(id, code, final_size),
+            Frame::Close { code, reason } => Err(Error::PeerClosed {
+                code: ErrorCode(code),
+                reason: String::from_utf8_lossy(reason).into_owned(),
+            }),
+            Frame::NewToken { seq, token } => self.on_new_token(seq, token),
+            Frame::StreamChange { id, conn } => self.on_stream_change(id, conn),
+            Frame::ConnectionReset { conn } => {
+                self.connection_reset_by_peer(conn);
+                Ok(())
+            }
+            Frame::Ack { conn, seq } => self.on_ack(conn, seq),
+            Frame::NewAddress(addr) => self.on_peer_address(addr, true),
+            Frame::RemoveAddress(addr) => self.on_peer_address(addr, false),
+            // Transport options: valid on the wire, not acted on yet.
+            Frame::TransportOption { .. } => Ok(()),
+        }
+    }
+}

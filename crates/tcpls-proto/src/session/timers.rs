@@ -1,0 +1,213 @@
+//! Timers: one table for the session and one per connection. A deadline is
+//! stored when the state that sets it changes (a record arrives, a PING goes
+//! out, the last connection fails), so [`Session::poll_timeout`] is a lookup
+//! and [`Session::handle_timeout`] dispatches on the timers that fired.
+
+use std::time::Instant;
+
+use super::connection::ConnectionState;
+use super::{Session, State};
+use crate::error::Error;
+use crate::ids::ConnectionId;
+
+/// A kind of timer: a fixed set of slots in a [`TimerTable`].
+pub(crate) trait Timer: Copy + 'static {
+    /// The timer's slot.
+    fn index(self) -> usize;
+}
+
+/// Session-wide timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionTimer {
+    /// The TLS handshake must finish by then.
+    Handshake,
+    /// Nothing received for the idle timeout: the session ends.
+    Idle,
+    /// No connection left: the client must join a new one by then.
+    Rejoin,
+    /// A graceful close stops waiting for its data to be acknowledged.
+    GracefulClose,
+}
+
+impl Timer for SessionTimer {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Timers of one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    /// Server: a joining connection must prove the session keys by then.
+    JoinAuth,
+    /// A delayed ACK is due.
+    Ack,
+    /// The keepalive PING must be acknowledged by then.
+    Probe,
+    /// Nothing received for the keepalive interval: send a PING.
+    Keepalive,
+}
+
+impl Timer for ConnTimer {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Deadlines of one kind of timer, one slot each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimerTable<T> {
+    at: [Option<Instant>; 4],
+    _kind: std::marker::PhantomData<T>,
+}
+
+impl<T> Default for TimerTable<T> {
+    fn default() -> Self {
+        Self {
+            at: [None; 4],
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Timer> TimerTable<T> {
+    /// Arms `timer` (or moves it) to fire at `at`.
+    pub fn set(&mut self, timer: T, at: Instant) {
+        self.at[timer.index()] = Some(at);
+    }
+
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: T) {
+        self.at[timer.index()] = None;
+    }
+
+    /// When `timer` fires, if armed.
+    pub fn get(&self, timer: T) -> Option<Instant> {
+        self.at[timer.index()]
+    }
+
+    /// The earliest armed timer among `which`.
+    pub fn next_of(&self, which: &[T]) -> Option<Instant> {
+        which.iter().filter_map(|t| self.get(*t)).min()
+    }
+
+    /// True if `timer` is armed and due at `now`; it is then disarmed.
+    pub fn take_expired(&mut self, timer: T, now: Instant) -> bool {
+        let slot = &mut self.at[timer.index()];
+        if slot.is_some_and(|d| now >= d) {
+            *slot = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// Which of a connection's timers count in its state: a joining connection
+/// only has its authentication deadline, an active one the others.
+fn live_conn_timers(state: ConnectionState) -> &'static [ConnTimer] {
+    match state {
+        ConnectionState::PendingAuth => &[ConnTimer::JoinAuth],
+        ConnectionState::Active => &[ConnTimer::Ack, ConnTimer::Probe, ConnTimer::Keepalive],
+        ConnectionState::Draining | ConnectionState::Closed => &[],
+    }
+}
+
+/// Session timers that count before the session ended.
+const OPEN_TIMERS: [SessionTimer; 3] = [
+    SessionTimer::Handshake,
+    SessionTimer::Idle,
+    SessionTimer::Rejoin,
+];
+
+impl Session {
+    /// Earliest time at which [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.close.error.is_some() {
+            return self
+                .timers
+                .get(SessionTimer::GracefulClose)
+                .filter(|_| self.close.graceful);
+        }
+        let conns = self
+            .paths
+            .conns
+            .values()
+            .filter_map(|c| c.timers.next_of(live_conn_timers(c.state)));
+        self.timers
+            .next_of(&OPEN_TIMERS)
+            .into_iter()
+            .chain(conns)
+            .min()
+    }
+
+    /// Fires expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.close.error.is_some() {
+            if self.close.graceful && self.timers.take_expired(SessionTimer::GracefulClose, now) {
+                self.on_timer(SessionTimer::GracefulClose);
+            }
+            return;
+        }
+        // Joins that never proved the keys go first: they do not touch the
+        // session, whatever else fired.
+        let mut fired = Vec::new();
+        for (id, c) in self.paths.conns.iter_mut() {
+            for &t in live_conn_timers(c.state) {
+                if c.timers.take_expired(t, now) {
+                    fired.push((*id, t));
+                }
+            }
+        }
+        for &(id, _) in fired.iter().filter(|(_, t)| *t == ConnTimer::JoinAuth) {
+            self.on_conn_timer(id, ConnTimer::JoinAuth);
+        }
+        for t in OPEN_TIMERS {
+            if self.timers.take_expired(t, now) {
+                // Each of these ends the session: nothing else matters.
+                self.on_timer(t);
+                return;
+            }
+        }
+        for (id, t) in fired.into_iter().filter(|(_, t)| *t != ConnTimer::JoinAuth) {
+            self.on_conn_timer(id, t);
+        }
+    }
+
+    fn on_timer(&mut self, timer: SessionTimer) {
+        match timer {
+            SessionTimer::Handshake => self.fail(Error::HandshakeTimeout),
+            SessionTimer::Idle => self.fail(Error::IdleTimeout),
+            SessionTimer::Rejoin => {
+                // No connection to send a CLOSE on.
+                self.fail_silently(Error::ConnectionLost(
+                    "no connection rejoined in time".into(),
+                ));
+            }
+            SessionTimer::GracefulClose => {
+                // Waited long enough: close now.
+                self.close.graceful = false;
+                if !self.paths.any_can_send() {
+                    self.state = State::Done;
+                }
+            }
+        }
+    }
+
+    fn on_conn_timer(&mut self, id: ConnectionId, timer: ConnTimer) {
+        let keepalive = self.cfg.keepalive;
+        let Some(c) = self.paths.conns.get_mut(&id) else {
+            return;
+        };
+        match timer {
+            ConnTimer::JoinAuth => self.abandon_join(id),
+            ConnTimer::Ack => c.ack_due = true,
+            ConnTimer::Probe => self.connection_failed(id, "keepalive probe not acknowledged"),
+            ConnTimer::Keepalive => {
+                if keepalive.is_some() && c.probe.is_none() {
+                    c.ping_due = true;
+                }
+            }
+        }
+    }
+}
