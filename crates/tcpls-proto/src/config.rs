@@ -14,8 +14,8 @@ use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslVerifyMode, SslV
 use openssl::x509::X509;
 
 use crate::error::Error;
-use crate::handshake;
 use crate::record::CipherSuite;
+use crate::tls_callbacks;
 use crate::wire::TransportParams;
 
 /// Limits and timers of a session. Every buffer the session keeps is bounded
@@ -249,7 +249,7 @@ impl ClientConfigBuilder {
             } else {
                 b.set_verify(SslVerifyMode::NONE);
             }
-            handshake::install_callbacks(&mut b, tcpls, false)?;
+            tls_callbacks::install_callbacks(&mut b, tcpls, false)?;
             Ok(b.build())
         };
         Ok(ClientConfig {
@@ -381,7 +381,7 @@ impl ServerConfigBuilder {
         // sequence numbers of the session's own record layer; no resumption
         // yet, so none are sent (see docs/protocol.md).
         b.set_num_tickets(0).map_err(tls_err)?;
-        handshake::install_callbacks(&mut b, self.enable_tcpls, true)?;
+        tls_callbacks::install_callbacks(&mut b, self.enable_tcpls, true)?;
         Ok(ServerConfig {
             tls: b.build(),
             transport: self.transport,

@@ -17,6 +17,7 @@ mod handshake;
 pub mod ids;
 pub mod record;
 pub mod session;
+mod tls_callbacks;
 pub mod wire;
 
 pub use config::{ClientConfig, ServerConfig, TransportConfig};

@@ -15,7 +15,7 @@ use tcpls_proto::ConnectionId;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::session::{Shared, Writing};
+use crate::shared::{Shared, Writing};
 use tcpls_proto::wire::record::MAX_RECORD;
 
 /// Bytes asked of the kernel per read: several maximal records at once.
@@ -38,7 +38,7 @@ pub(crate) fn spawn(
     // descriptor, so a session costs one file descriptor per connection.
     let tcp = Arc::new(tcp);
     if shared.lock().proto.scheduler_name().is_some() {
-        crate::socket::set_notsent_lowat(&*tcp, crate::session::NOTSENT_LOWAT);
+        crate::socket::set_notsent_lowat(&*tcp, crate::socket::NOTSENT_LOWAT);
     }
     shared
         .sockets

@@ -11,13 +11,16 @@ use bytes::BytesMut;
 use tcpls_proto::wire::join::{probe_join, JoinProbe};
 use tcpls_proto::{ClientConfig, ServerConfig};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::driver;
 use crate::error::Error;
-use crate::session::{Guard, Inner, Session, Shared, TokenRegistry};
+use crate::monitor;
+use crate::session::Session;
+use crate::shared::{Guard, Inner, Shared, TokenRegistry};
+use crate::socket::tcp_connect;
 
 /// Handshakes a server runs at once; further connections wait in the
 /// kernel's accept queue.
@@ -49,6 +52,7 @@ fn start(
             me: Some(me.clone()),
             registry,
             rejoining: false,
+            spawn_rejoin: monitor::spawn_rejoin,
             armed_timeout: None,
             writing: Default::default(),
             leftover: Default::default(),
@@ -60,27 +64,10 @@ fn start(
         sockets: Default::default(),
     });
     driver::spawn(shared.clone(), tcp, 0, input, Vec::new());
-    tokio::spawn(crate::session::health(Arc::downgrade(&shared)));
+    tokio::spawn(monitor::health(Arc::downgrade(&shared)));
     Session {
         guard: Arc::new(Guard(shared)),
     }
-}
-
-/// Opens a TCP connection to `remote`, from `bind` when given.
-pub(crate) async fn tcp_connect(
-    remote: SocketAddr,
-    bind: Option<SocketAddr>,
-) -> std::io::Result<TcpStream> {
-    let Some(local) = bind else {
-        return TcpStream::connect(remote).await;
-    };
-    let socket = if remote.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.bind(local)?;
-    socket.connect(remote).await
 }
 
 async fn established(session: &Session) -> Result<(), Error> {

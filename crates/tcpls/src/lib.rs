@@ -38,13 +38,16 @@
 mod driver;
 mod endpoint;
 mod error;
+mod monitor;
 mod session;
+mod shared;
 mod socket;
 mod stream;
 
 pub use endpoint::{connect, connect_any, connect_from, ConnectOptions, Server};
 pub use error::Error;
-pub use session::{Session, SessionEvent};
+pub use session::Session;
+pub use shared::SessionEvent;
 pub use socket::ConnectionStats;
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::{

@@ -1,8 +1,16 @@
-//! Socket-level facts the protocol core cannot see: kernel TCP statistics.
+//! Socket-level facts the protocol core cannot see: kernel TCP statistics,
+//! socket options, and opening TCP connections.
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use tcpls_proto::ConnectionId;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Unsent bytes a socket may hold before it stops reporting writable, with
+/// coupled sending: enough to keep a fast path busy, small enough that
+/// records are not queued deep inside a slow connection.
+pub(crate) const NOTSENT_LOWAT: u32 = 128 << 10;
 
 /// Per-connection kernel TCP statistics (`TCP_INFO`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,4 +143,21 @@ pub(crate) fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+/// Opens a TCP connection to `remote`, from `bind` when given.
+pub(crate) async fn tcp_connect(
+    remote: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect(remote).await;
+    };
+    let socket = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(local)?;
+    socket.connect(remote).await
 }

@@ -11,7 +11,7 @@ use tcpls_proto::{ReadOutcome, StreamId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::session_to_io;
-use crate::session::{Guard, SessionEvent};
+use crate::shared::{Guard, SessionEvent};
 
 /// A bidirectional stream. Use [`Stream::split`] to read and write from
 /// different tasks.
@@ -303,7 +303,7 @@ impl RecvStream {
         }
     }
 
-    fn note_closed(&self, inner: &mut crate::session::Inner) {
+    fn note_closed(&self, inner: &mut crate::shared::Inner) {
         if inner.proto.is_send_done(self.id) {
             inner.push_app_event(SessionEvent::StreamClosed(self.id));
         }

@@ -1,0 +1,165 @@
+//! The path monitor: keepalive and failure detection of each connection
+//! from the kernel's TCP state, and the client's rejoin after its last
+//! connection failed.
+
+use std::net::SocketAddr;
+use std::sync::Weak;
+
+use tcpls_proto::ConnectionId;
+
+use crate::shared::Shared;
+
+/// Watches the kernel's view of each connection (TCP_INFO) and fails over a
+/// connection whose sent segments have gone unacknowledged for the user
+/// timeout. The kernel's own TCP_USER_TIMEOUT only fires at retransmission
+/// timer events (about 450 ms for 250 ms here); polling every 50 ms cuts
+/// that to the timeout plus at most 50 ms.
+pub(crate) async fn health(me: Weak<Shared>) {
+    // Every 50 ms while data is unacknowledged or a scheduler needs fresh
+    // path figures; otherwise every 500 ms (session timers only), so idle
+    // sessions cost little.
+    let mut busy = true;
+    loop {
+        let period = if busy { 50 } else { 500 };
+        tokio::time::sleep(std::time::Duration::from_millis(period)).await;
+        let Some(shared) = me.upgrade() else { return };
+        {
+            let inner = shared.lock();
+            busy = inner.proto.has_unacked() || inner.proto.scheduler_name().is_some();
+        }
+        let limit = {
+            let mut inner = shared.lock();
+            if inner.proto.is_drained() {
+                return;
+            }
+            // Session timers also fire here: with no connection left there
+            // is no writer task to fire them (rejoin grace, idle timeout).
+            let now = std::time::Instant::now();
+            if inner.proto.poll_timeout().is_some_and(|t| t <= now) {
+                inner.proto.handle_timeout(now);
+                inner.dispatch();
+                drop(inner);
+                shared.wake_writers();
+                inner = shared.lock();
+            }
+            inner
+                .proto
+                .user_timeout()
+                .filter(|_| inner.proto.failover())
+        };
+        let infos: Vec<crate::socket::ConnectionStats> = {
+            let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            sockets
+                .iter()
+                .filter_map(|(id, fd)| crate::socket::tcp_info(*id, &**fd).ok())
+                .collect()
+        };
+        {
+            // Schedulers choose paths by RTT and congestion window.
+            let mut inner = shared.lock();
+            for i in &infos {
+                inner.proto.set_path_info(
+                    i.conn,
+                    Some(std::time::Duration::from_micros(i.rtt_us as u64)),
+                    Some(i.cwnd as u64 * i.mss as u64),
+                );
+            }
+        }
+        let dead: Vec<(ConnectionId, u32)> = {
+            infos
+                .into_iter()
+                // Unacknowledged data, no ACK for the user timeout, and at
+                // least one retransmission timeout fired: a connection that
+                // just sent after being idle has a stale last-ACK time but
+                // no RTO yet.
+                .filter(|i| {
+                    limit.is_some_and(|limit| {
+                        i.unacked > 0
+                            && i.rto_backoff > 0
+                            && i.last_ack_recv_ms as u128 >= limit.as_millis()
+                    })
+                })
+                .map(|i| (i.conn, i.last_ack_recv_ms))
+                .collect()
+        };
+        if dead.is_empty() {
+            continue;
+        }
+        let mut inner = shared.lock();
+        for (conn, ms) in dead {
+            inner.proto.handle_connection_error(
+                conn,
+                format!("no TCP acknowledgement for {ms} ms"),
+                std::time::Instant::now(),
+            );
+        }
+        inner.dispatch();
+        drop(inner);
+        shared.wake_writers();
+    }
+}
+
+/// Client side, after the last connection failed: joins a new connection
+/// (to the original address or one the server advertised), retrying with
+/// backoff until it works or the session ends.
+async fn rejoin(me: Weak<Shared>) {
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        let Some(shared) = me.upgrade() else { return };
+        let targets: Vec<SocketAddr> = {
+            let mut inner = shared.lock();
+            let connected = inner
+                .proto
+                .connections()
+                .iter()
+                .any(|(_, st)| *st == tcpls_proto::session::ConnectionState::Active);
+            if inner.proto.error().is_some() || connected {
+                inner.rejoining = false;
+                return;
+            }
+            inner
+                .peer_addr
+                .into_iter()
+                .chain(inner.proto.peer_addresses().iter().copied())
+                .collect()
+        };
+        drop(shared);
+        for addr in targets {
+            let attempt = tokio::time::timeout(
+                delay.max(std::time::Duration::from_millis(200)),
+                crate::socket::tcp_connect(addr, None),
+            )
+            .await;
+            let Ok(Ok(tcp)) = attempt else { continue };
+            let Some(shared) = me.upgrade() else { return };
+            let joined = {
+                let mut inner = shared.lock();
+                let r = inner.proto.join();
+                inner.dispatch();
+                r
+            };
+            match joined {
+                Ok((id, first)) => {
+                    tracing::info!(conn = id, %addr, "rejoined after losing every connection");
+                    shared.apply_user_timeout_to(&tcp);
+                    crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
+                    shared.lock().rejoining = false;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rejoin");
+                    shared.lock().rejoining = false;
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Starts [`rejoin`] on `rt`: the hook sessions keep in
+/// [`crate::shared::Inner::spawn_rejoin`].
+pub(crate) fn spawn_rejoin(rt: &tokio::runtime::Handle, me: Weak<Shared>) {
+    rt.spawn(rejoin(me));
+}

@@ -1,0 +1,259 @@
+//! The state a session's handles and tasks share: the protocol core behind
+//! one lock, the wakers and notifiers it drives, and the server's token
+//! registry.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
+
+use tcpls_proto::{ConnectionId, ErrorCode, Event, StreamId};
+use tokio::sync::Notify;
+
+/// Events the application can observe with [`crate::Session::next_event`].
+#[derive(Clone, Debug)]
+pub enum SessionEvent {
+    /// The peer opened a stream (also delivered by [`crate::Session::accept_stream`]).
+    StreamOpened(StreamId),
+    /// A stream finished in both directions and its state was freed.
+    StreamClosed(StreamId),
+    /// A TCP connection joined the session.
+    ConnectionAdded(ConnectionId),
+    /// A TCP connection left the session (the session goes on).
+    ConnectionClosed(ConnectionId),
+    /// A TCP connection failed; its unacknowledged data was replayed on
+    /// the others (or on a rejoined one).
+    ConnectionFailed(ConnectionId),
+    /// The peer advertised (`added`) or withdrew an address.
+    PeerAddress {
+        /// The address.
+        addr: SocketAddr,
+        /// True when advertised, false when withdrawn.
+        added: bool,
+    },
+    /// The session ended (by either side, or a failure).
+    Closed(tcpls_proto::Error),
+}
+
+/// Most events kept for the application; older ones are dropped so a session
+/// whose application never looks at events keeps bounded memory.
+const MAX_APP_EVENTS: usize = 1024;
+
+pub(crate) struct Inner {
+    pub proto: tcpls_proto::Session,
+    pub readers: HashMap<StreamId, Waker>,
+    pub writers: HashMap<StreamId, Waker>,
+    /// Waiters for "something was transmitted" (flush, shutdown).
+    pub flushers: Vec<Waker>,
+    pub acceptors: Vec<Waker>,
+    pub openers: Vec<Waker>,
+    pub event_waiters: Vec<Waker>,
+    pub app_events: VecDeque<SessionEvent>,
+    pub connected: Option<bool>,
+    pub local_addr: Option<SocketAddr>,
+    pub peer_addr: Option<SocketAddr>,
+    /// Server side: the token registry and a weak handle on this session
+    /// to register (set once the session is built).
+    pub registry: Option<Arc<TokenRegistry>>,
+    pub me: Option<Weak<Shared>>,
+    /// Client: a rejoin task is running.
+    pub rejoining: bool,
+    /// Client: starts the rejoin task on the runtime when the last
+    /// connection failed (`monitor::spawn_rejoin`; a hook, so this module
+    /// does not depend on the tasks that drive connections).
+    pub spawn_rejoin: fn(&tokio::runtime::Handle, Weak<Shared>),
+    /// The timer the writer tasks sleep on (to wake them when an earlier
+    /// one is needed).
+    pub armed_timeout: Option<std::time::Instant>,
+    /// Who is writing records of a connection to its socket outside the
+    /// lock: records must reach the socket in the order they were sealed,
+    /// so nobody else transmits on that connection meanwhile.
+    pub writing: BTreeMap<ConnectionId, Writing>,
+    /// Bytes an inline transmit could not write (the socket was full): the
+    /// writer task sends them before anything else.
+    pub leftover: BTreeMap<ConnectionId, Vec<u8>>,
+    /// Output buffer of inline transmits, kept between calls.
+    pub inline_out: tcpls_proto::session::TransmitBuf,
+}
+
+/// See [`Inner::writing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// The connection's writer task.
+    Task,
+    /// An application task, right after its write (`driver::transmit_inline`).
+    Inline,
+    /// An inline transmit is running and the writer task woke meanwhile:
+    /// it must be woken again when the inline transmit ends.
+    InlineWriterWaiting,
+}
+
+impl Inner {
+    /// True when the protocol's next timer is due before the one the writer
+    /// tasks sleep on (so they must be woken to re-arm).
+    pub fn timer_moved(&self) -> bool {
+        match (self.proto.poll_timeout(), self.armed_timeout) {
+            (Some(t), Some(armed)) => t < armed,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// Turns protocol events into wake-ups. Called after every interaction
+    /// with the protocol state machine.
+    pub fn dispatch(&mut self) {
+        while let Some(ev) = self.proto.poll_event() {
+            match ev {
+                Event::Connected { tcpls } => {
+                    self.connected = Some(tcpls);
+                    if let Some(me) = self.me.as_ref().and_then(Weak::upgrade) {
+                        me.apply_user_timeout(self.proto.user_timeout());
+                    }
+                    self.openers.drain(..).for_each(Waker::wake);
+                }
+                Event::StreamOpened(id) => {
+                    self.acceptors.drain(..).for_each(Waker::wake);
+                    self.push_app_event(SessionEvent::StreamOpened(id));
+                }
+                Event::StreamReadable(id) => {
+                    if let Some(w) = self.readers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::StreamWritable(id) => {
+                    if let Some(w) = self.writers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::StreamsAvailable => self.openers.drain(..).for_each(Waker::wake),
+                Event::TokenIssued(t) => {
+                    if let (Some(reg), Some(me)) = (&self.registry, &self.me) {
+                        reg.map
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(t, me.clone());
+                    }
+                }
+                Event::TokenRetired(t) => {
+                    if let Some(reg) = &self.registry {
+                        reg.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
+                    }
+                }
+                Event::ConnectionAdded(c) => self.push_app_event(SessionEvent::ConnectionAdded(c)),
+                Event::ConnectionClosed(c) => {
+                    self.push_app_event(SessionEvent::ConnectionClosed(c))
+                }
+                Event::PeerAddress { addr, added } => {
+                    self.push_app_event(SessionEvent::PeerAddress { addr, added })
+                }
+                Event::ConnectionFailed(c) => {
+                    self.push_app_event(SessionEvent::ConnectionFailed(c))
+                }
+                Event::Disconnected => {
+                    if self.proto.side() == tcpls_proto::Side::Client && !self.rejoining {
+                        let rt = tokio::runtime::Handle::try_current();
+                        if let (Some(me), Ok(rt)) = (self.me.clone(), rt) {
+                            self.rejoining = true;
+                            (self.spawn_rejoin)(&rt, me);
+                        }
+                    }
+                }
+                Event::TokensAvailable => {}
+                Event::Closed(e) => {
+                    self.readers.drain().for_each(|(_, w)| w.wake());
+                    self.writers.drain().for_each(|(_, w)| w.wake());
+                    self.flushers.drain(..).for_each(Waker::wake);
+                    self.acceptors.drain(..).for_each(Waker::wake);
+                    self.openers.drain(..).for_each(Waker::wake);
+                    self.push_app_event(SessionEvent::Closed(e));
+                }
+            }
+        }
+    }
+
+    pub fn push_app_event(&mut self, e: SessionEvent) {
+        if self.app_events.len() >= MAX_APP_EVENTS {
+            self.app_events.pop_front();
+        }
+        self.app_events.push_back(e);
+        self.event_waiters.drain(..).for_each(Waker::wake);
+    }
+}
+
+pub(crate) struct Shared {
+    pub inner: Mutex<Inner>,
+    /// One per connection: wakes its writer task (something may be ready to
+    /// transmit). A separate lock, so waking never waits for `inner`.
+    pub writers: Mutex<BTreeMap<ConnectionId, Arc<Notify>>>,
+    /// Wakes the reader task: the application consumed buffered input.
+    pub rx: Notify,
+    /// A duplicate descriptor of each connection's socket (for TCP_INFO).
+    pub sockets: Mutex<BTreeMap<ConnectionId, Arc<tokio::net::TcpStream>>>,
+    /// Notified when a connection's writer task ends.
+    pub writer_done: Notify,
+}
+
+/// Server-wide map from join token to session, filled from the sessions'
+/// `TokenIssued` / `TokenRetired` events. The session itself compares the
+/// token again in constant time before accepting a join.
+#[derive(Default)]
+pub(crate) struct TokenRegistry {
+    pub map: Mutex<HashMap<[u8; 32], Weak<Shared>>>,
+}
+
+impl Shared {
+    /// Runs `f` on the protocol state, then turns its events into wake-ups
+    /// and lets the writers transmit whatever `f` queued.
+    pub fn with_proto<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
+        let mut inner = self.lock();
+        let r = f(&mut inner.proto);
+        inner.dispatch();
+        drop(inner);
+        self.wake_writers();
+        r
+    }
+
+    /// Sets (or clears) TCP_NOTSENT_LOWAT on every connection's socket.
+    pub fn set_notsent_lowat(&self, bytes: Option<u32>) {
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for fd in sockets.values() {
+            crate::socket::set_notsent_lowat(&**fd, bytes.unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Applies the TCP User Timeout to every connection's socket.
+    pub fn apply_user_timeout(&self, t: Option<std::time::Duration>) {
+        let Some(t) = t else { return };
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for fd in sockets.values() {
+            let _ = socket2::SockRef::from(&**fd).set_tcp_user_timeout(Some(t));
+        }
+    }
+
+    /// Applies the session's TCP User Timeout to a new socket.
+    pub fn apply_user_timeout_to(&self, tcp: &tokio::net::TcpStream) {
+        if let Some(t) = self.lock().proto.user_timeout() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
+        }
+    }
+
+    /// Wakes every connection's writer.
+    pub fn wake_writers(&self) {
+        let w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        w.values().for_each(|n| n.notify_one());
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the session when the last handle (session or stream) is dropped.
+pub(crate) struct Guard(pub Arc<Shared>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0
+            .with_proto(|p| p.close_gracefully(ErrorCode::NO_ERROR, "session dropped"));
+    }
+}
