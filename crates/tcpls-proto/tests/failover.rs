@@ -1,10 +1,11 @@
 //! Failover, deterministically: connections die at random points (bytes in
 //! flight lost), the survivors or a rejoined connection carry on, and every
-//! byte arrives exactly once, in order. 1000 seeded runs.
+//! byte arrives exactly once, in order. 1000 seeded runs. Also: a
+//! blackholed connection found by keepalive, an unexpected FIN.
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,87 +13,28 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tcpls_proto::session::ConnectionState;
-use tcpls_proto::wire::join::{probe_join, JoinProbe};
-use tcpls_proto::{ConnectionId, ReadOutcome, Session, StreamId};
+use tcpls_proto::{ConnectionId, ReadOutcome, Session, Side, StreamId};
 
-struct Link {
-    to_s: VecDeque<u8>,
-    to_c: VecDeque<u8>,
-    s_in: BytesMut,
-    c_in: BytesMut,
+/// The network of these tests: every link delivers a random part of what
+/// is in flight each step (`Trickle`), and both sides send before either
+/// receives, 32 KiB per connection and step.
+fn sim(seed: u64) -> Net {
+    let mut net = Net::established();
+    net.drive();
+    net.rng = StdRng::seed_from_u64(seed);
+    net.burst = 32 << 10;
+    net.exchange = Exchange::Simultaneous;
+    net.set_policy_all(Policy::Trickle);
+    net
 }
 
-impl Link {
-    fn new() -> Self {
-        Self {
-            to_s: VecDeque::new(),
-            to_c: VecDeque::new(),
-            s_in: BytesMut::new(),
-            c_in: BytesMut::new(),
-        }
-    }
-}
-
-struct Sim {
-    p: Pair,
-    links: BTreeMap<ConnectionId, Link>,
-    rng: StdRng,
-}
-
-impl Sim {
-    fn join(&mut self) -> Option<ConnectionId> {
-        let (id, bytes) = self.p.c.join().ok()?;
-        let JoinProbe::Join { token, len } = probe_join(&bytes) else {
-            panic!("not a join");
-        };
-        let sid = self.p.s.accept_join(&token).expect("token accepted");
-        assert_eq!(sid, id);
-        let mut link = Link::new();
-        link.to_s.extend(&bytes[len..]);
-        self.links.insert(id, link);
-        Some(id)
-    }
-
-    /// Kills a connection: what is in flight is lost; each side notices
-    /// (or only the client, and the server learns from CONNECTION_RESET).
-    fn kill(&mut self, id: ConnectionId, both: bool) {
-        self.links.remove(&id);
-        let now = self.p.now;
-        self.p.c.handle_connection_error(id, "killed".into(), now);
-        if both {
-            self.p.s.handle_connection_error(id, "killed".into(), now);
-        }
-    }
-
-    fn step(&mut self) {
-        self.p.now += Duration::from_millis(1);
-        self.p.timers();
-        let now = self.p.now;
-        let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
-        for id in ids {
-            let link = self.links.get_mut(&id).unwrap();
-            let mut wire = Vec::new();
-            if self.p.c.connection_state(id) == Some(ConnectionState::Active) {
-                let _ = self.p.c.poll_transmit(id, &mut wire, 32 << 10);
-            }
-            link.to_s.extend(&wire);
-            wire.clear();
-            if self.p.s.connection_state(id) == Some(ConnectionState::Active) {
-                let _ = self.p.s.poll_transmit(id, &mut wire, 32 << 10);
-            }
-            link.to_c.extend(&wire);
-            // Deliver a random part of what is in flight.
-            let n = self.rng.gen_range(0..=link.to_s.len());
-            link.s_in.extend(link.to_s.drain(..n));
-            if self.p.s.connection_state(id).is_some() {
-                let _ = self.p.s.recv(id, &mut link.s_in, now);
-            }
-            let n = self.rng.gen_range(0..=link.to_c.len());
-            link.c_in.extend(link.to_c.drain(..n));
-            if self.p.c.connection_state(id).is_some() {
-                let _ = self.p.c.recv(id, &mut link.c_in, now);
-            }
-        }
+/// Kills a connection: what is in flight is lost; each side notices
+/// (or only the client, and the server learns from CONNECTION_RESET).
+fn kill(net: &mut Net, id: ConnectionId, both: bool) {
+    net.kill(id);
+    net.reset(id, Side::Client);
+    if both {
+        net.reset(id, Side::Server);
     }
 }
 
@@ -116,13 +58,7 @@ fn read_stream(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
 /// Returns (connections killed during the transfer, steps it took).
 fn run(seed: u64) -> (u32, u32) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut p = Pair::established();
-    p.drive();
-    let mut sim = Sim {
-        p,
-        links: [(0, Link::new())].into(),
-        rng: StdRng::seed_from_u64(seed ^ 0xfeed),
-    };
+    let mut sim = sim(seed ^ 0xfeed);
     for _ in 0..rng.gen_range(0..3) {
         sim.join();
     }
@@ -130,12 +66,8 @@ fn run(seed: u64) -> (u32, u32) {
     let len = rng.gen_range(50_000..200_000);
     // Both directions: the client sends on its streams, the server answers
     // on streams of its own.
-    let c_ids: Vec<StreamId> = (0..STREAMS)
-        .map(|_| sim.p.c.open_stream().unwrap())
-        .collect();
-    let s_ids: Vec<StreamId> = (0..STREAMS)
-        .map(|_| sim.p.s.open_stream().unwrap())
-        .collect();
+    let c_ids: Vec<StreamId> = (0..STREAMS).map(|_| sim.c.open_stream().unwrap()).collect();
+    let s_ids: Vec<StreamId> = (0..STREAMS).map(|_| sim.s.open_stream().unwrap()).collect();
     let c_data: Vec<Vec<u8>> = c_ids.iter().map(|id| payload(seed, id.0, len)).collect();
     // The server queues its data without copying (`write_chunk`), in
     // chunks of every size: replays then resend slices of those chunks.
@@ -154,29 +86,28 @@ fn run(seed: u64) -> (u32, u32) {
     for step in 0..20_000u32 {
         for i in 0..STREAMS {
             if c_off[i] < len {
-                c_off[i] += sim.p.c.write(c_ids[i], &c_data[i][c_off[i]..]).unwrap();
+                c_off[i] += sim.c.write(c_ids[i], &c_data[i][c_off[i]..]).unwrap();
                 if c_off[i] == len {
-                    sim.p.c.finish(c_ids[i]).unwrap();
+                    sim.c.finish(c_ids[i]).unwrap();
                 }
             }
             if s_off[i] < len {
                 let k = (step as usize * 7919 + i * 1000) % 40_000 + 1;
                 let chunk = s_data[i].slice(s_off[i]..(s_off[i] + k).min(len));
-                s_off[i] += sim.p.s.write_chunk(s_ids[i], chunk).unwrap();
+                s_off[i] += sim.s.write_chunk(s_ids[i], chunk).unwrap();
                 if s_off[i] == len {
-                    sim.p.s.finish(s_ids[i]).unwrap();
+                    sim.s.finish(s_ids[i]).unwrap();
                 }
             }
         }
         if kills.contains(&step) {
-            let live: Vec<ConnectionId> = sim.links.keys().copied().collect();
+            let live: Vec<ConnectionId> = sim.live_links();
             if let Some(&victim) = live.get(rng.gen_range(0..live.len().max(1))) {
-                sim.kill(victim, rng.gen_bool(0.7));
+                kill(&mut sim, victim, rng.gen_bool(0.7));
                 killed += 1;
             }
         }
         if !sim
-            .p
             .c
             .connections()
             .iter()
@@ -185,18 +116,18 @@ fn run(seed: u64) -> (u32, u32) {
             sim.join().expect("client can rejoin");
         }
         sim.step();
-        while sim.p.s.accept_stream().is_some() {}
-        while sim.p.c.accept_stream().is_some() {}
+        while sim.s.accept_stream().is_some() {}
+        while sim.c.accept_stream().is_some() {}
         for id in &c_ids {
             let e = got_s.entry(*id).or_default();
             if !e.1 {
-                e.1 = read_stream(&mut sim.p.s, *id, &mut e.0);
+                e.1 = read_stream(&mut sim.s, *id, &mut e.0);
             }
         }
         for id in &s_ids {
             let e = got_c.entry(*id).or_default();
             if !e.1 {
-                e.1 = read_stream(&mut sim.p.c, *id, &mut e.0);
+                e.1 = read_stream(&mut sim.c, *id, &mut e.0);
             }
         }
         if got_s.values().all(|e| e.1) && got_c.values().all(|e| e.1) {
@@ -212,14 +143,14 @@ fn run(seed: u64) -> (u32, u32) {
                     "seed {seed}: server stream {id:?} corrupted"
                 );
             }
-            assert!(sim.p.c.error().is_none() && sim.p.s.error().is_none());
+            assert!(sim.c.error().is_none() && sim.s.error().is_none());
             return (killed, step);
         }
         assert!(
-            sim.p.c.error().is_none() && sim.p.s.error().is_none(),
+            sim.c.error().is_none() && sim.s.error().is_none(),
             "seed {seed}: session failed: {:?} / {:?}",
-            sim.p.c.error(),
-            sim.p.s.error()
+            sim.c.error(),
+            sim.s.error()
         );
     }
     let progress: Vec<usize> = got_s
@@ -257,69 +188,41 @@ fn coupled_stream_over_unequal_links() {
         .take(30)
         .enumerate()
     {
-        let mut p = Pair::established();
-        p.drive();
-        let mut sim = Sim {
-            p,
-            links: [(0, Link::new())].into(),
-            rng: StdRng::seed_from_u64(seed as u64),
-        };
-        let extra = sim.join().unwrap();
+        let mut sim = Net::established();
+        sim.drive();
+        sim.burst = 16 << 10;
         // Deliver the join at once, so both links carry records from the start.
-        let link = sim.links.get_mut(&extra).unwrap();
-        link.s_in.extend(link.to_s.drain(..));
-        let now = sim.p.now;
-        sim.p.s.recv(extra, &mut link.s_in, now).unwrap();
-        sim.p.s.set_scheduler(from_name(sched));
+        let extra = sim.join_now();
+        // Link 0 is three times as fast: it moves every step, link 1
+        // every third step (what is not moved waits in the sessions).
+        sim.set_period(extra, 3);
+        sim.s.set_scheduler(from_name(sched));
         let len = 2_000_000;
         let data = payload(seed as u64, 1, len);
         // The client asks; the server sends one stream over both links.
-        let req = sim.p.c.open_stream().unwrap();
-        sim.p.c.write(req, b"go").unwrap();
+        let req = sim.c.open_stream().unwrap();
+        sim.c.write(req, b"go").unwrap();
         let mut sid = None;
         let mut off = 0;
         let mut got = Vec::new();
         let kill_at = if seed % 3 == 0 { Some(40) } else { None };
         for step in 0..50_000u32 {
             if sid.is_none() {
-                sid = sim.p.s.accept_stream();
+                sid = sim.s.accept_stream();
             }
             if let Some(s) = sid {
                 if off < len {
-                    off += sim.p.s.write(s, &data[off..]).unwrap();
+                    off += sim.s.write(s, &data[off..]).unwrap();
                     if off == len {
-                        sim.p.s.finish(s).unwrap();
+                        sim.s.finish(s).unwrap();
                     }
                 }
             }
             if Some(step) == kill_at {
-                sim.kill(extra, true);
+                kill(&mut sim, extra, true);
             }
-            // Link 0 is three times as fast: it moves every step, link 1
-            // every third step (what is not moved waits in its queue).
-            sim.p.now += Duration::from_millis(1);
-            sim.p.timers();
-            let now = sim.p.now;
-            let ids: Vec<ConnectionId> = sim.links.keys().copied().collect();
-            for id in ids {
-                if id != 0 && step % 3 != 0 {
-                    continue;
-                }
-                let link = sim.links.get_mut(&id).unwrap();
-                let mut wire = Vec::new();
-                if sim.p.c.connection_state(id) == Some(ConnectionState::Active) {
-                    let _ = sim.p.c.poll_transmit(id, &mut wire, 16 << 10);
-                }
-                link.s_in.extend_from_slice(&wire);
-                let _ = sim.p.s.recv(id, &mut link.s_in, now);
-                wire.clear();
-                if sim.p.s.connection_state(id) == Some(ConnectionState::Active) {
-                    let _ = sim.p.s.poll_transmit(id, &mut wire, 16 << 10);
-                }
-                link.c_in.extend_from_slice(&wire);
-                let _ = sim.p.c.recv(id, &mut link.c_in, now);
-            }
-            if read_stream(&mut sim.p.c, req, &mut got) {
+            sim.step();
+            if read_stream(&mut sim.c, req, &mut got) {
                 break;
             }
         }
@@ -328,7 +231,7 @@ fn coupled_stream_over_unequal_links() {
             "{sched} seed {seed}: {} of {len} bytes, corrupted or incomplete",
             got.len()
         );
-        let per = sim.p.s.bytes_sent_per_connection();
+        let per = sim.s.bytes_sent_per_connection();
         if kill_at.is_none() {
             assert!(
                 per.len() == 2 && per.iter().all(|(_, b)| *b > 100_000),
@@ -336,25 +239,19 @@ fn coupled_stream_over_unequal_links() {
             );
         }
         let window = tcpls_proto::TransportConfig::default().session_window;
-        assert!(sim.p.c.peak_buffered() <= window);
+        assert!(sim.c.peak_buffered() <= window);
     }
 }
 
 /// Builds a session pair with a second, joined connection, both active.
-fn two_connections(seed: u64) -> (Sim, ConnectionId) {
-    let mut p = Pair::established();
-    p.drive();
-    let mut sim = Sim {
-        p,
-        links: [(0, Link::new())].into(),
-        rng: StdRng::seed_from_u64(seed),
-    };
+fn two_connections(seed: u64) -> (Net, ConnectionId) {
+    let mut sim = sim(seed);
     let joined = sim.join().expect("a join token");
     for _ in 0..1000 {
-        if sim.p.s.connection_state(joined) == Some(ConnectionState::Active)
-            && sim.p.c.connection_state(joined) == Some(ConnectionState::Active)
-            && !sim.p.c.has_unacked()
-            && !sim.p.s.has_unacked()
+        if sim.s.connection_state(joined) == Some(ConnectionState::Active)
+            && sim.c.connection_state(joined) == Some(ConnectionState::Active)
+            && !sim.c.has_unacked()
+            && !sim.s.has_unacked()
         {
             return (sim, joined);
         }
@@ -370,19 +267,19 @@ fn two_connections(seed: u64) -> (Sim, ConnectionId) {
 fn advertised_address_survives_the_loss_of_its_connection() {
     let (mut sim, joined) = two_connections(7);
     let addr: std::net::SocketAddr = "10.9.9.9:443".parse().unwrap();
-    sim.p.s.advertise_address(addr).unwrap();
+    sim.s.advertise_address(addr).unwrap();
     let mut lost = Vec::new();
-    sim.p.s.poll_transmit(0, &mut lost, 1 << 20).unwrap();
+    sim.s.poll_transmit(0, &mut lost, 1 << 20).unwrap();
     assert!(!lost.is_empty(), "the NEW_ADDRESS went out on connection 0");
-    sim.kill(0, true);
+    kill(&mut sim, 0, true);
     for _ in 0..500 {
         sim.step();
     }
     assert_eq!(
-        sim.p.c.connection_state(joined),
+        sim.c.connection_state(joined),
         Some(ConnectionState::Active)
     );
-    assert_eq!(sim.p.c.peer_addresses(), &[addr]);
+    assert_eq!(sim.c.peer_addresses(), &[addr]);
 }
 
 /// An ACK lost with its connection is made up for: the failure makes both
@@ -392,27 +289,139 @@ fn advertised_address_survives_the_loss_of_its_connection() {
 #[test]
 fn acks_lost_with_a_connection_are_sent_again() {
     let (mut sim, joined) = two_connections(11);
-    let id = sim.p.c.open_stream().unwrap();
-    assert_eq!(sim.p.c.write(id, &[7; 5000]).unwrap(), 5000);
+    let id = sim.c.open_stream().unwrap();
+    assert_eq!(sim.c.write(id, &[7; 5000]).unwrap(), 5000);
     // The data goes over connection 0 and arrives whole.
     let mut wire = Vec::new();
-    sim.p.c.poll_transmit(0, &mut wire, 1 << 20).unwrap();
+    sim.c.poll_transmit(0, &mut wire, 1 << 20).unwrap();
     let mut input = BytesMut::from(&wire[..]);
-    let now = sim.p.now;
-    sim.p.s.recv(0, &mut input, now).unwrap();
-    assert!(sim.p.c.has_unacked());
+    sim.s.recv(0, &mut input, sim.now).unwrap();
+    assert!(sim.c.has_unacked());
     // The server's ACK leaves on the joined connection, which then dies.
-    sim.p.now += Duration::from_millis(100);
-    sim.p.timers();
+    sim.advance(Duration::from_millis(100));
     let mut lost = Vec::new();
-    sim.p.s.poll_transmit(joined, &mut lost, 1 << 20).unwrap();
+    sim.s.poll_transmit(joined, &mut lost, 1 << 20).unwrap();
     assert!(
         !lost.is_empty(),
         "the ACK went out on the joined connection"
     );
-    sim.kill(joined, true);
+    kill(&mut sim, joined, true);
     for _ in 0..200 {
         sim.step();
     }
-    assert!(!sim.p.c.has_unacked(), "the ACK was never sent again");
+    assert!(!sim.c.has_unacked(), "the ACK was never sent again");
+}
+
+/// The network is deterministic: a seed gives the same run (connections
+/// killed, steps taken) every time.
+#[test]
+fn seeded_runs_are_reproducible() {
+    for seed in [3, 17, 123] {
+        assert_eq!(run(seed), run(seed), "seed {seed}");
+    }
+}
+
+/// Two connections, both active, the second one `joined`, with keepalive
+/// probes on both sides.
+fn two_connections_with_keepalive() -> (Net, ConnectionId) {
+    let t = tcpls_proto::TransportConfig {
+        keepalive: Some(Duration::from_millis(200)),
+        probe_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut net = Net::new(client_config(t.clone()), server_config(t), 21);
+    net.drive();
+    let joined = net.join_now();
+    net.drive();
+    assert_eq!(
+        net.s.connection_state(joined),
+        Some(ConnectionState::Active)
+    );
+    (net, joined)
+}
+
+fn read_all_of(net: &mut Net, steps: usize, id: StreamId) -> Vec<u8> {
+    let mut got = Vec::new();
+    for _ in 0..steps {
+        net.step();
+        while net.s.accept_stream().is_some() {}
+        if read_stream(&mut net.s, id, &mut got) {
+            break;
+        }
+    }
+    got
+}
+
+/// A connection that silently loses everything (no reset, no FIN reaches
+/// either side) is found by the keepalive probe, on the simulated clock:
+/// it fails on both sides, and the stream sent on it arrives over the
+/// other connection.
+#[test]
+fn a_blackholed_connection_is_found_by_its_keepalive_probe() {
+    let (mut net, joined) = two_connections_with_keepalive();
+    for dir in Dir::BOTH {
+        net.set_policy(joined, dir, Policy::Drop(Loss::EveryNth(1)));
+    }
+    let a = net.c.open_stream().unwrap();
+    net.c.set_stream_connection(a, joined).unwrap();
+    let data = payload(21, a.0, 100_000);
+    assert_eq!(net.c.write(a, &data).unwrap(), data.len());
+    net.c.finish(a).unwrap();
+    let start = net.now;
+    net.run_for(Duration::from_millis(100));
+    assert!(
+        net.dropped(joined).0 > data.len(),
+        "the stream went into the blackhole"
+    );
+    assert_eq!(
+        net.c.connection_state(joined),
+        Some(ConnectionState::Active)
+    );
+    let got = read_all_of(&mut net, 5000, a);
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    // Found by a probe that went unanswered for its whole timeout, on one
+    // side at least; neither side sends on it any more (the other side
+    // stopped on the CONNECTION_RESET that came over connection 0).
+    assert!(net.now >= start + Duration::from_millis(300));
+    let failed = |s: &mut Session| {
+        std::iter::from_fn(|| s.poll_event())
+            .any(|e| matches!(e, tcpls_proto::Event::ConnectionFailed(id) if id == joined))
+    };
+    assert!(failed(&mut net.c) || failed(&mut net.s));
+    for side in [&net.c, &net.s] {
+        assert_ne!(side.connection_state(joined), Some(ConnectionState::Active));
+    }
+    // The runtimes close the socket: then it is gone on both sides.
+    net.kill(joined);
+    net.eof(joined, Side::Client);
+    net.eof(joined, Side::Server);
+    assert_eq!(net.c.connection_state(joined), None);
+    assert_eq!(net.s.connection_state(joined), None);
+    assert!(net.c.error().is_none() && net.s.error().is_none());
+}
+
+/// A connection that ends with a FIN the sessions did not ask for (no
+/// retirement, no CLOSE) fails over like a reset: each side loses that
+/// connection only, and what was in flight on it is replayed on the other.
+#[test]
+fn an_unexpected_fin_fails_the_connection_over() {
+    let (mut net, joined) = two_connections_with_keepalive();
+    let a = net.c.open_stream().unwrap();
+    net.c.set_stream_connection(a, joined).unwrap();
+    let data = payload(5, a.0, 60_000);
+    assert_eq!(net.c.write(a, &data).unwrap(), data.len());
+    net.c.finish(a).unwrap();
+    net.hold(joined, Dir::ToServer);
+    net.step();
+    assert!(net.in_flight(joined).0 > data.len(), "held in flight");
+    net.kill(joined);
+    assert_eq!(net.in_flight(joined), (0, 0), "lost with the link");
+    net.eof(joined, Side::Server);
+    net.eof(joined, Side::Client);
+    assert_eq!(net.c.connection_state(joined), None);
+    assert_eq!(net.s.connection_state(joined), None);
+    assert_eq!(net.live_links(), vec![0]);
+    let got = read_all_of(&mut net, 1000, a);
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    assert!(net.c.error().is_none() && net.s.error().is_none());
 }

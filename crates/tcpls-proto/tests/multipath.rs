@@ -3,101 +3,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
-
 use bytes::BytesMut;
 use common::*;
 use tcpls_proto::session::ConnectionState;
 use tcpls_proto::wire::join::{probe_join, JoinProbe};
-use tcpls_proto::{ConnectionId, Error, ReadOutcome, Session, StreamId, TransportConfig};
+use tcpls_proto::{Error, ReadOutcome, Session, Side, StreamId, TransportConfig};
 
-/// Client and server with one byte pipe per connection and direction; a
-/// link can be held back to reorder connections against each other.
-struct Net {
-    c: Session,
-    s: Session,
-    now: Instant,
-    c_in: BTreeMap<ConnectionId, BytesMut>,
-    s_in: BTreeMap<ConnectionId, BytesMut>,
-    /// Client→server bytes held back per connection.
-    held: BTreeMap<ConnectionId, VecDeque<u8>>,
-    hold: Vec<ConnectionId>,
-    carried: BTreeMap<ConnectionId, usize>,
-}
-
-impl Net {
-    fn new() -> Self {
-        let mut p = Pair::established();
-        p.drive();
-        let Pair { c, s, now, .. } = p;
-        Self {
-            c,
-            s,
-            now,
-            c_in: [(0, BytesMut::new())].into(),
-            s_in: [(0, BytesMut::new())].into(),
-            held: BTreeMap::new(),
-            hold: Vec::new(),
-            carried: BTreeMap::new(),
-        }
-    }
-
-    fn join(&mut self) -> ConnectionId {
-        let (id, bytes) = self.c.join().unwrap();
-        let JoinProbe::Join { token, len } = probe_join(&bytes) else {
-            panic!("not a join hello");
-        };
-        assert_eq!(self.s.accept_join(&token).unwrap(), id);
-        let mut rest = BytesMut::from(&bytes[len..]);
-        self.s.recv(id, &mut rest, self.now).unwrap();
-        self.c_in.insert(id, BytesMut::new());
-        self.s_in.insert(id, rest);
-        id
-    }
-
-    fn step(&mut self) -> bool {
-        let mut moved = false;
-        let conns: Vec<ConnectionId> = self.c_in.keys().copied().collect();
-        for id in conns {
-            let mut wire = Vec::new();
-            let _ = self.c.poll_transmit(id, &mut wire, 64 << 10);
-            moved |= !wire.is_empty();
-            *self.carried.entry(id).or_default() += wire.len();
-            if self.hold.contains(&id) {
-                self.held.entry(id).or_default().extend(wire);
-            } else {
-                let inbuf = self.s_in.get_mut(&id).unwrap();
-                inbuf.extend_from_slice(&wire);
-                let _ = self.s.recv(id, inbuf, self.now);
-            }
-            let mut wire = Vec::new();
-            let _ = self.s.poll_transmit(id, &mut wire, 64 << 10);
-            moved |= !wire.is_empty();
-            let inbuf = self.c_in.get_mut(&id).unwrap();
-            inbuf.extend_from_slice(&wire);
-            let _ = self.c.recv(id, inbuf, self.now);
-        }
-        moved
-    }
-
-    fn release(&mut self, id: ConnectionId) {
-        self.hold.retain(|h| *h != id);
-        if let Some(bytes) = self.held.remove(&id) {
-            let inbuf = self.s_in.get_mut(&id).unwrap();
-            inbuf.extend(bytes);
-            let _ = self.s.recv(id, inbuf, self.now);
-        }
-    }
-
-    fn drive(&mut self) {
-        for _ in 0..100_000 {
-            if !self.step() {
-                return;
-            }
-        }
-        panic!("did not settle");
-    }
+/// Client and server with one link per connection, on a frozen clock (no
+/// timers fire), 64 KiB per connection and step; a link can be held back to
+/// reorder connections against each other.
+fn net() -> Net {
+    let mut n = Net::established();
+    n.drive();
+    n.tick = None;
+    n.burst = 64 << 10;
+    n
 }
 
 fn read_all(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
@@ -113,10 +33,10 @@ fn read_all(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
 
 #[test]
 fn server_issues_tokens_and_join_steers_a_stream() {
-    let mut n = Net::new();
+    let mut n = net();
     let max = TransportConfig::default().max_connections as usize;
     assert_eq!(n.c.available_tokens(), max - 1);
-    let id = n.join();
+    let id = n.join_now();
     n.drive();
     assert_eq!(n.s.connection_state(id), Some(ConnectionState::Active));
     // Tokens plus connections never exceed the connection limit.
@@ -127,13 +47,13 @@ fn server_issues_tokens_and_join_steers_a_stream() {
     let data = vec![42u8; 300_000];
     n.c.write(a, &data).unwrap();
     n.c.finish(a).unwrap();
-    let before = n.carried.get(&0).copied().unwrap_or(0);
+    let before = n.carried(0).0;
     n.drive();
     assert!(
-        n.carried[&id] > data.len(),
+        n.carried(id).0 > data.len(),
         "stream data went over the joined connection"
     );
-    assert!(n.carried[&0] - before < 1000, "not over connection 0");
+    assert!(n.carried(0).0 - before < 1000, "not over connection 0");
     let sid = n.s.accept_stream().unwrap();
     // STREAM_CHANGE made the server answer on the same connection.
     assert_eq!(n.s.stream_connection(sid), Some(id));
@@ -144,8 +64,8 @@ fn server_issues_tokens_and_join_steers_a_stream() {
 
 #[test]
 fn migration_with_reordering_loses_and_duplicates_nothing() {
-    let mut n = Net::new();
-    let id = n.join();
+    let mut n = net();
+    let id = n.join_now();
     n.drive();
     let a = n.c.open_stream().unwrap();
     let data: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -166,14 +86,14 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
         if !migrated && written > data.len() / 3 {
             // Hold what is in flight on connection 0, move to the new one:
             // later bytes arrive before earlier ones.
-            n.hold.push(0);
+            n.hold(0, Dir::ToServer);
             n.step();
             n.c.migrate(id).unwrap();
             migrated = true;
         }
         n.step();
-        if migrated && written == data.len() && n.hold.contains(&0) {
-            n.release(0);
+        if migrated && written == data.len() && n.policy(0, Dir::ToServer) == Policy::Hold {
+            n.release(0, Dir::ToServer);
         }
         if let Some(s) = n.s.accept_stream() {
             sid = Some(s);
@@ -191,13 +111,12 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
     n.c.close_connection(0).unwrap();
     n.drive();
     assert_eq!(n.s.connection_state(0), Some(ConnectionState::Draining));
-    n.s.handle_eof(0, n.now);
-    n.c.handle_eof(0, n.now);
+    n.eof(0, Side::Server);
+    n.eof(0, Side::Client);
     assert!(n.s.error().is_none() && n.c.error().is_none());
     assert_eq!(n.s.connection_state(0), None);
     // The closed connection's slot comes back as a new token.
-    n.c_in.remove(&0);
-    n.s_in.remove(&0);
+    n.kill(0);
     n.drive();
     let max = TransportConfig::default().max_connections as usize;
     assert_eq!(n.c.available_tokens(), max - 1);
@@ -213,7 +132,7 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
 
 #[test]
 fn bad_joins_are_refused_without_effect() {
-    let mut n = Net::new();
+    let mut n = net();
     // A random token.
     assert!(matches!(
         n.s.accept_join(&[7u8; 32]),
@@ -256,7 +175,7 @@ fn bad_joins_are_refused_without_effect() {
         Err(Error::JoinRefused(_))
     ));
     // A token of another session.
-    let mut other = Net::new();
+    let mut other = net();
     let (_, obytes) = other.c.join().unwrap();
     let JoinProbe::Join { token: otoken, .. } = probe_join(&obytes) else {
         panic!()
@@ -269,8 +188,7 @@ fn bad_joins_are_refused_without_effect() {
     assert!(n.s.error().is_none());
     let a = n.c.open_stream().unwrap();
     n.c.write(a, b"ok").unwrap();
-    n.c_in.insert(id, BytesMut::new());
-    n.s_in.entry(id).or_default();
+    n.add_link(id);
     n.drive();
     assert!(n.s.accept_stream().is_some());
     // After the session closed, no token works.
@@ -288,7 +206,7 @@ fn bad_joins_are_refused_without_effect() {
 /// one record carries several (it parses records from their end).
 #[test]
 fn at_most_sixteen_addresses_are_advertised() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     p.drive();
     let addr = |i: u8| std::net::SocketAddr::from(([10, 0, 0, i], 443));
     for i in 1..=16 {

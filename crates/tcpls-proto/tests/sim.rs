@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::*;
@@ -22,11 +22,12 @@ fn transfer_100mib_over_64_streams() {
     const STREAMS: usize = 64;
     const TOTAL: u64 = 100 << 20;
     let per = TOTAL / STREAMS as u64;
-    let mut p = Pair::established();
-    p.chunked = true;
+    let mut p = Net::established();
+    p.set_policy_all(Policy::Chunked { max: 40_000 });
     let ids: Vec<StreamId> = (0..STREAMS).map(|_| p.c.open_stream().unwrap()).collect();
     let mut written = vec![0u64; STREAMS];
-    let mut received: HashMap<StreamId, u64> = HashMap::new();
+    // Ordered, so the readers draw from the RNG in the same order every run.
+    let mut received: BTreeMap<StreamId, u64> = BTreeMap::new();
     let mut finished = 0;
     let mut buf = vec![0u8; 64 << 10];
     let mut rounds = 0u64;
@@ -89,7 +90,7 @@ fn transfer_100mib_over_64_streams() {
             }
         }
     }
-    assert!(p.carried.0 as u64 > TOTAL);
+    assert!(p.carried_total().0 as u64 > TOTAL);
     assert_eq!(
         p.s.stream_count(),
         64,
@@ -99,7 +100,7 @@ fn transfer_100mib_over_64_streams() {
 
 #[test]
 fn both_sides_open_streams_and_half_close() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let a = p.c.open_stream().unwrap();
     let b = p.s.open_stream().unwrap();
     assert_eq!(a, StreamId(0));
@@ -126,7 +127,7 @@ fn both_sides_open_streams_and_half_close() {
 
 #[test]
 fn streams_interleave_fairly() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let a = p.c.open_stream().unwrap();
     let b = p.c.open_stream().unwrap();
     let data = vec![7u8; 1 << 20];
@@ -156,7 +157,7 @@ fn streams_interleave_fairly() {
 
 #[test]
 fn reset_stream_reaches_reader() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let a = p.c.open_stream().unwrap();
     p.c.write(a, b"partial").unwrap();
     p.drive();
@@ -170,7 +171,7 @@ fn reset_stream_reaches_reader() {
 
 #[test]
 fn close_carries_code_and_reason() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     p.c.close(ErrorCode::app(7), "bye now");
     p.drive();
     assert!(p.c.is_drained());
@@ -196,7 +197,7 @@ fn flow_control_blocks_writer_and_bounds_memory() {
         send_buffer: 32 << 10,
         ..Default::default()
     };
-    let mut p = Pair::new(client_config(t.clone()), server_config(t), 3);
+    let mut p = Net::new(client_config(t.clone()), server_config(t), 3);
     p.drive();
     let a = p.c.open_stream().unwrap();
     let chunk = vec![1u8; 8 << 10];
@@ -234,7 +235,7 @@ fn flow_control_blocks_writer_and_bounds_memory() {
     assert!(p.c.write(a, &chunk).unwrap() > 0);
 }
 
-fn expect_close(p: &mut Pair, code: ErrorCode) {
+fn expect_close(p: &mut Net, code: ErrorCode) {
     p.drive();
     match p.s.error() {
         Some(e) => assert_eq!(e.code(), code, "server error {e}"),
@@ -249,14 +250,14 @@ fn expect_close(p: &mut Pair, code: ErrorCode) {
 
 #[test]
 fn unknown_frame_closes_with_frame_encoding() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     p.c.send_raw_record_for_testing(&[0x5a]).unwrap();
     expect_close(&mut p, ErrorCode::FRAME_ENCODING);
 }
 
 #[test]
 fn frame_beyond_record_closes_with_frame_encoding() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let mut rec = vec![1, 2, 3];
     encode_stream_header(StreamId(0), 0, 1000, false, &mut rec);
     p.c.send_raw_record_for_testing(&rec).unwrap();
@@ -265,7 +266,7 @@ fn frame_beyond_record_closes_with_frame_encoding() {
 
 #[test]
 fn flow_control_violation_closes_session() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let window = TransportConfig::default().stream_window;
     let mut rec = vec![0u8; 10];
     encode_stream_header(StreamId(0), window, 10, false, &mut rec);
@@ -275,7 +276,7 @@ fn flow_control_violation_closes_session() {
 
 #[test]
 fn stream_limit_violation_closes_session() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let limit = TransportConfig::default().max_streams;
     let mut rec = Vec::new();
     Frame::Stream {
@@ -291,7 +292,7 @@ fn stream_limit_violation_closes_session() {
 
 #[test]
 fn stream_of_wrong_initiator_closes_session() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let mut rec = Vec::new();
     // Stream 1 would be the server's first stream; the server never opened it.
     Frame::MaxStreamData {
@@ -305,7 +306,7 @@ fn stream_of_wrong_initiator_closes_session() {
 
 #[test]
 fn corrupted_record_closes_with_bad_record() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let a = p.c.open_stream().unwrap();
     p.c.write(a, b"hello").unwrap();
     let mut wire = Vec::new();
@@ -322,7 +323,7 @@ fn corrupted_record_closes_with_bad_record() {
 
 #[test]
 fn oversized_record_header_is_refused() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x50, 0x00][..]);
     assert!(p.s.recv(0, &mut inbuf, p.now).is_err());
     expect_close(&mut p, ErrorCode::BAD_RECORD);
@@ -335,7 +336,7 @@ fn truncated_record_then_eof_is_an_error() {
         failover: false,
         ..Default::default()
     };
-    let mut p = Pair::new(client_config(t.clone()), server_config(t), 2);
+    let mut p = Net::new(client_config(t.clone()), server_config(t), 2);
     p.drive();
     let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x00, 0x40, 1, 2][..]);
     p.s.recv(0, &mut inbuf, p.now).unwrap();
@@ -346,7 +347,7 @@ fn truncated_record_then_eof_is_an_error() {
 
 #[test]
 fn losing_the_only_connection_waits_for_a_rejoin_then_fails() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     p.s.handle_eof(0, p.now);
     assert!(p.s.error().is_none(), "failover: the session waits");
     assert!(drain_events(&mut p.s)
@@ -360,14 +361,14 @@ fn losing_the_only_connection_waits_for_a_rejoin_then_fails() {
 
 #[test]
 fn handshake_garbage_fails_and_silence_times_out() {
-    let mut p = Pair::default_pair();
+    let mut p = Net::default_pair();
     let mut inbuf = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
     assert!(matches!(
         p.s.recv(0, &mut inbuf, p.now),
         Err(Error::Handshake(_))
     ));
     // A client whose server never answers gives up at the handshake timeout.
-    let mut q = Pair::default_pair();
+    let mut q = Net::default_pair();
     let deadline = q.c.poll_timeout().expect("handshake deadline");
     q.c.handle_timeout(deadline + Duration::from_millis(1));
     assert!(matches!(q.c.error(), Some(Error::HandshakeTimeout)));
@@ -383,7 +384,7 @@ fn fallback_tcpls_client_plain_server() {
             .build()
             .unwrap(),
     );
-    let mut p = Pair::new(client_config(TransportConfig::default()), s, 4);
+    let mut p = Net::new(client_config(TransportConfig::default()), s, 4);
     p.drive();
     assert!(!p.c.is_tcpls() && !p.s.is_tcpls());
     let a = p.c.open_stream().unwrap();
@@ -417,7 +418,7 @@ fn fallback_plain_client_tcpls_server() {
             .build()
             .unwrap(),
     );
-    let mut p = Pair::new(c, server_config(TransportConfig::default()), 5);
+    let mut p = Net::new(c, server_config(TransportConfig::default()), 5);
     p.drive();
     assert!(!p.s.is_tcpls());
     let a = p.c.open_stream().unwrap();
@@ -445,7 +446,7 @@ fn duplicate_data_on_reset_stream_does_not_inflate_session_window() {
         stream_window: 8 << 10,
         ..Default::default()
     };
-    let mut p = Pair::new(client_config(t.clone()), server_config(t), 9);
+    let mut p = Net::new(client_config(t.clone()), server_config(t), 9);
     p.drive();
     let chunk = vec![0u8; 4096];
     let frame = |id: u32, offset: u64| {
@@ -482,7 +483,7 @@ fn duplicate_data_on_reset_stream_does_not_inflate_session_window() {
 /// after `Closed`).
 #[test]
 fn input_after_failure_is_ignored() {
-    let mut p = Pair::established();
+    let mut p = Net::established();
     p.c.send_raw_record_for_testing(&[0x5a]).unwrap();
     let a = p.c.open_stream().unwrap();
     p.c.write(a, b"late").unwrap();
@@ -508,7 +509,7 @@ fn a_reader_that_never_reads_bounds_the_senders_memory() {
     // Eight bulk streams into a receiver that reads nothing: flow control
     // stops the sender, whose memory stays within its configured limits
     // however much the application tries to write.
-    let mut p = Pair::established();
+    let mut p = Net::established();
     let cfg = TransportConfig::default();
     let ids: Vec<_> = (0..8).map(|_| p.c.open_stream().unwrap()).collect();
     let chunk = vec![1u8; 256 << 10];
@@ -527,4 +528,72 @@ fn a_reader_that_never_reads_bounds_the_senders_memory() {
     assert!(written >= cfg.session_window, "{written}");
     assert!(written <= cfg.session_window + 8 * cfg.send_buffer as u64);
     assert!(p.s.peak_buffered() <= cfg.session_window);
+}
+
+/// Writes `len` bytes of pattern on a new client stream (as much as the
+/// send buffer takes) and steps until the server session fails or has
+/// read the stream to its end; what it read must be a prefix of what was
+/// written.
+fn transfer_until_done_or_failed(p: &mut Net, len: usize) -> (usize, usize) {
+    let a = p.c.open_stream().unwrap();
+    let data: Vec<u8> = (0..len).map(|i| pattern(a.0, i as u64)).collect();
+    let written = p.c.write(a, &data).unwrap();
+    p.c.finish(a).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10_000 {
+        p.step();
+        if p.s.error().is_some() {
+            break;
+        }
+        while p.s.accept_stream().is_some() {}
+        match p.s.read(a, usize::MAX) {
+            Ok(ReadOutcome::Data(d)) => got.extend_from_slice(&d),
+            Ok(ReadOutcome::Fin) => break,
+            Ok(ReadOutcome::Blocked) | Err(_) => {}
+            Ok(ReadOutcome::Reset(c)) => panic!("reset {c}"),
+        }
+    }
+    assert!(got[..] == data[..got.len()], "read bytes out of place");
+    (written, got.len())
+}
+
+/// A connection that loses records (TCP never does: a broken middlebox, or
+/// an attacker) is caught: the first record after the gap does not decrypt
+/// under its sequence number, and the session closes with BAD_RECORD.
+#[test]
+fn a_gap_in_a_connections_records_closes_with_bad_record() {
+    let mut p = Net::established();
+    p.burst = 16 << 10;
+    p.set_policy(0, Dir::ToServer, Policy::Drop(Loss::EveryNth(3)));
+    let (written, read) = transfer_until_done_or_failed(&mut p, 200_000);
+    assert_eq!(written, 200_000);
+    assert!(read < written, "the gap stopped the stream");
+    assert!(p.dropped(0).0 > 0);
+    expect_close(&mut p, ErrorCode::BAD_RECORD);
+}
+
+/// Flights lost at random points (seeded): the reader never gets a wrong
+/// byte, and a loss followed by more records always ends the session with
+/// BAD_RECORD.
+#[test]
+fn random_loss_is_detected_and_never_corrupts() {
+    let mut failed = 0;
+    for seed in 0..20 {
+        let mut p = Net::established();
+        p.burst = 16 << 10;
+        p.set_policy(
+            0,
+            Dir::ToServer,
+            Policy::Drop(Loss::Fraction { p: 0.1, seed }),
+        );
+        let (written, read) = transfer_until_done_or_failed(&mut p, 300_000);
+        if read < written {
+            assert!(p.dropped(0).0 > 0, "seed {seed}: stalled without loss");
+            expect_close(&mut p, ErrorCode::BAD_RECORD);
+            failed += 1;
+        } else {
+            assert!(p.s.error().is_none(), "seed {seed}: {:?}", p.s.error());
+        }
+    }
+    assert!(failed >= 10, "only {failed} of 20 runs lost a record");
 }
