@@ -27,7 +27,8 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tcpls_proto::wire::record::MAX_PLAINTEXT;
 use tcpls_proto::{
-    ClientConfig, ReadOutcome, ServerConfig, Session, StreamId, TransportConfig,
+    CallError, ClientConfig, ConnectionId, ReadOutcome, ServerConfig, Session, StreamId,
+    TransportConfig,
 };
 
 struct Configs {
@@ -108,18 +109,18 @@ impl Pair {
         p
     }
 
-    fn client_to_server(&mut self) -> Result<(), tcpls_proto::Error> {
+    fn client_to_server(&mut self) -> Result<(), CallError> {
         let mut wire = Vec::new();
-        let _ = self.c.poll_transmit(0, &mut wire, usize::MAX);
+        let _ = self.c.poll_transmit(ConnectionId(0), &mut wire, usize::MAX);
         self.s_in.extend_from_slice(&wire);
-        let r = self.s.recv(0, &mut self.s_in, self.now);
+        let r = self.s.recv(ConnectionId(0), &mut self.s_in, self.now);
         check_failed(&self.s, &r);
         r
     }
 
-    fn server_to_client(&mut self) -> Result<(), tcpls_proto::Error> {
+    fn server_to_client(&mut self) -> Result<(), CallError> {
         let mut wire = Vec::new();
-        let _ = self.s.poll_transmit(0, &mut wire, usize::MAX);
+        let _ = self.s.poll_transmit(ConnectionId(0), &mut wire, usize::MAX);
         if self.s.error().is_some() {
             assert!(
                 self.s.is_drained(),
@@ -128,7 +129,7 @@ impl Pair {
             );
         }
         self.c_in.extend_from_slice(&wire);
-        let r = self.c.recv(0, &mut self.c_in, self.now);
+        let r = self.c.recv(ConnectionId(0), &mut self.c_in, self.now);
         check_failed(&self.c, &r);
         r
     }
@@ -157,20 +158,23 @@ impl Pair {
                         let _ = self.s.reset(id, code);
                         break;
                     }
-                    Ok(ReadOutcome::Blocked) | Err(_) => break,
+                    Ok(_) | Err(_) => break,
                 }
             }
         }
     }
 }
 
-/// An error from `recv` must leave the session failed.
-fn check_failed(s: &Session, r: &Result<(), tcpls_proto::Error>) {
-    if let Err(e) = r {
-        assert!(
+/// An error from `recv` on an established connection means the session
+/// ended: it must be failed.
+fn check_failed(s: &Session, r: &Result<(), CallError>) {
+    match r {
+        Ok(()) => {}
+        Err(CallError::Closed(e)) => assert!(
             s.error().is_some(),
             "recv returned {e} but the session is not failed"
-        );
+        ),
+        Err(e) => panic!("recv on an established connection returned {e}"),
     }
 }
 
@@ -189,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
             };
             for piece in [&rest[..cut], &rest[cut..]] {
                 p.s_in.extend_from_slice(piece);
-                let r = p.s.recv(0, &mut p.s_in, p.now);
+                let r = p.s.recv(ConnectionId(0), &mut p.s_in, p.now);
                 check_failed(&p.s, &r);
                 if r.is_err() {
                     break;

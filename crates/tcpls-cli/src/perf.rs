@@ -312,7 +312,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             .connection_stats()
             .into_iter()
             .map(|c| ConnStats {
-                conn: c.conn,
+                conn: c.conn.0,
                 rtt_us: c.rtt_us,
                 rttvar_us: c.rttvar_us,
                 cwnd: c.cwnd,

@@ -10,7 +10,7 @@ use tcpls_proto::record::RecordKey;
 use tcpls_proto::wire::frame::{encode_stream_header, stream_header, STREAM_HEADER_LEN};
 use tcpls_proto::wire::record::{HEADER_LEN, MAX_PLAINTEXT, TAG_LEN};
 use tcpls_proto::wire::{ContentType, Frame, FrameIter};
-use tcpls_proto::{CipherSuite, StreamId};
+use tcpls_proto::{CipherSuite, ConnectionId, StreamId};
 
 /// One maximal STREAM frame's payload.
 const PAYLOAD: usize = MAX_PLAINTEXT - STREAM_HEADER_LEN;
@@ -41,8 +41,14 @@ fn record(c: &mut Criterion) {
                     false,
                     &mut out,
                 );
-                key.seal(1, seq, ContentType::ApplicationData, &mut out, 0)
-                    .unwrap();
+                key.seal(
+                    ConnectionId(1),
+                    seq,
+                    ContentType::ApplicationData,
+                    &mut out,
+                    0,
+                )
+                .unwrap();
                 seq += 1;
                 black_box(out.len());
             })
@@ -59,7 +65,7 @@ fn record(c: &mut Criterion) {
                     stream_header(StreamId(4), seq * PAYLOAD as u64, PAYLOAD as u16, false);
                 rec[end..end + STREAM_HEADER_LEN].copy_from_slice(&header);
                 rec[end + STREAM_HEADER_LEN] = ContentType::ApplicationData.into();
-                key.seal_with_lead(1, seq, &data, &mut rec, &mut trailer)
+                key.seal_with_lead(ConnectionId(1), seq, &data, &mut rec, &mut trailer)
                     .unwrap();
                 seq += 1;
                 black_box(rec[0]);
@@ -69,13 +75,19 @@ fn record(c: &mut Criterion) {
         out.extend_from_slice(&[0; HEADER_LEN]);
         out.extend_from_slice(&data);
         encode_stream_header(StreamId(4), 0, PAYLOAD as u16, false, &mut out);
-        key.seal(1, 0, ContentType::ApplicationData, &mut out, 0)
-            .unwrap();
+        key.seal(
+            ConnectionId(1),
+            0,
+            ContentType::ApplicationData,
+            &mut out,
+            0,
+        )
+        .unwrap();
         g.bench_function(format!("{}/open+parse", suite.name()), |b| {
             b.iter_batched_ref(
                 || out.clone(),
                 |rec| {
-                    let (_, len) = key.open(1, 0, rec).unwrap();
+                    let (_, len) = key.open(ConnectionId(1), 0, rec).unwrap();
                     let plain = &rec[HEADER_LEN..HEADER_LEN + len];
                     for f in FrameIter::new(plain) {
                         black_box(f.unwrap());
@@ -95,7 +107,7 @@ fn frames(c: &mut Criterion) {
         .flat_map(|i| {
             [
                 Frame::Ack {
-                    conn: i,
+                    conn: ConnectionId(i),
                     seq: 1000 + i as u64,
                 },
                 Frame::MaxStreamData {

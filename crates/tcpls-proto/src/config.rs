@@ -368,7 +368,7 @@ impl ServerConfigBuilder {
     pub fn build(self) -> Result<ServerConfig, Error> {
         let (chain, cert_pem, key_pem) = self
             .cert
-            .ok_or(Error::Usage("server configuration needs a certificate"))?;
+            .ok_or(Error::Config("server configuration needs a certificate"))?;
         let mut b = tls_builder(&self.suites, true)?;
         let key = PKey::private_key_from_pem(&key_pem).map_err(tls_err)?;
         b.set_certificate(&chain[0]).map_err(tls_err)?;

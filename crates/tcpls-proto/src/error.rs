@@ -1,7 +1,10 @@
 //! Typed errors of the protocol core.
 //!
 //! Every way a session can end has an [`ErrorCode`] that travels in a CLOSE
-//! frame, so the peer learns why; [`Error`] is what the local application sees.
+//! frame, so the peer learns why; [`Error`] is that reason as the local
+//! application sees it. A call that fails without ending the session (a
+//! misuse, an unknown stream, a refused join) returns a [`CallError`]; its
+//! [`CallError::Closed`] carries the [`Error`] of a session that has ended.
 
 use std::fmt;
 
@@ -67,6 +70,7 @@ impl fmt::Display for ErrorCode {
 
 /// A wire-format decoding failure. Each maps to a transport [`ErrorCode`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Fewer bytes than the structure needs.
     #[error("truncated {0}")]
@@ -82,8 +86,11 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
-/// Why a session failed or closed.
+/// Why a session ended: failed or closed. The session is over once one is
+/// reported; [`Error::code`] is what the CLOSE frame told (or tells) the
+/// peer.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// TLS handshake failure (OpenSSL's message).
     #[error("TLS handshake failed: {0}")]
@@ -134,12 +141,9 @@ pub enum Error {
     /// The TCP connection failed (reset, unreachable, local I/O error).
     #[error("connection lost: {0}")]
     ConnectionLost(String),
-    /// A joining connection was refused; the session is unaffected.
-    #[error("join refused: {0}")]
-    JoinRefused(&'static str),
-    /// A local misuse of the API.
-    #[error("{0}")]
-    Usage(&'static str),
+    /// A configuration that cannot be used (missing certificate, ...).
+    #[error("configuration: {0}")]
+    Config(&'static str),
     /// Unexpected internal state (a bug, never the peer's fault).
     #[error("internal error: {0}")]
     Internal(String),
@@ -152,6 +156,7 @@ impl Error {
             Error::Handshake(_)
             | Error::HandshakeTimeout
             | Error::Internal(_)
+            | Error::Config(_)
             | Error::ConnectionLost(_) => ErrorCode::INTERNAL,
             Error::BadRecord(_) | Error::Alert(_) => ErrorCode::BAD_RECORD,
             Error::Decode(_) => ErrorCode::FRAME_ENCODING,
@@ -161,7 +166,50 @@ impl Error {
             Error::IdleTimeout => ErrorCode::IDLE_TIMEOUT,
             Error::KeyLimit => ErrorCode::KEY_LIMIT,
             Error::PeerClosed { code, .. } | Error::LocallyClosed { code, .. } => *code,
-            Error::Usage(_) | Error::JoinRefused(_) => ErrorCode::INTERNAL,
+        }
+    }
+}
+
+/// Why one call on a session failed. Only [`CallError::Closed`] means the
+/// session is over (and says why); the others leave it as it was.
+///
+/// ```
+/// # use tcpls_proto::{CallError, Session, StreamId};
+/// # fn f(s: &mut Session) {
+/// match s.write(StreamId(1000), b"x") {
+///     Err(CallError::Closed(reason)) => eprintln!("session ended: {reason} ({})", reason.code()),
+///     Err(e) => eprintln!("this call failed, the session goes on: {e}"),
+///     Ok(n) => println!("queued {n} bytes"),
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The session has ended, for this reason.
+    #[error("session ended: {0}")]
+    Closed(Error),
+    /// A local misuse of the API (unknown stream or connection, writing
+    /// after finish, joining as a server, ...).
+    #[error("{0}")]
+    Usage(&'static str),
+    /// A joining connection was refused; the session is unaffected.
+    #[error("join refused: {0}")]
+    JoinRefused(&'static str),
+}
+
+impl From<Error> for CallError {
+    fn from(e: Error) -> Self {
+        CallError::Closed(e)
+    }
+}
+
+impl CallError {
+    /// The reason the session ended, if that is why the call failed.
+    pub fn session_error(&self) -> Option<&Error> {
+        match self {
+            CallError::Closed(e) => Some(e),
+            _ => None,
         }
     }
 }

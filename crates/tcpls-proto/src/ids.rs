@@ -60,4 +60,28 @@ impl fmt::Display for StreamId {
 /// A TCP connection's identifier within its session. Connection 0 is the one
 /// that carried the TLS handshake; joined connections use the sequence number
 /// of the token they joined with. It is part of every record's nonce.
-pub type ConnectionId = u32;
+///
+/// ```
+/// use tcpls_proto::ConnectionId;
+/// assert_eq!(ConnectionId::FIRST, ConnectionId(0));
+/// assert_eq!(ConnectionId(3).to_string(), "3");
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u32);
+
+impl ConnectionId {
+    /// The connection that carried the handshake.
+    pub const FIRST: Self = Self(0);
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -15,13 +15,33 @@ pub mod config;
 pub mod error;
 mod handshake;
 pub mod ids;
-pub mod record;
 pub mod session;
 mod tls_callbacks;
+
+// The record layer and the wire codecs are public only for tests, fuzzing
+// and benches (feature `testing`): applications go through `Session`.
+#[cfg(feature = "testing")]
+pub mod record;
+// Without `testing`, parts only tests and fuzzers use are unused.
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod record;
+#[cfg(feature = "testing")]
 pub mod wire;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod wire;
 
 pub use config::{ClientConfig, ServerConfig, TransportConfig};
-pub use error::{DecodeError, Error, ErrorCode};
+pub use error::{CallError, DecodeError, Error, ErrorCode};
 pub use ids::{ConnectionId, Side, StreamId};
 pub use record::CipherSuite;
 pub use session::{Event, ReadOutcome, Session};
+pub use wire::extension::TransportParams;
+pub use wire::frame::TOKEN_LEN;
+/// What a server needs to route a new TCP connection: the first bytes of a
+/// join ClientHello carry the token of the session it joins.
+pub mod join {
+    pub use crate::wire::join::{probe_join, JoinProbe};
+}
+pub use wire::record::MAX_RECORD;

@@ -134,7 +134,7 @@ impl RecordKey {
 
     fn nonce(&self, conn: ConnectionId, seq: u64) -> Nonce {
         let mut n = self.iv;
-        for (b, x) in n[..4].iter_mut().zip(conn.to_be_bytes()) {
+        for (b, x) in n[..4].iter_mut().zip(conn.0.to_be_bytes()) {
             *b ^= x;
         }
         for (b, x) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
@@ -294,7 +294,7 @@ mod tests {
                 a.extend_from_slice(&[0; HEADER_LEN]);
                 a.extend_from_slice(&lead);
                 a.extend_from_slice(&trailer);
-                k.seal(3, 77, ContentType::ApplicationData, &mut a, 2)
+                k.seal(ConnectionId(3), 77, ContentType::ApplicationData, &mut a, 2)
                     .unwrap();
                 let mut b = vec![0xEE; 2];
                 b.extend_from_slice(&[0; HEADER_LEN]);
@@ -303,7 +303,7 @@ mod tests {
                 b.push(ContentType::ApplicationData.into());
                 b.extend_from_slice(&[0xCD; TAG_LEN]);
                 let mut scratch = Vec::new();
-                k.seal_with_lead(3, 77, &lead, &mut b[2..], &mut scratch)
+                k.seal_with_lead(ConnectionId(3), 77, &lead, &mut b[2..], &mut scratch)
                     .unwrap();
                 assert_eq!(a, b, "{suite:?}, trailer {trailer_len}");
             }
@@ -322,18 +322,24 @@ mod tests {
             let mut out = vec![0xAA; 3];
             out.extend_from_slice(&[0; HEADER_LEN]);
             out.extend_from_slice(b"hello frames");
-            k.seal(5, 9, ContentType::ApplicationData, &mut out, 3)
-                .unwrap();
+            k.seal(
+                ConnectionId(5),
+                9,
+                ContentType::ApplicationData,
+                &mut out,
+                3,
+            )
+            .unwrap();
             let mut wrong_conn = out[3..].to_vec();
             let mut wrong_seq = out[3..].to_vec();
             let rec = &mut out[3..];
-            let (ct, len) = k.open(5, 9, rec).unwrap();
+            let (ct, len) = k.open(ConnectionId(5), 9, rec).unwrap();
             assert_eq!(ct, ContentType::ApplicationData);
             assert_eq!(&rec[HEADER_LEN..HEADER_LEN + len], b"hello frames");
             // Another connection id or sequence number: authentication fails.
-            assert!(k.open(5, 10, &mut wrong_seq).is_err());
+            assert!(k.open(ConnectionId(5), 10, &mut wrong_seq).is_err());
             let mut copy = std::mem::take(&mut wrong_conn);
-            assert!(k.open(6, 9, &mut copy).is_err());
+            assert!(k.open(ConnectionId(6), 9, &mut copy).is_err());
         }
     }
 }

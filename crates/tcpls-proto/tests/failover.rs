@@ -51,6 +51,7 @@ fn read_stream(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
             Ok(ReadOutcome::Fin) => return true,
             Ok(ReadOutcome::Blocked) | Err(_) => return false,
             Ok(ReadOutcome::Reset(c)) => panic!("reset {c}"),
+            Ok(other) => panic!("unexpected {other:?}"),
         }
     }
 }
@@ -269,9 +270,11 @@ fn advertised_address_survives_the_loss_of_its_connection() {
     let addr: std::net::SocketAddr = "10.9.9.9:443".parse().unwrap();
     sim.s.advertise_address(addr).unwrap();
     let mut lost = Vec::new();
-    sim.s.poll_transmit(0, &mut lost, 1 << 20).unwrap();
+    sim.s
+        .poll_transmit(ConnectionId(0), &mut lost, 1 << 20)
+        .unwrap();
     assert!(!lost.is_empty(), "the NEW_ADDRESS went out on connection 0");
-    kill(&mut sim, 0, true);
+    kill(&mut sim, ConnectionId(0), true);
     for _ in 0..500 {
         sim.step();
     }
@@ -293,9 +296,11 @@ fn acks_lost_with_a_connection_are_sent_again() {
     assert_eq!(sim.c.write(id, &[7; 5000]).unwrap(), 5000);
     // The data goes over connection 0 and arrives whole.
     let mut wire = Vec::new();
-    sim.c.poll_transmit(0, &mut wire, 1 << 20).unwrap();
+    sim.c
+        .poll_transmit(ConnectionId(0), &mut wire, 1 << 20)
+        .unwrap();
     let mut input = BytesMut::from(&wire[..]);
-    sim.s.recv(0, &mut input, sim.now).unwrap();
+    sim.s.recv(ConnectionId(0), &mut input, sim.now).unwrap();
     assert!(sim.c.has_unacked());
     // The server's ACK leaves on the joined connection, which then dies.
     sim.advance(Duration::from_millis(100));
@@ -420,7 +425,7 @@ fn an_unexpected_fin_fails_the_connection_over() {
     net.eof(joined, Side::Client);
     assert_eq!(net.c.connection_state(joined), None);
     assert_eq!(net.s.connection_state(joined), None);
-    assert_eq!(net.live_links(), vec![0]);
+    assert_eq!(net.live_links(), vec![ConnectionId(0)]);
     let got = read_all_of(&mut net, 1000, a);
     assert!(got == data, "{} of {} bytes", got.len(), data.len());
     assert!(net.c.error().is_none() && net.s.error().is_none());

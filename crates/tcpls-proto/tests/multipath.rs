@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use common::*;
 use tcpls_proto::session::ConnectionState;
 use tcpls_proto::wire::join::{probe_join, JoinProbe};
-use tcpls_proto::{Error, ReadOutcome, Session, Side, StreamId, TransportConfig};
+use tcpls_proto::{CallError, ConnectionId, ReadOutcome, Session, Side, StreamId, TransportConfig};
 
 /// Client and server with one link per connection, on a frozen clock (no
 /// timers fire), 64 KiB per connection and step; a link can be held back to
@@ -27,6 +27,7 @@ fn read_all(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
             ReadOutcome::Fin => return true,
             ReadOutcome::Blocked => return false,
             ReadOutcome::Reset(c) => panic!("reset {c}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
@@ -47,13 +48,16 @@ fn server_issues_tokens_and_join_steers_a_stream() {
     let data = vec![42u8; 300_000];
     n.c.write(a, &data).unwrap();
     n.c.finish(a).unwrap();
-    let before = n.carried(0).0;
+    let before = n.carried(ConnectionId(0)).0;
     n.drive();
     assert!(
         n.carried(id).0 > data.len(),
         "stream data went over the joined connection"
     );
-    assert!(n.carried(0).0 - before < 1000, "not over connection 0");
+    assert!(
+        n.carried(ConnectionId(0)).0 - before < 1000,
+        "not over connection 0"
+    );
     let sid = n.s.accept_stream().unwrap();
     // STREAM_CHANGE made the server answer on the same connection.
     assert_eq!(n.s.stream_connection(sid), Some(id));
@@ -86,14 +90,17 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
         if !migrated && written > data.len() / 3 {
             // Hold what is in flight on connection 0, move to the new one:
             // later bytes arrive before earlier ones.
-            n.hold(0, Dir::ToServer);
+            n.hold(ConnectionId(0), Dir::ToServer);
             n.step();
             n.c.migrate(id).unwrap();
             migrated = true;
         }
         n.step();
-        if migrated && written == data.len() && n.policy(0, Dir::ToServer) == Policy::Hold {
-            n.release(0, Dir::ToServer);
+        if migrated
+            && written == data.len()
+            && n.policy(ConnectionId(0), Dir::ToServer) == Policy::Hold
+        {
+            n.release(ConnectionId(0), Dir::ToServer);
         }
         if let Some(s) = n.s.accept_stream() {
             sid = Some(s);
@@ -108,15 +115,18 @@ fn migration_with_reordering_loses_and_duplicates_nothing() {
     assert!(got == data, "bytes differ");
     assert_eq!(n.c.primary_connection(), id);
     // Retire the old connection: the peer is told, then its FIN is benign.
-    n.c.close_connection(0).unwrap();
+    n.c.close_connection(ConnectionId(0)).unwrap();
     n.drive();
-    assert_eq!(n.s.connection_state(0), Some(ConnectionState::Draining));
-    n.eof(0, Side::Server);
-    n.eof(0, Side::Client);
+    assert_eq!(
+        n.s.connection_state(ConnectionId(0)),
+        Some(ConnectionState::Draining)
+    );
+    n.eof(ConnectionId(0), Side::Server);
+    n.eof(ConnectionId(0), Side::Client);
     assert!(n.s.error().is_none() && n.c.error().is_none());
-    assert_eq!(n.s.connection_state(0), None);
+    assert_eq!(n.s.connection_state(ConnectionId(0)), None);
     // The closed connection's slot comes back as a new token.
-    n.kill(0);
+    n.kill(ConnectionId(0));
     n.drive();
     let max = TransportConfig::default().max_connections as usize;
     assert_eq!(n.c.available_tokens(), max - 1);
@@ -136,7 +146,7 @@ fn bad_joins_are_refused_without_effect() {
     // A random token.
     assert!(matches!(
         n.s.accept_join(&[7u8; 32]),
-        Err(Error::JoinRefused(_))
+        Err(CallError::JoinRefused(_))
     ));
     // A valid token with a record not sealed under the session keys.
     let (id, bytes) = n.c.join().unwrap();
@@ -150,14 +160,14 @@ fn bad_joins_are_refused_without_effect() {
     let mut buf = BytesMut::from(&forged[..]);
     assert!(matches!(
         n.s.recv(id, &mut buf, n.now),
-        Err(Error::JoinRefused(_))
+        Err(CallError::JoinRefused(_))
     ));
     assert!(n.s.error().is_none());
     // The forged attempt spent the token: it cannot be replayed, even with
     // the real record, and the server issues a replacement.
     assert!(matches!(
         n.s.accept_join(&token),
-        Err(Error::JoinRefused(_))
+        Err(CallError::JoinRefused(_))
     ));
     // The client joins again with a fresh token and the real record.
     n.drive();
@@ -172,7 +182,7 @@ fn bad_joins_are_refused_without_effect() {
     // Replay of the used token.
     assert!(matches!(
         n.s.accept_join(&token),
-        Err(Error::JoinRefused(_))
+        Err(CallError::JoinRefused(_))
     ));
     // A token of another session.
     let mut other = net();
@@ -182,7 +192,7 @@ fn bad_joins_are_refused_without_effect() {
     };
     assert!(matches!(
         n.s.accept_join(&otoken),
-        Err(Error::JoinRefused(_))
+        Err(CallError::JoinRefused(_))
     ));
     // The session is unaffected by all of the above.
     assert!(n.s.error().is_none());
@@ -215,7 +225,7 @@ fn at_most_sixteen_addresses_are_advertised() {
     p.s.advertise_address(addr(3)).unwrap(); // again: still 16
     assert!(matches!(
         p.s.advertise_address(addr(17)),
-        Err(tcpls_proto::Error::Usage(_))
+        Err(CallError::Usage(_))
     ));
     p.s.withdraw_address(addr(1)).unwrap();
     p.s.advertise_address(addr(17)).unwrap();

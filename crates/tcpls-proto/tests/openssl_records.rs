@@ -10,6 +10,7 @@ use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslStream, SslVersion}
 use openssl::x509::X509;
 use tcpls_proto::record::{CipherSuite, RecordKey};
 use tcpls_proto::wire::record::{ContentType, HEADER_LEN};
+use tcpls_proto::ConnectionId;
 
 #[derive(Default)]
 struct Pipe {
@@ -110,8 +111,14 @@ fn connection_zero_records_match_openssl() {
             let theirs = std::mem::take(&mut c.get_mut().output);
             let mut ours = vec![0u8; HEADER_LEN];
             ours.extend_from_slice(&plaintext);
-            key.seal(0, seq as u64, ContentType::ApplicationData, &mut ours, 0)
-                .unwrap();
+            key.seal(
+                ConnectionId(0),
+                seq as u64,
+                ContentType::ApplicationData,
+                &mut ours,
+                0,
+            )
+            .unwrap();
             assert_eq!(ours, theirs, "{} record {seq}", suite.name());
             // And OpenSSL's peer accepts ours.
             s.get_mut().input.extend_from_slice(&ours);

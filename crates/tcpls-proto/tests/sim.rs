@@ -9,7 +9,9 @@ use common::*;
 use rand::Rng;
 use tcpls_proto::session::Event;
 use tcpls_proto::wire::frame::{encode_stream_header, Frame};
-use tcpls_proto::{Error, ErrorCode, ReadOutcome, StreamId, TransportConfig};
+use tcpls_proto::{
+    CallError, ConnectionId, Error, ErrorCode, ReadOutcome, StreamId, TransportConfig,
+};
 
 fn drain_events(s: &mut tcpls_proto::Session) -> Vec<Event> {
     std::iter::from_fn(|| s.poll_event()).collect()
@@ -86,6 +88,7 @@ fn transfer_100mib_over_64_streams() {
                     }
                     ReadOutcome::Reset(c) => panic!("unexpected reset {c}"),
                     ReadOutcome::Blocked => break,
+                    other => panic!("unexpected {other:?}"),
                 }
             }
         }
@@ -310,13 +313,14 @@ fn corrupted_record_closes_with_bad_record() {
     let a = p.c.open_stream().unwrap();
     p.c.write(a, b"hello").unwrap();
     let mut wire = Vec::new();
-    p.c.poll_transmit(0, &mut wire, usize::MAX).unwrap();
+    p.c.poll_transmit(ConnectionId(0), &mut wire, usize::MAX)
+        .unwrap();
     let last = wire.len() - 3;
     wire[last] ^= 0x40;
     let mut inbuf = bytes::BytesMut::from(&wire[..]);
     assert!(matches!(
-        p.s.recv(0, &mut inbuf, p.now),
-        Err(Error::BadRecord(_))
+        p.s.recv(ConnectionId(0), &mut inbuf, p.now),
+        Err(CallError::Closed(Error::BadRecord(_)))
     ));
     expect_close(&mut p, ErrorCode::BAD_RECORD);
 }
@@ -325,7 +329,7 @@ fn corrupted_record_closes_with_bad_record() {
 fn oversized_record_header_is_refused() {
     let mut p = Net::established();
     let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x50, 0x00][..]);
-    assert!(p.s.recv(0, &mut inbuf, p.now).is_err());
+    assert!(p.s.recv(ConnectionId(0), &mut inbuf, p.now).is_err());
     expect_close(&mut p, ErrorCode::BAD_RECORD);
 }
 
@@ -339,16 +343,16 @@ fn truncated_record_then_eof_is_an_error() {
     let mut p = Net::new(client_config(t.clone()), server_config(t), 2);
     p.drive();
     let mut inbuf = bytes::BytesMut::from(&[23u8, 3, 3, 0x00, 0x40, 1, 2][..]);
-    p.s.recv(0, &mut inbuf, p.now).unwrap();
+    p.s.recv(ConnectionId(0), &mut inbuf, p.now).unwrap();
     assert_eq!(inbuf.len(), 7, "partial record kept for the next read");
-    p.s.handle_eof(0, p.now);
+    p.s.handle_eof(ConnectionId(0), p.now);
     assert_eq!(p.s.error().unwrap().code(), ErrorCode::PROTOCOL_VIOLATION);
 }
 
 #[test]
 fn losing_the_only_connection_waits_for_a_rejoin_then_fails() {
     let mut p = Net::established();
-    p.s.handle_eof(0, p.now);
+    p.s.handle_eof(ConnectionId(0), p.now);
     assert!(p.s.error().is_none(), "failover: the session waits");
     assert!(drain_events(&mut p.s)
         .iter()
@@ -364,8 +368,8 @@ fn handshake_garbage_fails_and_silence_times_out() {
     let mut p = Net::default_pair();
     let mut inbuf = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
     assert!(matches!(
-        p.s.recv(0, &mut inbuf, p.now),
-        Err(Error::Handshake(_))
+        p.s.recv(ConnectionId(0), &mut inbuf, p.now),
+        Err(CallError::Closed(Error::Handshake(_)))
     ));
     // A client whose server never answers gives up at the handshake timeout.
     let mut q = Net::default_pair();
@@ -488,9 +492,10 @@ fn input_after_failure_is_ignored() {
     let a = p.c.open_stream().unwrap();
     p.c.write(a, b"late").unwrap();
     let mut wire = Vec::new();
-    p.c.poll_transmit(0, &mut wire, usize::MAX).unwrap();
+    p.c.poll_transmit(ConnectionId(0), &mut wire, usize::MAX)
+        .unwrap();
     let mut inbuf = bytes::BytesMut::from(&wire[..]);
-    assert!(p.s.recv(0, &mut inbuf, p.now).is_err());
+    assert!(p.s.recv(ConnectionId(0), &mut inbuf, p.now).is_err());
     let events = drain_events(&mut p.s);
     let closed_at = events
         .iter()
@@ -551,6 +556,7 @@ fn transfer_until_done_or_failed(p: &mut Net, len: usize) -> (usize, usize) {
             Ok(ReadOutcome::Fin) => break,
             Ok(ReadOutcome::Blocked) | Err(_) => {}
             Ok(ReadOutcome::Reset(c)) => panic!("reset {c}"),
+            Ok(other) => panic!("unexpected {other:?}"),
         }
     }
     assert!(got[..] == data[..got.len()], "read bytes out of place");
@@ -564,11 +570,15 @@ fn transfer_until_done_or_failed(p: &mut Net, len: usize) -> (usize, usize) {
 fn a_gap_in_a_connections_records_closes_with_bad_record() {
     let mut p = Net::established();
     p.burst = 16 << 10;
-    p.set_policy(0, Dir::ToServer, Policy::Drop(Loss::EveryNth(3)));
+    p.set_policy(
+        ConnectionId(0),
+        Dir::ToServer,
+        Policy::Drop(Loss::EveryNth(3)),
+    );
     let (written, read) = transfer_until_done_or_failed(&mut p, 200_000);
     assert_eq!(written, 200_000);
     assert!(read < written, "the gap stopped the stream");
-    assert!(p.dropped(0).0 > 0);
+    assert!(p.dropped(ConnectionId(0)).0 > 0);
     expect_close(&mut p, ErrorCode::BAD_RECORD);
 }
 
@@ -582,13 +592,16 @@ fn random_loss_is_detected_and_never_corrupts() {
         let mut p = Net::established();
         p.burst = 16 << 10;
         p.set_policy(
-            0,
+            ConnectionId(0),
             Dir::ToServer,
             Policy::Drop(Loss::Fraction { p: 0.1, seed }),
         );
         let (written, read) = transfer_until_done_or_failed(&mut p, 300_000);
         if read < written {
-            assert!(p.dropped(0).0 > 0, "seed {seed}: stalled without loss");
+            assert!(
+                p.dropped(ConnectionId(0)).0 > 0,
+                "seed {seed}: stalled without loss"
+            );
             expect_close(&mut p, ErrorCode::BAD_RECORD);
             failed += 1;
         } else {
@@ -596,4 +609,42 @@ fn random_loss_is_detected_and_never_corrupts() {
         }
     }
     assert!(failed >= 10, "only {failed} of 20 runs lost a record");
+}
+
+#[test]
+fn a_misuse_is_a_call_error_and_the_session_goes_on() {
+    let mut p = Net::established();
+    let bogus = StreamId(1000);
+    assert!(matches!(p.c.write(bogus, b"x"), Err(CallError::Usage(_))));
+    assert!(matches!(p.c.read(bogus, 10), Err(CallError::Usage(_))));
+    let mut empty = bytes::BytesMut::new();
+    assert!(matches!(
+        p.c.recv(ConnectionId(77), &mut empty, p.now),
+        Err(CallError::Usage(_))
+    ));
+    let id = p.c.open_stream().unwrap();
+    p.c.finish(id).unwrap();
+    assert!(matches!(p.c.write(id, b"late"), Err(CallError::Usage(_))));
+    assert!(p.c.error().is_none() && p.s.error().is_none());
+    // The session still carries data.
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"ok").unwrap();
+    p.c.finish(id).unwrap();
+    p.drive();
+    let finished_empty = p.s.accept_stream().unwrap();
+    assert!(matches!(p.s.read(finished_empty, 10), Ok(ReadOutcome::Fin)));
+    let sid = p.s.accept_stream().unwrap();
+    let mut got = Vec::new();
+    while let Ok(ReadOutcome::Data(d)) = p.s.read(sid, usize::MAX) {
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(got, b"ok");
+    // Once the session ended, every call says why.
+    p.c.close(ErrorCode::app(7), "bye");
+    match p.c.write(id, b"x") {
+        Err(CallError::Closed(Error::LocallyClosed { code, .. })) => {
+            assert_eq!(code, ErrorCode::app(7))
+        }
+        other => panic!("expected the close reason, got {other:?}"),
+    }
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::shared::{Shared, Writing};
-use tcpls_proto::wire::record::MAX_RECORD;
+use tcpls_proto::MAX_RECORD;
 
 /// Bytes asked of the kernel per read: several maximal records at once.
 const READ_CHUNK: usize = 256 << 10;
@@ -115,8 +115,8 @@ async fn reader(
                 true
             }
             Ok(_) => match inner.proto.recv(conn, &mut bufs.buf, Instant::now()) {
-                Err(tcpls_proto::Error::JoinRefused(why)) => {
-                    tracing::info!(conn, why, "join refused");
+                Err(tcpls_proto::CallError::JoinRefused(why)) => {
+                    tracing::info!(%conn, why, "join refused");
                     true
                 }
                 _ => false,

@@ -8,8 +8,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tcpls_proto::wire::join::{probe_join, JoinProbe};
-use tcpls_proto::{ClientConfig, ServerConfig};
+use tcpls_proto::join::{probe_join, JoinProbe};
+use tcpls_proto::{ClientConfig, ConnectionId, ServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -63,7 +63,7 @@ fn start(
         writer_done: Default::default(),
         sockets: Default::default(),
     });
-    driver::spawn(shared.clone(), tcp, 0, input, Vec::new());
+    driver::spawn(shared.clone(), tcp, ConnectionId(0), input, Vec::new());
     tokio::spawn(monitor::health(Arc::downgrade(&shared)));
     Session {
         guard: Arc::new(Guard(shared)),
@@ -334,7 +334,7 @@ async fn incoming(
             .get(&token)
             .and_then(Weak::upgrade);
         let Some(shared) = session else {
-            return Err(Error::Session(tcpls_proto::Error::JoinRefused(
+            return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
                 "unknown token",
             )));
         };

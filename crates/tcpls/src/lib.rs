@@ -45,12 +45,13 @@ mod socket;
 mod stream;
 
 pub use endpoint::{connect, connect_any, connect_from, ConnectOptions, Server};
-pub use error::Error;
+pub use error::{Error, StreamReset};
 pub use session::Session;
 pub use shared::SessionEvent;
 pub use socket::ConnectionStats;
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
-    CipherSuite, ClientConfig, ConnectionId, ErrorCode, ServerConfig, StreamId, TransportConfig,
+    CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, ServerConfig, StreamId,
+    TransportConfig,
 };

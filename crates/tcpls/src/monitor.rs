@@ -140,7 +140,7 @@ async fn rejoin(me: Weak<Shared>) {
             };
             match joined {
                 Ok((id, first)) => {
-                    tracing::info!(conn = id, %addr, "rejoined after losing every connection");
+                    tracing::info!(conn = %id, %addr, "rejoined after losing every connection");
                     shared.apply_user_timeout_to(&tcp);
                     crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
                     shared.lock().rejoining = false;

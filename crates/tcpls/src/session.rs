@@ -75,11 +75,11 @@ impl Session {
                 return Poll::Ready(Err(Error::Session(e.clone())));
             }
             if inner.proto.can_open_stream() {
-                return Poll::Ready(inner.proto.open_stream().map_err(Error::Session));
+                return Poll::Ready(inner.proto.open_stream().map_err(Error::from));
             }
             if inner.connected == Some(false) {
                 // Plain TLS: the single stream is taken.
-                return Poll::Ready(inner.proto.open_stream().map_err(Error::Session));
+                return Poll::Ready(inner.proto.open_stream().map_err(Error::from));
             }
             inner.openers.push(cx.waker().clone());
             Poll::Pending
@@ -206,12 +206,13 @@ impl Session {
     /// Also sets TCP_NOTSENT_LOWAT on the sockets so that each connection
     /// pulls records only when TCP can send them soon.
     pub fn set_scheduler(&self, name: Option<&str>) -> Result<(), Error> {
-        let sched = match name {
-            None => None,
-            Some(n) => Some(tcpls_proto::session::scheduler::from_name(n).ok_or(
-                Error::Session(tcpls_proto::Error::Usage("unknown scheduler")),
-            )?),
-        };
+        let sched =
+            match name {
+                None => None,
+                Some(n) => Some(tcpls_proto::session::scheduler::from_name(n).ok_or(
+                    Error::Call(tcpls_proto::CallError::Usage("unknown scheduler")),
+                )?),
+            };
         let coupled = sched.is_some();
         self.with_proto(|p| {
             p.set_scheduler(sched);
@@ -240,7 +241,7 @@ impl Session {
 
     pub(crate) fn with_proto<T>(
         &self,
-        f: impl FnOnce(&mut tcpls_proto::Session) -> Result<T, tcpls_proto::Error>,
+        f: impl FnOnce(&mut tcpls_proto::Session) -> Result<T, tcpls_proto::CallError>,
     ) -> Result<T, Error> {
         Ok(self.shared().with_proto(f)?)
     }

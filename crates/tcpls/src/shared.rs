@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 /// Events the application can observe with [`crate::Session::next_event`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// The peer opened a stream (also delivered by [`crate::Session::accept_stream`]).
     StreamOpened(StreamId),
@@ -149,16 +150,15 @@ impl Inner {
                 Event::ConnectionFailed(c) => {
                     self.push_app_event(SessionEvent::ConnectionFailed(c))
                 }
-                Event::Disconnected => {
-                    if self.proto.side() == tcpls_proto::Side::Client && !self.rejoining {
-                        let rt = tokio::runtime::Handle::try_current();
-                        if let (Some(me), Ok(rt)) = (self.me.clone(), rt) {
-                            self.rejoining = true;
-                            (self.spawn_rejoin)(&rt, me);
-                        }
+                Event::Disconnected
+                    if self.proto.side() == tcpls_proto::Side::Client && !self.rejoining =>
+                {
+                    let rt = tokio::runtime::Handle::try_current();
+                    if let (Some(me), Ok(rt)) = (self.me.clone(), rt) {
+                        self.rejoining = true;
+                        (self.spawn_rejoin)(&rt, me);
                     }
                 }
-                Event::TokensAvailable => {}
                 Event::Closed(e) => {
                     self.readers.drain().for_each(|(_, w)| w.wake());
                     self.writers.drain().for_each(|(_, w)| w.wake());
@@ -167,6 +167,10 @@ impl Inner {
                     self.openers.drain(..).for_each(Waker::wake);
                     self.push_app_event(SessionEvent::Closed(e));
                 }
+                // Tokens are used by `Session::join` when asked; a server's
+                // Disconnected waits for the client; newer events concern
+                // nobody here.
+                _ => {}
             }
         }
     }

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 use tcpls_proto::{ReadOutcome, StreamId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::session_to_io;
+use crate::error::{call_to_io, session_to_io, StreamReset};
 use crate::shared::{Guard, SessionEvent};
 
 /// A bidirectional stream. Use [`Stream::split`] to read and write from
@@ -79,7 +79,7 @@ impl Stream {
             .guard
             .0
             .with_proto(|p| p.set_stream_connection(id, conn))
-            .map_err(session_to_io)
+            .map_err(call_to_io)
     }
 
     /// The connection this stream's data is sent on.
@@ -123,7 +123,7 @@ impl SendStream {
         self.guard
             .0
             .with_proto(|p| p.reset(id, code))
-            .map_err(session_to_io)
+            .map_err(call_to_io)
     }
 
     /// Writes all of `data` without copying it: the bytes are encrypted
@@ -158,7 +158,7 @@ impl SendStream {
         &mut self,
         cx: &mut Context<'_>,
         len: usize,
-        write: impl FnOnce(&mut tcpls_proto::Session, StreamId) -> Result<usize, tcpls_proto::Error>,
+        write: impl FnOnce(&mut tcpls_proto::Session, StreamId) -> Result<usize, tcpls_proto::CallError>,
     ) -> Poll<io::Result<usize>> {
         if len == 0 {
             return Poll::Ready(Ok(0));
@@ -183,7 +183,7 @@ impl SendStream {
                 }
                 Poll::Ready(Ok(n))
             }
-            Err(e) => Poll::Ready(Err(session_to_io(e))),
+            Err(e) => Poll::Ready(Err(call_to_io(e))),
         }
     }
 
@@ -193,7 +193,7 @@ impl SendStream {
         if !self.finished {
             self.finished = true;
             if let Err(e) = inner.proto.finish(self.id) {
-                return Poll::Ready(Err(session_to_io(e)));
+                return Poll::Ready(Err(call_to_io(e)));
             }
             shared.wake_writers();
         }
@@ -290,16 +290,14 @@ impl RecvStream {
             Ok(ReadOutcome::Reset(code)) => {
                 self.eof = true;
                 self.note_closed(&mut inner);
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("stream reset by peer (code {code})"),
-                )))
+                Poll::Ready(Err(StreamReset { code }.into()))
             }
-            Ok(ReadOutcome::Blocked) => {
+            // Blocked (and, the enum being open, anything newer): wait.
+            Ok(_) => {
                 inner.readers.insert(self.id, cx.waker().clone());
                 Poll::Pending
             }
-            Err(e) => Poll::Ready(Err(session_to_io(e))),
+            Err(e) => Poll::Ready(Err(call_to_io(e))),
         }
     }
 

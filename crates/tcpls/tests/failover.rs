@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tcpls::SessionEvent;
+use tcpls::{ConnectionId, SessionEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -99,7 +99,7 @@ async fn cut_in_the_middle(cut: Cut) {
     while let Ok(Some(ev)) =
         tokio::time::timeout(Duration::from_millis(100), session.next_event()).await
     {
-        failed |= matches!(ev, SessionEvent::ConnectionFailed(0));
+        failed |= matches!(ev, SessionEvent::ConnectionFailed(ConnectionId(0)));
     }
     assert!(failed, "{cut:?}: connection 0 was cut and failed over");
     assert!(session.close_reason().is_none());

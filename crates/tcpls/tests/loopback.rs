@@ -293,3 +293,52 @@ async fn mixed_small_and_large_writes_arrive_in_order() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_peer_reset_is_a_typed_code_and_the_session_goes_on() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (s, c) = configs(TransportConfig::default());
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let session = server.accept().await.unwrap();
+            // First stream: reset with code 42 once its request arrived.
+            let stream = session.accept_stream().await.unwrap();
+            let (mut tx, mut rx) = stream.split();
+            let mut req = [0u8; 5];
+            rx.read_exact(&mut req).await.unwrap();
+            tx.reset(42).unwrap();
+            // Second stream: echoed, proving the session survived.
+            let stream = session.accept_stream().await.unwrap();
+            let (mut tx, mut rx) = stream.split();
+            tokio::io::copy(&mut rx, &mut tx).await.unwrap();
+            tx.finish().await.unwrap();
+            session.drained().await;
+        });
+        let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+        let (mut tx, mut rx) = session.open_stream().await.unwrap().split();
+        tx.write_all(b"hello").await.unwrap();
+        let mut buf = Vec::new();
+        let err = rx.read_to_end(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            tcpls::StreamReset::from_io(&err),
+            Some(tcpls::StreamReset { code: 42 })
+        );
+        assert!(
+            session.close_reason().is_none(),
+            "a stream reset ends only the stream"
+        );
+        let (mut tx, mut rx) = session.open_stream().await.unwrap().split();
+        tx.write_all(b"still here").await.unwrap();
+        tx.finish().await.unwrap();
+        let mut back = Vec::new();
+        rx.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"still here");
+        session.close(0, "done");
+    })
+    .await
+    .expect("test timed out");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tcpls::{ClientConfig, Server, ServerConfig, SessionEvent};
+use tcpls::{ClientConfig, ConnectionId, Server, ServerConfig, SessionEvent};
 use tcpls_proto::session::ConnectionState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,7 +52,7 @@ async fn join_steer_migrate_and_retire_over_loopback() {
         // Mid-transfer, move everything back to connection 0, then retire
         // the joined connection.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        client.migrate(0).unwrap();
+        client.migrate(ConnectionId(0)).unwrap();
         let mut back = Vec::new();
         rx.read_to_end(&mut back).await.unwrap();
         writer.await.unwrap();

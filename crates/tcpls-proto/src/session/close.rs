@@ -4,7 +4,7 @@
 
 use super::timers::SessionTimer;
 use super::{Event, Session, State};
-use crate::error::{Error, ErrorCode};
+use crate::error::{CallError, Error, ErrorCode};
 use crate::ids::Side;
 
 /// Longest a graceful close waits for its data to be sent and
@@ -62,9 +62,9 @@ impl Session {
     }
 
     /// The session's error if it ended.
-    pub(crate) fn check_open(&self) -> Result<(), Error> {
+    pub(crate) fn check_open(&self) -> Result<(), CallError> {
         match &self.close.error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(CallError::Closed(e.clone())),
             None => Ok(()),
         }
     }

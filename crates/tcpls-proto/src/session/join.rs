@@ -9,7 +9,7 @@ use super::connection::{Connection, ConnectionState};
 use super::timers::{ConnTimer, SessionTimer};
 use super::transmit_buf::TransmitBuf;
 use super::{Event, Session, State};
-use crate::error::Error;
+use crate::error::{CallError, Error};
 use crate::ids::{ConnectionId, Side};
 use crate::wire::frame::{Frame, TOKEN_LEN};
 use crate::wire::join::encode_join_hello;
@@ -29,49 +29,57 @@ impl Session {
     /// and the bytes to send first on a fresh TCP connection (the join
     /// ClientHello and a first record that proves the session keys). The
     /// connection carries records from then on.
-    pub fn join(&mut self) -> Result<(ConnectionId, Vec<u8>), Error> {
+    pub fn join(&mut self) -> Result<(ConnectionId, Vec<u8>), CallError> {
         self.check_open()?;
         if self.side != Side::Client || !matches!(self.state, State::Tcpls(_)) {
-            return Err(Error::Usage("only an established TCPLS client can join"));
+            return Err(CallError::Usage(
+                "only an established TCPLS client can join",
+            ));
         }
         let tokens = &mut self.paths.tokens;
-        let (seq, token) = tokens.outstanding.pop_first().ok_or(Error::Usage(
+        let (seq, token) = tokens.outstanding.pop_first().ok_or(CallError::Usage(
             "no join token available (max connections reached?)",
         ))?;
         tokens.used_up_to = tokens.used_up_to.max(seq);
+        let conn = ConnectionId(seq);
         let mut random = [0u8; 64];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
         let mut out = encode_join_hello(&token, &random);
         self.paths
             .conns
-            .insert(seq, Connection::new(ConnectionState::Active));
+            .insert(conn, Connection::new(ConnectionState::Active));
         self.timers.stop(SessionTimer::Rejoin);
-        self.adopt_primary_if_orphaned(seq);
+        self.adopt_primary_if_orphaned(conn);
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         Frame::Ping.encode(&mut out);
         let mut out = TransmitBuf::from(out);
-        self.seal_record(seq, &mut out, start, None)?;
-        self.events.push_back(Event::ConnectionAdded(seq));
-        Ok((seq, out.into_vec()))
+        if let Err(e) = self.seal_record(conn, &mut out, start, None) {
+            // Nothing can be sealed: the session cannot go on.
+            self.fail_silently(e.clone());
+            return Err(CallError::Closed(e));
+        }
+        self.events.push_back(Event::ConnectionAdded(conn));
+        Ok((conn, out.into_vec()))
     }
 
     /// Server: a new TCP connection presented `token` in a join
     /// ClientHello. Returns the connection id to feed its records to; the
     /// connection is attached once its first record decrypts under that
     /// id. A token that is unknown here is refused without effect.
-    pub fn accept_join(&mut self, token: &[u8; TOKEN_LEN]) -> Result<ConnectionId, Error> {
+    pub fn accept_join(&mut self, token: &[u8; TOKEN_LEN]) -> Result<ConnectionId, CallError> {
         self.check_open()?;
         if self.side != Side::Server || !matches!(self.state, State::Tcpls(_)) {
-            return Err(Error::Usage("not an established TCPLS server session"));
+            return Err(CallError::Usage("not an established TCPLS server session"));
         }
-        let seq = self
+        let conn = self
             .paths
             .tokens
             .find(token)
-            .ok_or(Error::JoinRefused("unknown or used token"))?;
-        if self.paths.conns.contains_key(&seq) {
-            return Err(Error::JoinRefused(
+            .map(ConnectionId)
+            .ok_or(CallError::JoinRefused("unknown or used token"))?;
+        if self.paths.conns.contains_key(&conn) {
+            return Err(CallError::JoinRefused(
                 "a join with this token is already in progress",
             ));
         }
@@ -79,8 +87,8 @@ impl Session {
         c.token = Some(*token);
         c.timers
             .set(ConnTimer::JoinAuth, self.now + self.cfg.handshake_timeout);
-        self.paths.conns.insert(seq, c);
-        Ok(seq)
+        self.paths.conns.insert(conn, c);
+        Ok(conn)
     }
 
     /// The first records of a joining connection: attach it if the first
@@ -90,20 +98,22 @@ impl Session {
         &mut self,
         conn: ConnectionId,
         buf: &mut BytesMut,
-    ) -> Result<(), Error> {
+    ) -> Result<(), CallError> {
         if self.close.error.is_some() {
             self.abandon_join(conn);
-            return Err(Error::JoinRefused("session closed"));
+            return Err(CallError::JoinRefused("session closed"));
         }
         let State::Tcpls(keys) = &self.state else {
-            return Err(Error::JoinRefused("session not established"));
+            return Err(CallError::JoinRefused("session not established"));
         };
         let hdr = match RecordHeader::parse(buf) {
             Ok(Some(h)) if h.content_type == ContentType::ApplicationData => h,
             Ok(None) => return Ok(()),
             _ => {
                 self.abandon_join(conn);
-                return Err(Error::JoinRefused("first record is not application data"));
+                return Err(CallError::JoinRefused(
+                    "first record is not application data",
+                ));
             }
         };
         if buf.len() < HEADER_LEN + hdr.len {
@@ -114,14 +124,14 @@ impl Session {
             // The token is spent either way: a failed attempt must not
             // leave it replayable, and the client gets a fresh one.
             self.abandon_join(conn);
-            return Err(Error::JoinRefused("first record does not decrypt"));
+            return Err(CallError::JoinRefused("first record does not decrypt"));
         }
         self.attach_join(conn);
-        let r = self.recv_records(conn, buf);
-        if let Err(e) = &r {
+        if let Err(e) = self.recv_records(conn, buf) {
             self.fail(e.clone());
+            return Err(CallError::Closed(e));
         }
-        r
+        Ok(())
     }
 
     /// A join proved the keys: it carries records from now on.
@@ -134,7 +144,7 @@ impl Session {
         c.touch(self.now, self.cfg.keepalive);
         self.timers.stop(SessionTimer::Rejoin);
         if let Some(token) = c.token.take() {
-            self.paths.tokens.outstanding.remove(&conn);
+            self.paths.tokens.outstanding.remove(&conn.0);
             self.events.push_back(Event::TokenRetired(token));
         }
         self.events.push_back(Event::ConnectionAdded(conn));
@@ -148,7 +158,7 @@ impl Session {
     pub(crate) fn abandon_join(&mut self, conn: ConnectionId) {
         if let Some(c) = self.paths.conns.remove(&conn) {
             if let Some(token) = c.token {
-                self.paths.tokens.outstanding.remove(&conn);
+                self.paths.tokens.outstanding.remove(&conn.0);
                 self.events.push_back(Event::TokenRetired(token));
             }
             if self.side == Side::Server && self.close.error.is_none() {
@@ -192,7 +202,7 @@ impl Session {
         // Tokens are re-sent after failures: a known or already used
         // sequence number is a duplicate, not an error.
         let tokens = &mut self.paths.tokens;
-        let known = self.paths.conns.contains_key(&seq)
+        let known = self.paths.conns.contains_key(&ConnectionId(seq))
             || tokens.outstanding.contains_key(&seq)
             || seq <= tokens.used_up_to;
         if !known {

@@ -52,7 +52,7 @@
 //! s.recv(0, &mut BytesMut::from(&wire[..]), now)?;
 //! let sid = s.accept_stream().unwrap();
 //! assert!(matches!(s.read(sid, 100)?, ReadOutcome::Data(d) if &d[..] == b"hi"));
-//! # Ok::<(), tcpls_proto::Error>(())
+//! # Ok::<(), tcpls_proto::CallError>(())
 //! ```
 
 pub mod assembler;
@@ -101,6 +101,7 @@ pub use transmit_buf::TransmitBuf;
 
 /// Something the application may want to react to.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// The handshake finished; `tcpls` is false for a plain TLS peer.
     Connected {
@@ -145,6 +146,7 @@ pub enum Event {
 
 /// Result of [`Session::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadOutcome {
     /// In-order bytes (a slice of the decrypted record, not a copy).
     Data(Bytes),

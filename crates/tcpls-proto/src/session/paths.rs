@@ -9,7 +9,7 @@ use super::connection::{Connection, ConnectionState, Connections, Tokens};
 use super::recovery::Recovery;
 use super::scheduler::{PathInfo, Scheduler};
 use super::{Event, Session, State};
-use crate::error::Error;
+use crate::error::{CallError, Error};
 use crate::ids::{ConnectionId, Side, StreamId};
 
 /// Most peer addresses kept (NEW_ADDRESS beyond it closes the session),
@@ -53,8 +53,12 @@ pub(crate) struct SendPolicy {
 impl Paths {
     pub fn new() -> Self {
         Self {
-            conns: [(0, Connection::new(ConnectionState::Active))].into(),
-            primary: 0,
+            conns: [(
+                ConnectionId::FIRST,
+                Connection::new(ConnectionState::Active),
+            )]
+            .into(),
+            primary: ConnectionId::FIRST,
             max_connections: 1,
             tokens: Tokens::default(),
             local_addresses: Vec::new(),
@@ -198,10 +202,10 @@ impl Session {
     /// migration). Records already sent on other connections still arrive
     /// and are reordered by stream offset; the peer is told with
     /// STREAM_CHANGE so its data follows.
-    pub fn migrate(&mut self, conn: ConnectionId) -> Result<(), Error> {
+    pub fn migrate(&mut self, conn: ConnectionId) -> Result<(), CallError> {
         self.check_open()?;
         if !self.paths.can_send_on(conn) {
-            return Err(Error::Usage("no such active connection"));
+            return Err(CallError::Usage("no such active connection"));
         }
         self.paths.primary = conn;
         let ids: Vec<StreamId> = self.streams.map.keys().copied().collect();
@@ -213,10 +217,14 @@ impl Session {
 
     /// Sends a stream's data on `conn` from now on (stream steering), and
     /// asks the peer to do the same (STREAM_CHANGE).
-    pub fn set_stream_connection(&mut self, id: StreamId, conn: ConnectionId) -> Result<(), Error> {
+    pub fn set_stream_connection(
+        &mut self,
+        id: StreamId,
+        conn: ConnectionId,
+    ) -> Result<(), CallError> {
         self.check_open()?;
         if !self.paths.can_send_on(conn) {
-            return Err(Error::Usage("no such active connection"));
+            return Err(CallError::Usage("no such active connection"));
         }
         let s = self.streams.get_mut(id)?;
         s.conn = conn;
@@ -252,10 +260,10 @@ impl Session {
     /// Stops sending on `conn` and tells the peer (CONNECTION_RESET); the
     /// caller closes the TCP connection once [`Self::poll_transmit`] gives
     /// nothing more for it. Its streams move to the primary connection.
-    pub fn close_connection(&mut self, conn: ConnectionId) -> Result<(), Error> {
+    pub fn close_connection(&mut self, conn: ConnectionId) -> Result<(), CallError> {
         self.check_open()?;
         if !self.paths.other_connections(conn) {
-            return Err(Error::Usage(
+            return Err(CallError::Usage(
                 "cannot retire the last connection; close the session",
             ));
         }
@@ -333,12 +341,12 @@ impl Session {
 
     /// Advertises an address of this side to the peer (NEW_ADDRESS).
     /// At most 16 at a time, as many as a peer accepts.
-    pub fn advertise_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
+    pub fn advertise_address(&mut self, addr: SocketAddr) -> Result<(), CallError> {
         self.check_open()?;
         let local = &mut self.paths.local_addresses;
         if !local.contains(&addr) {
             if local.len() >= MAX_PEER_ADDRESSES {
-                return Err(Error::Usage("too many advertised addresses (16)"));
+                return Err(CallError::Usage("too many advertised addresses (16)"));
             }
             local.push(addr);
         }
@@ -347,7 +355,7 @@ impl Session {
     }
 
     /// Withdraws an advertised address (REMOVE_ADDRESS).
-    pub fn withdraw_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
+    pub fn withdraw_address(&mut self, addr: SocketAddr) -> Result<(), CallError> {
         self.check_open()?;
         self.paths.local_addresses.retain(|a| *a != addr);
         self.pending.address_updates.push_back((addr, false));

@@ -277,7 +277,7 @@ impl Session {
     /// A connection died: forget it, replay what it did not deliver, tell
     /// the peer, and wait for a new one if it was the last.
     pub(crate) fn connection_failed(&mut self, conn: ConnectionId, reason: &str) {
-        tracing::debug!(side = ?self.side, conn, reason, "connection failed");
+        tracing::debug!(side = ?self.side, %conn, reason, "connection failed");
         self.retire_connection(conn, false);
         self.requeue_unacked(conn);
         self.paths.conns.remove(&conn);

@@ -13,7 +13,7 @@ use super::recovery::schedule_ack;
 use super::stream::Stream;
 use super::timers::SessionTimer;
 use super::{Event, Keys, Session, State};
-use crate::error::{Error, ErrorCode};
+use crate::error::{CallError, Error, ErrorCode};
 use crate::handshake::Outcome;
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::CipherSuite;
@@ -38,16 +38,18 @@ fn only_session_tickets(mut msgs: &[u8]) -> bool {
 impl Session {
     /// Processes bytes that arrived on connection `conn`. Whole records are
     /// split off the front of `buf` and decrypted in place; a partial record
-    /// stays in `buf` for the next call. An error means the session ended
-    /// (a CLOSE frame is then waiting in `poll_transmit`).
+    /// stays in `buf` for the next call. [`CallError::Closed`] means the
+    /// session ended (a CLOSE frame is then waiting in `poll_transmit`);
+    /// [`CallError::JoinRefused`], that the joining connection `conn` was
+    /// refused and should be closed (the session goes on).
     pub fn recv(
         &mut self,
         conn: ConnectionId,
         buf: &mut BytesMut,
         now: Instant,
-    ) -> Result<(), Error> {
+    ) -> Result<(), CallError> {
         let Some(c) = self.paths.conns.get(&conn) else {
-            return Err(Error::Usage("unknown connection id"));
+            return Err(CallError::Usage("unknown connection id"));
         };
         if c.state == ConnectionState::PendingAuth {
             self.now = now;
@@ -73,10 +75,11 @@ impl Session {
                 Ok(())
             }
         };
-        if let Err(e) = &r {
+        if let Err(e) = r {
             self.fail(e.clone());
+            return Err(CallError::Closed(e));
         }
-        r
+        Ok(())
     }
 
     fn recv_handshake(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
@@ -123,7 +126,7 @@ impl Session {
                     self.paths.tokens.next_seq = 1;
                     self.replenish_tokens();
                 }
-                self.recv_records(0, buf)
+                self.recv_records(ConnectionId::FIRST, buf)
             }
             Outcome::Fallback(ssl) => {
                 tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
@@ -143,7 +146,7 @@ impl Session {
     fn open_fallback_stream(&mut self) {
         let st = &mut self.streams;
         st.send_credit = SendCredit::new(u64::MAX);
-        let mut s = Stream::new(u64::MAX, self.cfg.stream_window, 0);
+        let mut s = Stream::new(u64::MAX, self.cfg.stream_window, ConnectionId::FIRST);
         s.recv.credit = RecvCredit::new(u64::MAX);
         st.map.insert(StreamId(0), s);
         self.events.push_back(Event::Connected { tcpls: false });

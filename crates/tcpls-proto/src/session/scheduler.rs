@@ -147,7 +147,7 @@ mod tests {
         sent.iter()
             .enumerate()
             .map(|(i, s)| PathInfo {
-                conn: i as u32,
+                conn: ConnectionId(i as u32),
                 sent_bytes: *s,
                 ..Default::default()
             })
@@ -157,18 +157,18 @@ mod tests {
     #[test]
     fn round_robin_balances_bytes() {
         let mut s = RoundRobin;
-        assert!(s.allow(0, &paths(&[0, 0])));
-        assert!(!s.allow(0, &paths(&[4 << 20, 0])));
-        assert!(s.allow(1, &paths(&[4 << 20, 0])));
+        assert!(s.allow(ConnectionId(0), &paths(&[0, 0])));
+        assert!(!s.allow(ConnectionId(0), &paths(&[4 << 20, 0])));
+        assert!(s.allow(ConnectionId(1), &paths(&[4 << 20, 0])));
     }
 
     #[test]
     fn weighted_follows_weights() {
         let mut s = from_name("weighted:3,1").unwrap();
         // 3 MiB on 0 and 1 MiB on 1 is the target ratio: both may send.
-        assert!(s.allow(0, &paths(&[3 << 20, 1 << 20])));
-        assert!(s.allow(1, &paths(&[3 << 20, 1 << 20])));
-        assert!(!s.allow(1, &paths(&[3 << 20, 4 << 20])));
+        assert!(s.allow(ConnectionId(0), &paths(&[3 << 20, 1 << 20])));
+        assert!(s.allow(ConnectionId(1), &paths(&[3 << 20, 1 << 20])));
+        assert!(!s.allow(ConnectionId(1), &paths(&[3 << 20, 4 << 20])));
         assert!(from_name("weighted:x").is_none());
     }
 
@@ -180,9 +180,9 @@ mod tests {
         p[1].rtt = Some(Duration::from_millis(50));
         p[0].cwnd_bytes = Some(100_000);
         p[0].unacked_bytes = 10_000;
-        assert!(!s.allow(1, &p));
-        assert!(s.allow(0, &p));
+        assert!(!s.allow(ConnectionId(1), &p));
+        assert!(s.allow(ConnectionId(0), &p));
         p[0].unacked_bytes = 200_000;
-        assert!(s.allow(1, &p));
+        assert!(s.allow(ConnectionId(1), &p));
     }
 }

@@ -14,7 +14,7 @@ use super::send_buffer::{BlockPool, SendBuffer};
 use super::stream::Stream;
 use super::{Event, ReadOutcome, Session, State};
 use crate::config::TransportConfig;
-use crate::error::{Error, ErrorCode};
+use crate::error::{CallError, Error, ErrorCode};
 use crate::ids::{ConnectionId, StreamId};
 use crate::wire::frame::STREAM_HEADER_LEN;
 
@@ -69,10 +69,10 @@ impl Streams {
     }
 
     /// An open stream, or a usage error.
-    pub fn get_mut(&mut self, id: StreamId) -> Result<&mut Stream, Error> {
+    pub fn get_mut(&mut self, id: StreamId) -> Result<&mut Stream, CallError> {
         self.map
             .get_mut(&id)
-            .ok_or(Error::Usage("unknown or closed stream"))
+            .ok_or(CallError::Usage("unknown or closed stream"))
     }
 
     /// Puts the stream on the send rotation unless it is on it.
@@ -123,17 +123,17 @@ impl Session {
     /// Opens a stream. Fails when the peer's stream limit is reached (wait
     /// for [`Event::StreamsAvailable`]) or, on a plain TLS session, after the
     /// first stream.
-    pub fn open_stream(&mut self) -> Result<StreamId, Error> {
+    pub fn open_stream(&mut self) -> Result<StreamId, CallError> {
         self.check_open()?;
         if self.is_handshaking() {
-            return Err(Error::Usage("handshake not complete"));
+            return Err(CallError::Usage("handshake not complete"));
         }
         let st = &mut self.streams;
         if st.next_local >= st.local_limit {
             return Err(if matches!(self.state, State::Fallback(_)) {
-                Error::Usage("plain TLS peer: only one stream")
+                CallError::Usage("plain TLS peer: only one stream")
             } else {
-                Error::Usage("peer's stream limit reached")
+                CallError::Usage("peer's stream limit reached")
             });
         }
         let id = StreamId::new(self.side, st.next_local);
@@ -166,7 +166,7 @@ impl Session {
 
     /// Queues bytes on a stream. Returns how many were taken; 0 means the
     /// send buffer is full (wait for [`Event::StreamWritable`]).
-    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, Error> {
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, CallError> {
         self.queue_send(id, data.len(), |q, pool, n| q.push(&data[..n], pool))
     }
 
@@ -178,12 +178,12 @@ impl Session {
     ///
     /// ```
     /// # use tcpls_proto::{Session, StreamId};
-    /// # fn send(s: &mut Session, id: StreamId, mut body: bytes::Bytes) -> Result<(), tcpls_proto::Error> {
+    /// # fn send(s: &mut Session, id: StreamId, mut body: bytes::Bytes) -> Result<(), tcpls_proto::CallError> {
     /// let n = s.write_chunk(id, body.clone())?;
     /// let rest = body.split_off(n); // queue `rest` once there is room
     /// # Ok(()) }
     /// ```
-    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, Error> {
+    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, CallError> {
         self.queue_send(id, data.len(), |q, pool, n| {
             q.push_shared(data.slice(..n), pool)
         })
@@ -196,16 +196,16 @@ impl Session {
         id: StreamId,
         len: usize,
         put: impl FnOnce(&mut SendBuffer, &mut BlockPool, usize),
-    ) -> Result<usize, Error> {
+    ) -> Result<usize, CallError> {
         self.check_open()?;
         let limit = self.cfg.send_buffer;
         let st = &mut self.streams;
         let s = st
             .map
             .get_mut(&id)
-            .ok_or(Error::Usage("unknown or closed stream"))?;
+            .ok_or(CallError::Usage("unknown or closed stream"))?;
         if s.send.fin_queued || s.send.reset.is_some() {
-            return Err(Error::Usage("stream already finished or reset"));
+            return Err(CallError::Usage("stream already finished or reset"));
         }
         let n = len.min(limit.saturating_sub(s.send.unsent.len()));
         if n == 0 {
@@ -220,15 +220,15 @@ impl Session {
     }
 
     /// Ends the sending direction of a stream once queued data is sent.
-    pub fn finish(&mut self, id: StreamId) -> Result<(), Error> {
+    pub fn finish(&mut self, id: StreamId) -> Result<(), CallError> {
         self.check_open()?;
         let st = &mut self.streams;
         let s = st
             .map
             .get_mut(&id)
-            .ok_or(Error::Usage("unknown or closed stream"))?;
+            .ok_or(CallError::Usage("unknown or closed stream"))?;
         if s.send.reset.is_some() {
-            return Err(Error::Usage("stream was reset"));
+            return Err(CallError::Usage("stream was reset"));
         }
         s.send.fin_queued = true;
         Streams::enqueue(&mut st.send_queue, id, s);
@@ -237,14 +237,14 @@ impl Session {
 
     /// Abandons the sending direction: queued data is dropped and the peer
     /// gets RESET_STREAM with `code`.
-    pub fn reset(&mut self, id: StreamId, code: u32) -> Result<(), Error> {
+    pub fn reset(&mut self, id: StreamId, code: u32) -> Result<(), CallError> {
         self.check_open()?;
         let fallback = self.is_fallback();
         let st = &mut self.streams;
         let s = st
             .map
             .get_mut(&id)
-            .ok_or(Error::Usage("unknown or closed stream"))?;
+            .ok_or(CallError::Usage("unknown or closed stream"))?;
         if s.send.is_done() {
             return Ok(());
         }
@@ -262,7 +262,7 @@ impl Session {
 
     /// Stops reading a stream: buffered and future data is discarded (and
     /// credited back to the peer) so an unread stream cannot stall others.
-    pub fn stop_reading(&mut self, id: StreamId) -> Result<(), Error> {
+    pub fn stop_reading(&mut self, id: StreamId) -> Result<(), CallError> {
         self.check_open()?;
         let s = self.streams.get_mut(id)?;
         if s.recv.done {
@@ -291,11 +291,11 @@ impl Session {
     }
 
     /// Reads up to `max` in-order bytes of a stream without copying them.
-    pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, Error> {
+    pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, CallError> {
         let fallback = self.is_fallback();
         let Some(s) = self.streams.map.get_mut(&id) else {
             self.check_open()?;
-            return Err(Error::Usage("unknown or closed stream"));
+            return Err(CallError::Usage("unknown or closed stream"));
         };
         if let Some(code) = s.recv.reset {
             s.recv.done = true;

@@ -8,7 +8,7 @@ use super::pending::Limits;
 use super::record_builder::RecordBuilder;
 use super::transmit_buf::TransmitBuf;
 use super::{Session, State};
-use crate::error::Error;
+use crate::error::{CallError, Error};
 use crate::ids::ConnectionId;
 use crate::wire::frame::Frame;
 use crate::wire::record::{ContentType, MAX_PLAINTEXT, TAG_LEN};
@@ -21,7 +21,7 @@ impl Session {
         conn: ConnectionId,
         out: &mut Vec<u8>,
         max: usize,
-    ) -> Result<usize, Error> {
+    ) -> Result<usize, CallError> {
         let mut buf = TransmitBuf::from(std::mem::take(out));
         let r = self.poll_transmit_buf(conn, &mut buf, max);
         *out = buf.into_vec();
@@ -36,9 +36,9 @@ impl Session {
         conn: ConnectionId,
         out: &mut TransmitBuf,
         max: usize,
-    ) -> Result<usize, Error> {
+    ) -> Result<usize, CallError> {
         let Some(c) = self.paths.conns.get(&conn) else {
-            return Err(Error::Usage("unknown connection id"));
+            return Err(CallError::Usage("unknown connection id"));
         };
         if !c.can_send() {
             return Ok(0);
@@ -242,10 +242,10 @@ impl Session {
     /// Seals `plaintext` as one record and queues it, bypassing the frame
     /// encoder. Only for tests that play a misbehaving peer.
     #[cfg(feature = "testing")]
-    pub fn send_raw_record_for_testing(&mut self, plaintext: &[u8]) -> Result<(), Error> {
+    pub fn send_raw_record_for_testing(&mut self, plaintext: &[u8]) -> Result<(), CallError> {
         use crate::wire::record::HEADER_LEN;
         if plaintext.len() > MAX_PLAINTEXT {
-            return Err(Error::Usage("record plaintext too long"));
+            return Err(CallError::Usage("record plaintext too long"));
         }
         let mut out = TransmitBuf::from(vec![0; HEADER_LEN]);
         out.extend_from_slice(plaintext);
@@ -270,7 +270,7 @@ impl Session {
             .paths
             .conns
             .get_mut(&conn)
-            .ok_or(Error::Usage("unknown connection id"))?;
+            .ok_or_else(|| Error::Internal("seal on an unknown connection".into()))?;
         out.push(ContentType::ApplicationData.into());
         out.grow(TAG_LEN);
         let record = &mut out[start..];

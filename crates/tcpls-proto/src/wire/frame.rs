@@ -206,7 +206,7 @@ impl Frame<'_> {
                 encode_stream_header(*id, *offset, data.len() as u16, *fin, out);
             }
             Frame::Ack { conn, seq } => {
-                out.extend_from_slice(&conn.to_be_bytes());
+                out.extend_from_slice(&conn.0.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.push(FrameType::Ack as u8);
             }
@@ -216,7 +216,7 @@ impl Frame<'_> {
                 out.push(FrameType::NewToken as u8);
             }
             Frame::ConnectionReset { conn } => {
-                out.extend_from_slice(&conn.to_be_bytes());
+                out.extend_from_slice(&conn.0.to_be_bytes());
                 out.push(FrameType::ConnectionReset as u8);
             }
             Frame::NewAddress(a) => {
@@ -229,7 +229,7 @@ impl Frame<'_> {
             }
             Frame::StreamChange { id, conn } => {
                 out.extend_from_slice(&id.0.to_be_bytes());
-                out.extend_from_slice(&conn.to_be_bytes());
+                out.extend_from_slice(&conn.0.to_be_bytes());
                 out.push(FrameType::StreamChange as u8);
             }
             Frame::MaxData(max) => {
@@ -345,7 +345,7 @@ impl<'a> FrameIter<'a> {
             }
             FrameType::Ack => {
                 let seq = r.u64("ack seq")?;
-                let conn = r.u32("ack connection")?;
+                let conn = ConnectionId(r.u32("ack connection")?);
                 Frame::Ack { conn, seq }
             }
             FrameType::NewToken => {
@@ -354,12 +354,12 @@ impl<'a> FrameIter<'a> {
                 Frame::NewToken { seq, token }
             }
             FrameType::ConnectionReset => Frame::ConnectionReset {
-                conn: r.u32("reset connection")?,
+                conn: ConnectionId(r.u32("reset connection")?),
             },
             FrameType::NewAddress => Frame::NewAddress(decode_addr(r)?),
             FrameType::RemoveAddress => Frame::RemoveAddress(decode_addr(r)?),
             FrameType::StreamChange => {
-                let conn = r.u32("stream change connection")?;
+                let conn = ConnectionId(r.u32("stream change connection")?);
                 let id = StreamId(r.u32("stream change stream")?);
                 Frame::StreamChange { id, conn }
             }
@@ -456,14 +456,19 @@ mod tests {
                 fin: t == 3,
                 data,
             },
-            4 => Frame::Ack { conn: b, seq: a },
+            4 => Frame::Ack {
+                conn: ConnectionId(b),
+                seq: a,
+            },
             5 => Frame::NewToken { seq: b, token: tok },
-            6 => Frame::ConnectionReset { conn: b },
+            6 => Frame::ConnectionReset {
+                conn: ConnectionId(b),
+            },
             7 => Frame::NewAddress(addr),
             8 => Frame::RemoveAddress(addr),
             9 => Frame::StreamChange {
                 id: StreamId(b),
-                conn: a as u32,
+                conn: ConnectionId(a as u32),
             },
             10 => Frame::MaxData(a),
             11 => Frame::MaxStreamData {

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tcpls_proto::wire::join::{probe_join, JoinProbe};
 use tcpls_proto::{
-    ClientConfig, ConnectionId, Error, ServerConfig, Session, Side, TransportConfig,
+    CallError, ClientConfig, ConnectionId, ServerConfig, Session, Side, TransportConfig,
 };
 
 use super::{client_config, server_config};
@@ -189,7 +189,7 @@ impl Net {
             tick: Some(Duration::from_millis(1)),
             burst: 256 << 10,
             exchange: Exchange::Sequential,
-            links: [(0, Link::new(Policy::Deliver))].into(),
+            links: [(ConnectionId(0), Link::new(Policy::Deliver))].into(),
             new_link_policy: Policy::Deliver,
         }
     }
@@ -369,7 +369,7 @@ impl Net {
 
     /// Delivers everything in flight on `id` towards `dir` now, whatever
     /// the policy, and returns what the receiver's `recv` returned.
-    pub fn flush(&mut self, id: ConnectionId, dir: Dir) -> Result<(), Error> {
+    pub fn flush(&mut self, id: ConnectionId, dir: Dir) -> Result<(), CallError> {
         let now = self.now;
         let link = self.links.get_mut(&id).expect("link");
         let pipe = link.pipe(dir);
