@@ -27,7 +27,8 @@
 //! use std::sync::Arc;
 //! use std::time::Instant;
 //! use bytes::BytesMut;
-//! use tcpls_proto::{ClientConfig, ServerConfig, Session, ReadOutcome};
+//! use tcpls_proto::{ClientConfig, ConnectionId, ServerConfig, Session, ReadOutcome};
+//! const C0: ConnectionId = ConnectionId::FIRST;
 //!
 //! let server_cfg = Arc::new(ServerConfig::builder().self_signed(&["localhost"])?.build()?);
 //! let client_cfg = Arc::new(ClientConfig::builder().insecure().build()?);
@@ -38,18 +39,18 @@
 //! let mut wire = Vec::new();
 //! for _ in 0..4 {
 //!     wire.clear();
-//!     c.poll_transmit(0, &mut wire, usize::MAX)?;
-//!     s.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//!     c.poll_transmit(C0, &mut wire, usize::MAX)?;
+//!     s.recv(C0, &mut BytesMut::from(&wire[..]), now)?;
 //!     wire.clear();
-//!     s.poll_transmit(0, &mut wire, usize::MAX)?;
-//!     c.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//!     s.poll_transmit(C0, &mut wire, usize::MAX)?;
+//!     c.recv(C0, &mut BytesMut::from(&wire[..]), now)?;
 //! }
 //! assert!(c.is_tcpls() && s.is_tcpls());
 //! let id = c.open_stream()?;
 //! c.write(id, b"hi")?;
 //! wire.clear();
-//! c.poll_transmit(0, &mut wire, usize::MAX)?;
-//! s.recv(0, &mut BytesMut::from(&wire[..]), now)?;
+//! c.poll_transmit(C0, &mut wire, usize::MAX)?;
+//! s.recv(C0, &mut BytesMut::from(&wire[..]), now)?;
 //! let sid = s.accept_stream().unwrap();
 //! assert!(matches!(s.read(sid, 100)?, ReadOutcome::Data(d) if &d[..] == b"hi"));
 //! # Ok::<(), tcpls_proto::CallError>(())
