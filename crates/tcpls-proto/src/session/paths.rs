@@ -92,8 +92,9 @@ impl Paths {
             .is_some_and(|c| c.state == ConnectionState::PendingAuth)
     }
 
-    /// Asks the scheduler (if any) whether `conn` takes stream data now.
-    fn scheduler_allows(&mut self, conn: ConnectionId) -> bool {
+    /// Asks the scheduler (if any) whether `conn` takes stream data now;
+    /// `extra` unacknowledged bytes on `conn` are not yet recorded.
+    fn scheduler_allows(&mut self, conn: ConnectionId, extra: u64) -> bool {
         let Some(sched) = self.scheduler.as_mut() else {
             return true;
         };
@@ -106,7 +107,7 @@ impl Paths {
                 .map(|(id, c)| PathInfo {
                     conn: *id,
                     sent_bytes: c.sent_bytes,
-                    unacked_bytes: c.unacked_bytes,
+                    unacked_bytes: c.unacked_bytes + if *id == conn { extra } else { 0 },
                     rtt: c.rtt,
                     cwnd_bytes: c.cwnd_bytes,
                 }),
@@ -128,14 +129,16 @@ impl Paths {
 }
 
 impl Session {
-    /// Decides what `conn` may carry of new stream data in one record.
-    pub(crate) fn send_policy(&mut self, conn: ConnectionId) -> SendPolicy {
+    /// Decides what `conn` may carry of new stream data in one record
+    /// that already holds `replayed` bytes of replayed data (recorded as
+    /// unacknowledged once the record is sealed, counted here already).
+    pub(crate) fn send_policy(&mut self, conn: ConnectionId, replayed: u64) -> SendPolicy {
         let coupled = self.paths.scheduler.is_some();
-        let allowed = self.paths.scheduler_allows(conn);
+        let allowed = self.paths.scheduler_allows(conn, replayed);
         // A peer that never acknowledges cannot make us keep more than
         // twice our own session window of sent data.
-        let room_for_new = !self.recovery.enabled
-            || Recovery::unacked_total(&self.paths.conns) < 2 * self.cfg.session_window;
+        let unacked = Recovery::unacked_total(&self.paths.conns) + replayed;
+        let room_for_new = !self.recovery.enabled || unacked < 2 * self.cfg.session_window;
         SendPolicy {
             new_data: allowed && room_for_new,
             coupled,

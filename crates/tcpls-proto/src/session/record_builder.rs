@@ -60,9 +60,10 @@ impl<'a> RecordBuilder<'a> {
         let Scratch {
             mut ctl,
             frame,
-            sent,
+            mut sent,
         } = scratch;
         ctl.clear();
+        sent.clear();
         Self {
             out,
             start,
@@ -79,6 +80,17 @@ impl<'a> RecordBuilder<'a> {
     /// Plaintext bytes still free in the record.
     pub fn room(&self) -> usize {
         MAX_PLAINTEXT - (self.out.len() - self.body) - self.ctl.len()
+    }
+
+    /// Stream bytes put in the record so far and kept for replay.
+    pub fn tracked_bytes(&self) -> u64 {
+        self.sent
+            .iter()
+            .map(|s| match s {
+                Sent::Stream { data, .. } => data.len() as u64,
+                Sent::Reset { .. } => 0,
+            })
+            .sum()
     }
 
     /// True when nothing was put in the record.

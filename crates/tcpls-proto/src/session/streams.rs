@@ -512,7 +512,8 @@ impl Session {
     /// record for `conn`, each stream in turn, as far as credit, the send
     /// policy and the record's room allow.
     pub(crate) fn write_stream_frames(&mut self, conn: ConnectionId, rb: &mut RecordBuilder<'_>) {
-        let policy = self.send_policy(conn);
+        // Data replayed into this record counts as unacknowledged already.
+        let policy = self.send_policy(conn, rb.tracked_bytes());
         if !policy.new_data {
             return;
         }

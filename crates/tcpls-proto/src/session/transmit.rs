@@ -247,6 +247,9 @@ impl Session {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(CallError::Usage("record plaintext too long"));
         }
+        if !self.paths.conns.contains_key(&self.paths.primary) {
+            return Err(CallError::Usage("unknown connection id"));
+        }
         let mut out = TransmitBuf::from(vec![0; HEADER_LEN]);
         out.extend_from_slice(plaintext);
         self.seal_record(self.paths.primary, &mut out, 0, None)?;
