@@ -1,13 +1,19 @@
 //! The minimal HTTP/1.1 used on each stream: one request, one response.
-//! Written here because a full HTTP stack (hyper) would hide the stream
-//! mapping we want to show, and plain TLS peers (`openssl s_server -WWW`,
-//! `s_client`) only need this much.
+//! Heads are parsed by `httparse`; the rest is written here because a full
+//! HTTP stack (hyper) would hide the stream mapping we want to show, and
+//! plain TLS peers (`openssl s_server -WWW`, `s_client`) only need this
+//! much.
 
-use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest request or response head accepted.
 pub const MAX_HEAD: usize = 16 << 10;
+
+/// Most header lines in a head.
+const MAX_HEADERS: usize = 64;
 
 /// A parsed request or response head.
 #[derive(Debug)]
@@ -33,33 +39,22 @@ impl Head {
 }
 
 /// Reads a head up to the blank line. Returns it and any body bytes read
-/// past it. `Ok(None)` if the peer closed before sending anything.
+/// past it. `Ok(None)` if the peer closed before sending anything. Each
+/// byte is searched about once, however the head is split into reads (a
+/// head sent a byte at a time costs linear, not quadratic, work).
 pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Head, Vec<u8>)>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    let mut searched = 0;
     loop {
-        if let Some(end) = find_blank_line(&buf) {
-            let text = std::str::from_utf8(&buf[..end]).context("head is not UTF-8")?;
-            let mut lines = text.split("\r\n").flat_map(|l| l.split('\n'));
-            let start: Vec<String> = lines
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            let headers = lines
-                .filter(|l| !l.is_empty())
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
-            let sep = if buf[end..].starts_with(b"\r\n\r\n") {
-                4
-            } else {
-                2
-            };
-            let rest = buf[end + sep..].to_vec();
-            return Ok(Some((Head { start, headers }, rest)));
+        if let Some(end) = find_head_end(&buf, searched) {
+            if end > MAX_HEAD {
+                bail!("head longer than {MAX_HEAD} bytes");
+            }
+            let head = parse_head(&buf[..end])?;
+            return Ok(Some((head, buf[end..].to_vec())));
         }
+        searched = buf.len();
         if buf.len() > MAX_HEAD {
             bail!("head longer than {MAX_HEAD} bytes");
         }
@@ -74,13 +69,73 @@ pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Head, 
     }
 }
 
-fn find_blank_line(b: &[u8]) -> Option<usize> {
-    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = b.windows(2).position(|w| w == b"\n\n");
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// [`read_head`] that gives up after `limit`: a peer trickling a head, or
+/// sending half of one and going quiet, cannot hold the task for longer.
+pub async fn read_head_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: Duration,
+) -> Result<Option<(Head, Vec<u8>)>> {
+    tokio::time::timeout(limit, read_head(r))
+        .await
+        .map_err(|_| anyhow!("head not complete within {limit:?}"))?
+}
+
+/// Where the head ends (just past its blank line, `\n\n` or `\n\r\n`),
+/// searching what arrived since `from` (and the 2 bytes before it, where
+/// a terminator may have started).
+fn find_head_end(b: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    b[start..].iter().enumerate().find_map(|(i, &c)| {
+        let next = start + i + 1;
+        match (c, b.get(next), b.get(next + 1)) {
+            (b'\n', Some(b'\n'), _) => Some(next + 1),
+            (b'\n', Some(b'\r'), Some(b'\n')) => Some(next + 2),
+            _ => None,
+        }
+    })
+}
+
+/// Parses a complete head (request or response) with httparse.
+fn parse_head(raw: &[u8]) -> Result<Head> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (start, headers) = if raw.starts_with(b"HTTP/") {
+        let mut res = httparse::Response::new(&mut slots);
+        let status = res.parse(raw).context("malformed response head")?;
+        if status.is_partial() {
+            bail!("incomplete response head");
+        }
+        let mut start = vec![
+            format!("HTTP/1.{}", res.version.unwrap_or(1)),
+            res.code.unwrap_or(0).to_string(),
+        ];
+        start.extend(
+            res.reason
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        (start, res.headers)
+    } else {
+        let mut req = httparse::Request::new(&mut slots);
+        let status = req.parse(raw).context("malformed request head")?;
+        if status.is_partial() {
+            bail!("incomplete request head");
+        }
+        let start = vec![
+            req.method.unwrap_or("").to_string(),
+            req.path.unwrap_or("").to_string(),
+            format!("HTTP/1.{}", req.version.unwrap_or(1)),
+        ];
+        (start, req.headers)
+    };
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let v = std::str::from_utf8(h.value).context("header value is not UTF-8")?;
+            Ok((h.name.to_string(), v.trim().to_string()))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Head { start, headers })
 }
 
 /// Writes a response head.
@@ -128,5 +183,71 @@ mod tests {
         assert!(read_head(&mut r).await.unwrap().is_none());
         let mut r: &[u8] = b"GET / HTTP/1.1\r\n";
         assert!(read_head(&mut r).await.is_err());
+    }
+
+    /// A reader that hands out one byte per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some((&b, rest)) = self.0.split_first() {
+                buf.put_slice(&[b]);
+                self.0 = rest;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_in_one_byte_reads_parses_and_terminators_across_reads_are_found() {
+        for raw in [
+            &b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nbody"[..],
+            b"GET /x HTTP/1.1\nHost: a\n\nbody",
+        ] {
+            let (h, rest) = read_head(&mut Trickle(raw)).await.unwrap().unwrap();
+            assert_eq!(h.start, ["GET", "/x", "HTTP/1.1"]);
+            assert_eq!(h.header("host"), Some("a"));
+            // One byte per read: nothing past the terminator was read.
+            assert!(rest.is_empty(), "{rest:?}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\n", 15), Some(18));
+        assert_eq!(find_head_end(b"a\n\n", 2), Some(3));
+        assert_eq!(find_head_end(b"a\r\nb\r\n", 0), None);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_heads_are_errors() {
+        let mut r: &[u8] = b"GET\x01 / HTTP/1.1\r\n\r\n";
+        assert!(read_head(&mut r).await.is_err());
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("h{i}: v\r\n"))
+            .collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(read_head(&mut raw.as_bytes()).await.is_err());
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD + 1));
+        assert!(read_head(&mut long.as_bytes()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_head_times_out() {
+        let (mut peer, mut ours) = tokio::io::duplex(1024);
+        peer.write_all(b"GET / HTTP/1.1\r\nHost: slow")
+            .await
+            .unwrap();
+        // `peer` stays open and silent; the outer bound only keeps a
+        // regression (no deadline) from hanging the suite.
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            read_head_within(&mut ours, Duration::from_millis(50)),
+        )
+        .await
+        .expect("the head deadline fired");
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("within"), "{e}");
+        drop(peer);
     }
 }

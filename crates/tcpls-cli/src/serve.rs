@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tcpls::{Server, ServerConfig};
@@ -40,6 +41,10 @@ pub struct ServeArgs {
     /// this scheduler: round-robin, lowest-rtt or weighted:W0,W1,...
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// Longest a stream may take to send its request head (e.g. 10s,
+    /// 500ms); a client that sends part of one and goes quiet is dropped.
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -77,7 +82,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             );
         }
     }
-    serve(server, root, args.advertise, args.scheduler).await
+    serve(
+        server,
+        root,
+        args.advertise,
+        args.scheduler,
+        args.request_timeout,
+    )
+    .await
 }
 
 /// Accepts sessions forever; each stream carries one request.
@@ -86,6 +98,7 @@ pub async fn serve(
     root: PathBuf,
     advertise: Vec<SocketAddr>,
     scheduler: Option<String>,
+    request_timeout: Duration,
 ) -> Result<()> {
     let root = Arc::new(root);
     loop {
@@ -105,7 +118,7 @@ pub async fn serve(
                 let root = root.clone();
                 tokio::spawn(async move {
                     let id = stream.id();
-                    if let Err(e) = handle(stream, &root).await {
+                    if let Err(e) = handle(stream, &root, request_timeout).await {
                         tracing::debug!(stream = %id, error = %e, "request failed");
                     }
                 });
@@ -125,8 +138,12 @@ pub fn perf_block() -> &'static [u8] {
 }
 
 /// Serves one request on `s` and finishes it.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, root: &Path) -> Result<()> {
-    let Some((head, body_start)) = http::read_head(&mut s).await? else {
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    root: &Path,
+    request_timeout: Duration,
+) -> Result<()> {
+    let Some((head, body_start)) = http::read_head_within(&mut s, request_timeout).await? else {
         return Ok(());
     };
     let (method, target) = match head.start.as_slice() {
