@@ -130,16 +130,15 @@ impl<'a> RecordBuilder<'a> {
     pub fn put_stream(&mut self, id: StreamId, offset: u64, data: Bytes, fin: bool) {
         let len = data.len();
         if self.track {
-            self.put_data(data.clone());
+            let data = data.clone();
             self.sent.push(Sent::Stream {
                 id,
                 offset,
                 data,
                 fin,
             });
-        } else {
-            self.put_data(data);
         }
+        self.put_data(data);
         self.put_stream_header(id, offset, len, fin);
     }
 
@@ -170,6 +169,16 @@ impl<'a> RecordBuilder<'a> {
     /// scratch buffers (whose sent items are recorded once it is sealed).
     pub fn finish(self) -> (Built, Scratch) {
         self.out.extend_from_slice(&self.ctl);
+        self.into_parts()
+    }
+
+    /// Drops the record (nothing to send): `out` is as before.
+    pub fn abandon(self) -> Scratch {
+        self.out.truncate(self.start);
+        self.into_parts().1
+    }
+
+    fn into_parts(self) -> (Built, Scratch) {
         let built = Built {
             start: self.start,
             lead: self.lead,
@@ -182,27 +191,11 @@ impl<'a> RecordBuilder<'a> {
         };
         (built, scratch)
     }
-
-    /// Drops the record (nothing to send): `out` is as before.
-    pub fn abandon(self) -> Scratch {
-        self.out.truncate(self.start);
-        Scratch {
-            ctl: self.ctl,
-            frame: self.frame,
-            sent: self.sent,
-        }
-    }
 }
 
 impl Scratch {
-    /// Takes the items the last record carried (to record them as sent).
-    pub fn take_sent(&mut self) -> Vec<Sent> {
-        std::mem::take(&mut self.sent)
-    }
-
-    /// Gives back the (drained) vector of sent items, keeping its capacity.
-    pub fn put_sent(&mut self, sent: Vec<Sent>) {
-        debug_assert!(sent.is_empty());
-        self.sent = sent;
+    /// What the last record carried for replay, to record as sent.
+    pub fn sent_mut(&mut self) -> &mut Vec<Sent> {
+        &mut self.sent
     }
 }

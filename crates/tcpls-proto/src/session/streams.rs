@@ -70,8 +70,13 @@ impl Streams {
 
     /// An open stream, or a usage error.
     pub fn get_mut(&mut self, id: StreamId) -> Result<&mut Stream, CallError> {
-        self.map
-            .get_mut(&id)
+        Self::lookup(&mut self.map, id)
+    }
+
+    /// [`Self::get_mut`] on the table alone, for callers that also use
+    /// the send queue or the block pool while holding the stream.
+    fn lookup(map: &mut HashMap<StreamId, Stream>, id: StreamId) -> Result<&mut Stream, CallError> {
+        map.get_mut(&id)
             .ok_or(CallError::Usage("unknown or closed stream"))
     }
 
@@ -200,10 +205,7 @@ impl Session {
         self.check_open()?;
         let limit = self.cfg.send_buffer;
         let st = &mut self.streams;
-        let s = st
-            .map
-            .get_mut(&id)
-            .ok_or(CallError::Usage("unknown or closed stream"))?;
+        let s = Streams::lookup(&mut st.map, id)?;
         if s.send.fin_queued || s.send.reset.is_some() {
             return Err(CallError::Usage("stream already finished or reset"));
         }
@@ -223,10 +225,7 @@ impl Session {
     pub fn finish(&mut self, id: StreamId) -> Result<(), CallError> {
         self.check_open()?;
         let st = &mut self.streams;
-        let s = st
-            .map
-            .get_mut(&id)
-            .ok_or(CallError::Usage("unknown or closed stream"))?;
+        let s = Streams::lookup(&mut st.map, id)?;
         if s.send.reset.is_some() {
             return Err(CallError::Usage("stream was reset"));
         }
@@ -241,10 +240,7 @@ impl Session {
         self.check_open()?;
         let fallback = self.is_fallback();
         let st = &mut self.streams;
-        let s = st
-            .map
-            .get_mut(&id)
-            .ok_or(CallError::Usage("unknown or closed stream"))?;
+        let s = Streams::lookup(&mut st.map, id)?;
         if s.send.is_done() {
             return Ok(());
         }

@@ -195,12 +195,9 @@ impl Session {
             self.maybe_remove(id);
         }
         self.seal_record(conn, out, built.start, built.lead.as_deref())?;
-        let mut sent = self.scratch.take_sent();
         if let Some(c) = self.paths.conns.get_mut(&conn) {
-            self.recovery.record_sent(c, seq, &mut sent);
+            self.recovery.record_sent(c, seq, self.scratch.sent_mut());
         }
-        sent.clear();
-        self.scratch.put_sent(sent);
         Ok(true)
     }
 
