@@ -12,6 +12,7 @@ use std::time::Duration;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::record::CipherSuite;
@@ -42,6 +43,10 @@ pub struct TransportConfig {
     /// with failover its data moves to another connection). Both sides
     /// apply the larger of their requests. `None`: the kernel's default.
     pub user_timeout: Option<Duration>,
+    /// The most of the peer's user timeout request this side applies
+    /// (default 30 s): a peer cannot make a dead connection linger for
+    /// days (the field allows 49).
+    pub max_peer_user_timeout: Duration,
     /// TCP connections per session (the first plus joins); the session
     /// uses the smaller of both sides' values.
     pub max_connections: u32,
@@ -79,6 +84,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             user_timeout: Some(Duration::from_millis(250)),
+            max_peer_user_timeout: Duration::from_secs(30),
             max_connections: 8,
             failover: true,
             ack_every_records: 64,
@@ -307,13 +313,27 @@ impl ServerConfig {
     }
 }
 
-/// Builder for [`ServerConfig`].
-#[derive(Debug)]
+/// Certificate chain, its PEM text, and the private key's PEM text.
+type Credentials = (Vec<X509>, Vec<u8>, Zeroizing<Vec<u8>>);
+
+/// Builder for [`ServerConfig`]. Its `Debug` output leaves the private
+/// key out, and the key's PEM text is wiped from memory when dropped.
 pub struct ServerConfigBuilder {
-    cert: Option<(Vec<X509>, Vec<u8>, Vec<u8>)>,
+    cert: Option<Credentials>,
     suites: Vec<CipherSuite>,
     transport: TransportConfig,
     enable_tcpls: bool,
+}
+
+impl std::fmt::Debug for ServerConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfigBuilder")
+            .field("certificate", &self.cert.is_some())
+            .field("suites", &self.suites)
+            .field("transport", &self.transport)
+            .field("enable_tcpls", &self.enable_tcpls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfigBuilder {
@@ -321,7 +341,7 @@ impl ServerConfigBuilder {
     pub fn pem_files(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, Error> {
         let (cert, key) = (cert.as_ref(), key.as_ref());
         let c = std::fs::read(cert).map_err(|e| file_err("reading", cert, e))?;
-        let k = std::fs::read(key).map_err(|e| file_err("reading", key, e))?;
+        let k = Zeroizing::new(std::fs::read(key).map_err(|e| file_err("reading", key, e))?);
         self.pem(&c, &k)
     }
 
@@ -332,7 +352,7 @@ impl ServerConfigBuilder {
             return Err(Error::Handshake("no certificate in PEM data".into()));
         }
         PKey::private_key_from_pem(key_pem).map_err(tls_err)?;
-        self.cert = Some((chain, cert_pem.to_vec(), key_pem.to_vec()));
+        self.cert = Some((chain, cert_pem.to_vec(), Zeroizing::new(key_pem.to_vec())));
         Ok(self)
     }
 
@@ -342,7 +362,7 @@ impl ServerConfigBuilder {
         let ck = rcgen::generate_simple_self_signed(names)
             .map_err(|e| Error::Handshake(format!("generating certificate: {e}")))?;
         let cert = ck.cert.pem();
-        let key = ck.key_pair.serialize_pem();
+        let key = Zeroizing::new(ck.key_pair.serialize_pem());
         self.pem(cert.as_bytes(), key.as_bytes())
     }
 

@@ -175,6 +175,9 @@ impl Handshake {
     pub(crate) fn finish(mut self) -> Result<Outcome, Error> {
         let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let Some(peer) = st.peer_ext else {
+            // Plain TLS: OpenSSL keeps its own keys; ours are not needed.
+            st.client_secret = None;
+            st.server_secret = None;
             drop(st);
             return Ok(Outcome::Fallback(Box::new(self.stream)));
         };

@@ -111,6 +111,13 @@ impl std::fmt::Debug for RecordKey {
     }
 }
 
+impl Drop for RecordKey {
+    fn drop(&mut self) {
+        // aws-lc cleanses the AEAD context when it is freed; the IV is ours.
+        zeroize::Zeroize::zeroize(&mut self.iv);
+    }
+}
+
 impl RecordKey {
     /// Derives key and iv from a traffic secret.
     pub fn new(suite: CipherSuite, traffic_secret: &[u8]) -> Result<Self, Error> {

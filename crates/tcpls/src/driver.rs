@@ -6,6 +6,7 @@
 //! batches and fires timers. Both hold the session lock only while calling
 //! the state machine.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,10 +74,7 @@ async fn reader(
     input: BytesMut,
     done: Arc<Notify>,
 ) {
-    let mut bufs = ReadBuffers {
-        buf: input,
-        spare: Vec::new(),
-    };
+    let mut bufs = ReadBuffers::new(input);
     if !bufs.buf.is_empty() {
         let mut inner = shared.lock();
         let _ = inner.proto.recv(conn, &mut bufs.buf, Instant::now());
@@ -114,13 +112,22 @@ async fn reader(
                 inner.proto.handle_eof(conn, Instant::now());
                 true
             }
-            Ok(_) => match inner.proto.recv(conn, &mut bufs.buf, Instant::now()) {
-                Err(tcpls_proto::CallError::JoinRefused(why)) => {
-                    tracing::info!(%conn, why, "join refused");
-                    true
+            Ok(_) => {
+                let r = inner.proto.recv(conn, &mut bufs.buf, Instant::now());
+                if bufs.report(&shared.read_held, inner.proto.recv_memory_limit()) {
+                    // Sparse slices pin too many buffers: copy them out.
+                    inner.proto.compact_recv_buffers();
+                    bufs.sweep();
+                    bufs.report(&shared.read_held, usize::MAX);
                 }
-                _ => false,
-            },
+                match r {
+                    Err(tcpls_proto::CallError::JoinRefused(why)) => {
+                        tracing::info!(%conn, why, "join refused");
+                        true
+                    }
+                    _ => false,
+                }
+            }
             Err(e) => {
                 inner
                     .proto
@@ -145,6 +152,13 @@ async fn reader(
             break;
         }
     }
+    // Data still held as slices of this connection's buffers would no
+    // longer be counted: copy it out before forgetting them.
+    if !bufs.retained.is_empty() {
+        shared.lock().proto.compact_recv_buffers();
+    }
+    bufs.retained.clear();
+    bufs.report(&shared.read_held, usize::MAX);
     shared
         .sockets
         .lock()
@@ -156,45 +170,102 @@ async fn reader(
 /// How long a connection must be quiet before its buffers are released.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Retired read buffers a connection keeps while stream data handed to the
-/// application (zero-copy slices) still points into them; once all those
-/// slices are dropped a buffer is reused as it is, instead of allocating
-/// fresh pages the kernel must zero and fault in (with 16 streams that was
-/// about 10 % of the CPU time of a transfer).
+/// Unused read buffers a connection keeps for reuse: once every slice of
+/// stream data handed out of a retired buffer is dropped, the buffer is
+/// reused as it is, instead of allocating fresh pages the kernel must zero
+/// and fault in (with 16 streams that was about 10 % of the CPU time of a
+/// transfer).
 const SPARE_BUFFERS: usize = 4;
 
 /// The reader's buffers: `buf` is what `Session::recv` consumes.
+///
+/// Received stream data stays in the session as slices of these buffers
+/// (decrypted in place, handed out without copying), and one slice keeps
+/// its whole buffer alive. `retained` counts those buffers: a peer that
+/// spreads a little retained data over many buffers cannot make the
+/// session hold more than `Session::recv_memory_limit`, because past it
+/// the reader asks the session to copy that data out
+/// (`Session::compact_recv_buffers`).
 struct ReadBuffers {
     buf: BytesMut,
+    /// Retired buffers that slices may still point into.
+    retained: Vec<BytesMut>,
+    /// Retired buffers nothing points into any more, ready for reuse.
     spare: Vec<BytesMut>,
+    /// What this connection last added to `Shared::read_held`.
+    reported: usize,
 }
 
 impl ReadBuffers {
+    fn new(buf: BytesMut) -> Self {
+        Self {
+            buf,
+            retained: Vec::new(),
+            spare: Vec::new(),
+            reported: 0,
+        }
+    }
+
     /// Makes room for at least one maximal record in `buf`.
     fn make_room(&mut self) {
         let buf = &mut self.buf;
         if buf.capacity() - buf.len() >= MAX_RECORD || buf.try_reclaim(READ_CHUNK / 2) {
             return;
         }
-        let mut fresh = match self
+        self.sweep();
+        let mut fresh = self
             .spare
-            .iter_mut()
-            .position(|s| s.try_reclaim(READ_CHUNK))
-        {
-            Some(i) => self.spare.swap_remove(i),
-            None => BytesMut::with_capacity(READ_CHUNK),
-        };
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK));
         // Move the partial record over; the old buffer waits for its slices.
-        fresh.extend_from_slice(buf);
-        let mut old = std::mem::replace(buf, fresh);
+        fresh.extend_from_slice(&self.buf);
+        let mut old = std::mem::replace(&mut self.buf, fresh);
         old.clear();
-        if old.capacity() > 0 && self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(old);
+        if old.capacity() > 0 {
+            self.retained.push(old);
         }
     }
 
-    /// Gives the memory back (idle connection).
+    /// Moves the retained buffers nothing points into any more to `spare`
+    /// (or frees them).
+    fn sweep(&mut self) {
+        let mut i = 0;
+        while i < self.retained.len() {
+            if self.retained[i].try_reclaim(READ_CHUNK) {
+                let b = self.retained.swap_remove(i);
+                if self.spare.len() < SPARE_BUFFERS {
+                    self.spare.push(b);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Bytes of retired buffers that slices still keep alive.
+    fn retained_bytes(&self) -> usize {
+        self.retained.len() * READ_CHUNK
+    }
+
+    /// Publishes this connection's retained bytes in the session total;
+    /// true if the total is over `limit`.
+    fn report(&mut self, total: &AtomicUsize, limit: usize) -> bool {
+        let now = self.retained_bytes();
+        if now != self.reported {
+            if now > self.reported {
+                total.fetch_add(now - self.reported, Ordering::Relaxed);
+            } else {
+                total.fetch_sub(self.reported - now, Ordering::Relaxed);
+            }
+            self.reported = now;
+        }
+        total.load(Ordering::Relaxed) > limit
+    }
+
+    /// Gives the memory back (idle connection). Retained buffers are only
+    /// tracked: the slices into them free them.
     fn release(&mut self) {
+        self.sweep();
         self.spare = Vec::new();
         if self.buf.is_empty() {
             self.buf = BytesMut::new();

@@ -61,6 +61,7 @@ fn start(
         writers: Default::default(),
         rx: Default::default(),
         writer_done: Default::default(),
+        read_held: Default::default(),
         sockets: Default::default(),
     });
     driver::spawn(shared.clone(), tcp, ConnectionId(0), input, Vec::new());

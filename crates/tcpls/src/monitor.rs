@@ -120,7 +120,7 @@ async fn rejoin(me: Weak<Shared>) {
             inner
                 .peer_addr
                 .into_iter()
-                .chain(inner.proto.peer_addresses().iter().copied())
+                .chain(inner.joinable_addresses())
                 .collect()
         };
         drop(shared);

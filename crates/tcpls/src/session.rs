@@ -182,9 +182,13 @@ impl Session {
         self.with_proto(|p| p.withdraw_address(addr))
     }
 
-    /// Addresses the peer advertised.
+    /// Addresses the peer advertised that this side may connect to:
+    /// loopback, link-local, unspecified and multicast ones are left out
+    /// (a server could otherwise point a client's joins at services on the
+    /// client's own host), except loopback when the session itself runs
+    /// over loopback.
     pub fn peer_addresses(&self) -> Vec<SocketAddr> {
-        self.shared().lock().proto.peer_addresses().to_vec()
+        self.shared().lock().joinable_addresses()
     }
 
     /// Kernel TCP statistics of each live connection.

@@ -3,7 +3,8 @@
 //! registry.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
@@ -89,7 +90,41 @@ pub(crate) enum Writing {
     InlineWriterWaiting,
 }
 
+/// True for addresses that name this host or its link rather than a
+/// remote server: a peer may not steer joins there.
+fn host_scoped(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unicast_link_local(),
+    }
+}
+
+/// Of the peer's advertised addresses, those a join may go to, given the
+/// address of the session's first connection (see `Session::peer_addresses`).
+pub(crate) fn joinable(peer: Option<SocketAddr>, advertised: &[SocketAddr]) -> Vec<SocketAddr> {
+    let local_session = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+    advertised
+        .iter()
+        .copied()
+        .filter(|a| {
+            let ip = a.ip().to_canonical();
+            let never = ip.is_unspecified() || ip.is_multicast() || a.port() == 0;
+            let allowed = !host_scoped(ip) || (local_session && ip.is_loopback());
+            if never || !allowed {
+                tracing::debug!(addr = %a, "ignoring an advertised address out of the session's scope");
+            }
+            !never && allowed
+        })
+        .collect()
+}
+
 impl Inner {
+    /// The peer's advertised addresses a join may go to.
+    pub fn joinable_addresses(&self) -> Vec<SocketAddr> {
+        joinable(self.peer_addr, self.proto.peer_addresses())
+    }
+
     /// True when the protocol's next timer is due before the one the writer
     /// tasks sleep on (so they must be woken to re-arm).
     pub fn timer_moved(&self) -> bool {
@@ -195,6 +230,9 @@ pub(crate) struct Shared {
     pub sockets: Mutex<BTreeMap<ConnectionId, Arc<tokio::net::TcpStream>>>,
     /// Notified when a connection's writer task ends.
     pub writer_done: Notify,
+    /// Bytes of read buffers the connections retired while received data
+    /// (slices of them) still kept them alive; see `driver::ReadBuffers`.
+    pub read_held: AtomicUsize,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'
@@ -259,5 +297,44 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.0
             .with_proto(|p| p.close_gracefully(ErrorCode::NO_ERROR, "session dropped"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joinable;
+    use std::net::SocketAddr;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn advertised_addresses_are_kept_in_scope() {
+        let advertised = addrs(&[
+            "127.0.0.1:80",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "0.0.0.0:80",
+            "224.0.0.1:80",
+            "169.254.1.1:80",
+            "[fe80::1]:80",
+            "10.0.2.1:0",
+            "10.0.2.1:4443",
+            "[2001:db8::1]:4443",
+        ]);
+        let remote = joinable(Some("192.0.2.7:4443".parse().unwrap()), &advertised);
+        assert_eq!(remote, addrs(&["10.0.2.1:4443", "[2001:db8::1]:4443"]));
+        let local = joinable(Some("127.0.0.1:4443".parse().unwrap()), &advertised);
+        assert_eq!(
+            local,
+            addrs(&[
+                "127.0.0.1:80",
+                "[::1]:80",
+                "[::ffff:127.0.0.1]:80",
+                "10.0.2.1:4443",
+                "[2001:db8::1]:4443"
+            ])
+        );
     }
 }

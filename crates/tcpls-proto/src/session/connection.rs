@@ -73,6 +73,8 @@ pub(crate) struct Connection {
     /// RTT and congestion window the runtime reported (TCP_INFO).
     pub rtt: Option<std::time::Duration>,
     pub cwnd_bytes: Option<u64>,
+    /// The peer said (CONNECTION_RESET) it lost this connection.
+    pub peer_reset: bool,
 }
 
 impl Connection {
@@ -93,6 +95,7 @@ impl Connection {
             unacked_bytes: 0,
             rtt: None,
             cwnd_bytes: None,
+            peer_reset: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Plain TLS mode: the peer did not speak TCPLS, so OpenSSL keeps the record
 //! layer and the session exposes the TLS byte stream as stream 0.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use openssl::ssl::{ErrorCode, SslStream};
 
 use crate::error::Error;
@@ -10,7 +10,8 @@ use crate::wire::record::{MAX_PLAINTEXT, MAX_RECORD};
 
 /// What reading the TLS stream produced.
 pub(crate) enum FallbackRead {
-    Data(Bytes),
+    /// This many bytes are in [`Fallback::data`].
+    Data(usize),
     /// close_notify: the peer finished its direction.
     Eof,
     /// Needs more bytes from the network.
@@ -19,7 +20,9 @@ pub(crate) enum FallbackRead {
 
 pub(crate) struct Fallback {
     ssl: Box<SslStream<MemIo>>,
-    scratch: BytesMut,
+    /// OpenSSL decrypts into this; the caller copies the bytes out (packed
+    /// with their neighbours), so a record does not keep a buffer alive.
+    scratch: Vec<u8>,
     pub shutdown_sent: bool,
     pub eof: bool,
 }
@@ -28,7 +31,7 @@ impl Fallback {
     pub fn new(ssl: Box<SslStream<MemIo>>) -> Self {
         Self {
             ssl,
-            scratch: BytesMut::new(),
+            scratch: Vec::new(),
             shutdown_sent: false,
             eof: false,
         }
@@ -55,7 +58,7 @@ impl Fallback {
                 self.eof = true;
                 Ok(FallbackRead::Eof)
             }
-            Ok(n) => Ok(FallbackRead::Data(self.scratch.split_to(n).freeze())),
+            Ok(n) => Ok(FallbackRead::Data(n)),
             Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                 self.eof = true;
                 Ok(FallbackRead::Eof)
@@ -63,6 +66,11 @@ impl Fallback {
             Err(e) if e.code() == ErrorCode::WANT_READ => Ok(FallbackRead::Blocked),
             Err(e) => Err(Error::Handshake(format!("TLS read failed: {e}"))),
         }
+    }
+
+    /// The bytes the last [`FallbackRead::Data`] announced.
+    pub fn data(&self, n: usize) -> &[u8] {
+        &self.scratch[..n]
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {

@@ -276,14 +276,17 @@ impl Session {
     }
 
     /// The TCP User Timeout to apply to this session's sockets: the larger
-    /// of the two sides' requests (either one if only one asked).
+    /// of the two sides' requests (either one if only one asked), the
+    /// peer's clamped to `max_peer_user_timeout`.
     pub fn user_timeout(&self) -> Option<std::time::Duration> {
         let ours = self.cfg.user_timeout.filter(|d| !d.is_zero());
         let theirs = self
             .peer_params
             .map(|p| p.user_timeout_ms)
             .filter(|ms| *ms > 0)
-            .map(|ms| std::time::Duration::from_millis(ms as u64));
+            .map(|ms| {
+                std::time::Duration::from_millis(ms as u64).min(self.cfg.max_peer_user_timeout)
+            });
         match (ours, theirs) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),

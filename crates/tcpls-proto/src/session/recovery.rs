@@ -310,10 +310,15 @@ impl Session {
             return;
         }
         if self.paths.other_connections(conn) {
-            let known = self.paths.conns.contains_key(&conn);
+            // Act once: a peer repeating the frame (replays carry it again)
+            // must not make us re-announce everything each time.
+            let first = match self.paths.conns.get_mut(&conn) {
+                Some(c) => !std::mem::replace(&mut c.peer_reset, true),
+                None => false,
+            };
             self.retire_connection(conn, false);
             self.requeue_unacked(conn);
-            if known {
+            if first {
                 // Frames we sent on it may be lost as well.
                 self.reannounce();
             }

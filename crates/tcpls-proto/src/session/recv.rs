@@ -11,6 +11,7 @@ use super::fallback::{Fallback, FallbackRead};
 use super::flow::{RecvCredit, SendCredit};
 use super::recovery::schedule_ack;
 use super::stream::Stream;
+use super::streams::Streams;
 use super::timers::SessionTimer;
 use super::{Event, Keys, Session, State};
 use crate::error::{CallError, Error, ErrorCode};
@@ -170,14 +171,20 @@ impl Session {
         };
         let mut readable = false;
         loop {
-            if s.recv.asm.buffered() as u64 >= self.cfg.stream_window {
+            // The window bounds what is held, counted as memory (a record's
+            // bytes are copied out and packed, so tiny records cost bytes).
+            if s.recv.asm.held() as u64 >= self.cfg.stream_window {
                 break;
             }
             fb.feed(buf);
             match fb.read()? {
-                FallbackRead::Data(d) => {
-                    let off = s.recv.asm.contiguous_end();
-                    s.recv.asm.insert(off, d);
+                // The application stopped reading: drop what comes.
+                FallbackRead::Data(_) if s.recv.done => {}
+                FallbackRead::Data(n) => {
+                    let data = fb.data(n);
+                    Streams::with_asm(&mut self.streams.recv_held, &mut s.recv.asm, |a| {
+                        a.push_copy(data)
+                    });
                     readable = true;
                 }
                 FallbackRead::Eof => {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::assembler::Assembler;
 use super::flow::{RecvCredit, SendCredit};
 use super::paths::SendPolicy;
 use super::pending::Pending;
@@ -22,8 +23,9 @@ use crate::wire::frame::STREAM_HEADER_LEN;
 /// with data gets its turn (round-robin in bursts rather than per record).
 const STREAM_BURST: usize = 256 << 10;
 
-/// STREAM payloads below this size are copied rather than sliced.
-const SMALL_FRAME: usize = 4096;
+/// Reassembly memory a session may hold beyond twice its window: room for
+/// per-piece overhead with a tiny window.
+const HELD_SLACK: usize = 1 << 20;
 
 /// Every stream of a session and what they share.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub(crate) struct Streams {
     /// Highest number of received-but-unread bytes held at once (the
     /// reassembly memory the flow-control window allowed).
     pub peak_buffered: u64,
+    /// What every stream's reassembly holds ([`Assembler::held`]).
+    pub recv_held: usize,
 }
 
 impl Streams {
@@ -65,12 +69,26 @@ impl Streams {
             send_credit: SendCredit::new(0),
             recv_credit: RecvCredit::new(cfg.session_window),
             peak_buffered: 0,
+            recv_held: 0,
         }
     }
 
     /// An open stream, or a usage error.
     pub fn get_mut(&mut self, id: StreamId) -> Result<&mut Stream, CallError> {
         Self::lookup(&mut self.map, id)
+    }
+
+    /// Runs `f` on a stream's reassembly, keeping `held` (the session's
+    /// total of [`Assembler::held`]) current.
+    pub fn with_asm<R>(
+        held: &mut usize,
+        asm: &mut Assembler,
+        f: impl FnOnce(&mut Assembler) -> R,
+    ) -> R {
+        let before = asm.held();
+        let r = f(asm);
+        *held = *held - before + asm.held();
+        r
     }
 
     /// [`Self::get_mut`] on the table alone, for callers that also use
@@ -260,17 +278,22 @@ impl Session {
     /// credited back to the peer) so an unread stream cannot stall others.
     pub fn stop_reading(&mut self, id: StreamId) -> Result<(), CallError> {
         self.check_open()?;
-        let s = self.streams.get_mut(id)?;
+        let st = &mut self.streams;
+        let s = Streams::lookup(&mut st.map, id)?;
         if s.recv.done {
             return Ok(());
         }
         s.recv.done = true;
         // Everything received so far, gaps included, was counted against
-        // the session window: give all of it back.
-        let dropped = s.recv.credit.received() - s.recv.asm.read_offset();
-        s.recv.asm.clear();
-        self.streams
-            .consume_session_credit(dropped, &mut self.pending);
+        // the session window: give all of it back. (Plain TLS stream 0 has
+        // no credit: `received` stays 0 there.)
+        let dropped = s
+            .recv
+            .credit
+            .received()
+            .saturating_sub(s.recv.asm.read_offset());
+        Streams::with_asm(&mut st.recv_held, &mut s.recv.asm, Assembler::clear);
+        st.consume_session_credit(dropped, &mut self.pending);
         self.maybe_remove(id);
         Ok(())
     }
@@ -298,7 +321,10 @@ impl Session {
             self.maybe_remove(id);
             return Ok(ReadOutcome::Reset(code));
         }
-        if let Some(chunk) = s.recv.asm.read(max) {
+        let chunk = Streams::with_asm(&mut self.streams.recv_held, &mut s.recv.asm, |a| {
+            a.read(max)
+        });
+        if let Some(chunk) = chunk {
             if !fallback {
                 let n = chunk.len() as u64;
                 if s.recv.credit.on_consume(n).is_some() {
@@ -326,6 +352,33 @@ impl Session {
     /// reassembly memory, never more than the session window.
     pub fn peak_buffered(&self) -> u64 {
         self.streams.peak_buffered
+    }
+
+    /// Memory the received-but-unread stream data holds: its bytes plus
+    /// what each stored piece costs. A peer that fragments its data so
+    /// this exceeds [`Session::recv_memory_limit`] is refused with a
+    /// flow-control error.
+    pub fn recv_held(&self) -> usize {
+        self.streams.recv_held
+    }
+
+    /// What received data may cost a session: twice `session_window` plus
+    /// 1 MiB. [`Session::recv_held`] stays below it, and a runtime keeps
+    /// the read buffers that received data pins below it too (with
+    /// [`Session::compact_recv_buffers`]).
+    pub fn recv_memory_limit(&self) -> usize {
+        (2 * self.cfg.session_window as usize).saturating_add(HELD_SLACK)
+    }
+
+    /// Copies received data that is held as slices of the caller's read
+    /// buffers into memory of the session's own, so those buffers can be
+    /// freed. The runtime calls it when the read buffers that received
+    /// data keeps alive exceed its budget; it costs a copy of that data.
+    pub fn compact_recv_buffers(&mut self) {
+        let st = &mut self.streams;
+        for s in st.map.values_mut().filter(|s| s.recv.asm.shared() > 0) {
+            Streams::with_asm(&mut st.recv_held, &mut s.recv.asm, Assembler::compact);
+        }
     }
 
     /// Bytes the sending side holds now: queued on streams, sent and kept
@@ -427,16 +480,17 @@ impl Session {
             st.consume_session_credit(grown, &mut self.pending);
             return Ok(());
         }
-        // A slice keeps its whole read chunk (up to 256 KiB) alive until it
-        // is read: small pieces are copied, so a peer sending tiny frames
-        // cannot pin a chunk per byte of window.
-        let data = if data.len() < SMALL_FRAME {
-            Bytes::copy_from_slice(&data)
-        } else {
-            data
-        };
-        s.recv.asm.insert(offset, data);
-        if s.recv.asm.readable() || s.recv.at_fin() {
+        // The window bounds the bytes; what holding them costs (a piece per
+        // tiny frame) is bounded here, so a peer cannot make that huge.
+        Streams::with_asm(&mut st.recv_held, &mut s.recv.asm, |a| {
+            a.insert(offset, data)
+        });
+        let readable = s.recv.asm.readable() || s.recv.at_fin();
+        if self.streams.recv_held > self.recv_memory_limit() {
+            return Err(Error::FlowControl("received data too fragmented"));
+        }
+        // A run of tiny frames would queue an event each: one says it all.
+        if readable && !matches!(self.events.back(), Some(Event::StreamReadable(x)) if *x == id) {
             self.events.push_back(Event::StreamReadable(id));
         }
         Ok(())
@@ -468,7 +522,7 @@ impl Session {
             s.recv.reset = Some(code);
             // Bytes never delivered still count as consumed for the session.
             let dropped = final_size - s.recv.asm.read_offset();
-            s.recv.asm.clear();
+            Streams::with_asm(&mut st.recv_held, &mut s.recv.asm, Assembler::clear);
             st.consume_session_credit(dropped, &mut self.pending);
             self.events.push_back(Event::StreamReadable(id));
         }

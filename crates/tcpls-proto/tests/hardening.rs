@@ -1,0 +1,92 @@
+//! Regression tests for what a hostile peer could do to a session (each
+//! failed before its fix).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tcpls_proto::wire::frame::Frame;
+use tcpls_proto::{ConnectionId, ReadOutcome, TransportConfig};
+
+/// Plain TLS stream 0 has no flow-control credit; stopping to read it with
+/// data already read used to underflow (a panic with overflow checks).
+#[test]
+fn fallback_stop_reading_after_partial_read() {
+    let c = Arc::new(
+        tcpls_proto::ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(false)
+            .build()
+            .unwrap(),
+    );
+    let mut p = Net::new(c, server_config(TransportConfig::default()), 1);
+    p.drive();
+    let a = p.c.open_stream().unwrap();
+    p.c.write(a, b"first part").unwrap();
+    p.drive();
+    let sid = p.s.accept_stream().unwrap();
+    assert!(matches!(p.s.read(sid, 5).unwrap(), ReadOutcome::Data(_)));
+    p.s.stop_reading(sid).unwrap();
+    // What comes after is dropped, and the session goes on.
+    p.c.write(a, &[1u8; 100_000]).unwrap();
+    p.drive();
+    assert!(p.s.error().is_none() && p.c.error().is_none());
+    assert_eq!(p.s.recv_held(), 0);
+    p.s.write(sid, b"still here").unwrap();
+    p.drive();
+    assert_eq!(
+        p.c.read(a, 100).unwrap(),
+        ReadOutcome::Data("still here".into())
+    );
+}
+
+/// A peer asking for a 49-day user timeout gets the local maximum.
+#[test]
+fn peer_user_timeout_is_clamped() {
+    let greedy = TransportConfig {
+        user_timeout: Some(Duration::from_millis(u32::MAX as u64)),
+        ..Default::default()
+    };
+    let mut p = Net::new(
+        client_config(greedy),
+        server_config(TransportConfig::default()),
+        2,
+    );
+    p.drive();
+    let max = TransportConfig::default().max_peer_user_timeout;
+    assert_eq!(p.s.user_timeout(), Some(max));
+    // Our own request is ours to make.
+    assert_eq!(
+        p.c.user_timeout(),
+        Some(Duration::from_millis(u32::MAX as u64))
+    );
+}
+
+/// CONNECTION_RESET for a connection already known to be lost is a no-op:
+/// it used to re-announce every limit, token and address each time.
+#[test]
+fn repeated_connection_reset_is_acted_on_once() {
+    let mut p = Net::established();
+    let extra = p.join_now();
+    p.drive();
+    let mut rec = Vec::new();
+    Frame::ConnectionReset { conn: extra }.encode(&mut rec);
+    let sent_after = |p: &mut Net| {
+        let before = p.carried_total().1;
+        p.c.send_raw_record_for_testing(&rec).unwrap();
+        p.drive();
+        p.carried_total().1 - before
+    };
+    let first = sent_after(&mut p);
+    let second = sent_after(&mut p);
+    let third = sent_after(&mut p);
+    assert!(p.s.error().is_none());
+    assert_eq!(second, third, "every repeat costs the same");
+    assert!(
+        second * 2 < first,
+        "a repeat re-announced state: first {first} bytes, repeat {second}"
+    );
+    assert_ne!(extra, ConnectionId::FIRST);
+}
