@@ -90,3 +90,84 @@ fn repeated_connection_reset_is_acted_on_once() {
     );
     assert_ne!(extra, ConnectionId::FIRST);
 }
+
+/// Server writes `len` bytes on a fresh client stream after moving every
+/// stream to `conn`; returns the stream.
+fn server_sends_on(p: &mut Net, conn: ConnectionId, len: usize) -> tcpls_proto::StreamId {
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"request").unwrap();
+    p.drive();
+    let sid = p.s.accept_stream().unwrap();
+    while let Ok(ReadOutcome::Data(_)) = p.s.read(sid, usize::MAX) {}
+    p.s.migrate(conn).unwrap();
+    let body = vec![0x42u8; len];
+    let mut off = 0;
+    while off < len {
+        off += p.s.write(sid, &body[off..]).unwrap();
+        p.drive();
+    }
+    sid
+}
+
+fn read_all(p: &mut Net, id: tcpls_proto::StreamId) -> usize {
+    let mut n = 0;
+    loop {
+        match p.c.read(id, usize::MAX).unwrap() {
+            ReadOutcome::Data(d) => n += d.len(),
+            _ => return n,
+        }
+    }
+}
+
+/// A join's first flight replayed by an on-path observer from its own
+/// socket gets the connection attached, but the server sends no stream
+/// data on it until the client answers the challenge sent back on it:
+/// here the server's records on it go nowhere (held), as they would to
+/// the observer, and the data waits; once the real client sees them and
+/// answers, the data flows.
+#[test]
+fn joined_connection_carries_data_only_after_its_challenge() {
+    let mut p = Net::established();
+    let extra = p.join().unwrap();
+    p.set_policy(extra, Dir::ToClient, Policy::Hold);
+    p.flush(extra, Dir::ToServer).unwrap();
+    let len = 200_000;
+    let sid = server_sends_on(&mut p, extra, len);
+    p.drive();
+    let (_, on_extra) = p.carried(extra);
+    assert!(
+        on_extra < 1000,
+        "{on_extra} bytes went out on an unproven connection"
+    );
+    assert!(p.s.unsent(sid) > 0, "the data waits");
+    // The records reach the real client: it answers on that connection.
+    p.set_policy(extra, Dir::ToClient, Policy::Deliver);
+    p.release(extra, Dir::ToClient);
+    for _ in 0..50 {
+        p.drive();
+    }
+    assert_eq!(read_all(&mut p, sid), len);
+    assert!(
+        p.carried(extra).1 > len,
+        "the data went on the joined connection"
+    );
+}
+
+/// Without failover (no ACKs otherwise), the client still answers.
+#[test]
+fn join_challenge_is_answered_without_failover() {
+    let t = TransportConfig {
+        failover: false,
+        ..Default::default()
+    };
+    let mut p = Net::new(client_config(t.clone()), server_config(t), 7);
+    p.drive();
+    let extra = p.join_now();
+    let len = 100_000;
+    let sid = server_sends_on(&mut p, extra, len);
+    for _ in 0..50 {
+        p.drive();
+    }
+    assert_eq!(read_all(&mut p, sid), len);
+    assert!(p.carried(extra).1 > len);
+}

@@ -75,6 +75,22 @@ pub(crate) struct Connection {
     pub cwnd_bytes: Option<u64>,
     /// The peer said (CONNECTION_RESET) it lost this connection.
     pub peer_reset: bool,
+    /// Server, a joined connection: the client has not yet shown that it
+    /// receives on this TCP connection, so no stream data goes on it. (A
+    /// join's first flight can be copied by an on-path observer and sent
+    /// from its own socket; only the real client can answer the challenge
+    /// sent back on it.)
+    pub unproven: bool,
+    /// Server: a PING challenge must go out on this connection...
+    pub challenge_due: bool,
+    /// ...and went out in this record; an ACK covering it, arriving on this
+    /// same connection, is the proof.
+    pub challenge: Option<u64>,
+    /// Client: the server has sent a record on this connection.
+    pub heard: bool,
+    /// Client: the ACK for this connection must travel on it (it answers
+    /// the server's challenge).
+    pub ack_here: bool,
 }
 
 impl Connection {
@@ -96,12 +112,23 @@ impl Connection {
             rtt: None,
             cwnd_bytes: None,
             peer_reset: false,
+            unproven: false,
+            challenge_due: false,
+            challenge: None,
+            heard: false,
+            ack_here: false,
         }
     }
 
     /// Records may be built for it.
     pub fn can_send(&self) -> bool {
         self.state == ConnectionState::Active
+    }
+
+    /// Stream data may go on it (records can be built, and for a join the
+    /// client proved it receives on it).
+    pub fn carries_data(&self) -> bool {
+        self.can_send() && !self.unproven
     }
 
     /// Something arrived at `now` that proves the path works: the keepalive

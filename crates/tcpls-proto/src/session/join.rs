@@ -140,6 +140,8 @@ impl Session {
             return;
         };
         c.state = ConnectionState::Active;
+        c.unproven = true;
+        c.challenge_due = true;
         c.timers.stop(ConnTimer::JoinAuth);
         c.touch(self.now, self.cfg.keepalive);
         self.timers.stop(SessionTimer::Rejoin);

@@ -139,8 +139,13 @@ impl Session {
         // twice our own session window of sent data.
         let unacked = Recovery::unacked_total(&self.paths.conns) + replayed;
         let room_for_new = !self.recovery.enabled || unacked < 2 * self.cfg.session_window;
+        let proven = self
+            .paths
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.carries_data());
         SendPolicy {
-            new_data: allowed && room_for_new,
+            new_data: allowed && room_for_new && proven,
             coupled,
             // Head-of-line awareness: when a stream's credit runs low (the
             // receiver holds data waiting for a gap), only the fastest path
@@ -155,7 +160,15 @@ impl Session {
     /// The new connection becomes primary and carries every stream (after
     /// a rejoin, when no other connection was left).
     pub(crate) fn adopt_primary_if_orphaned(&mut self, conn: ConnectionId) {
-        if self.paths.can_send_on(self.paths.primary) {
+        let primary = self.paths.conns.get(&self.paths.primary);
+        if primary.is_some_and(|c| c.carries_data()) {
+            return;
+        }
+        // A joined connection not yet proven becomes primary only while
+        // the current one cannot send at all; proving it calls this again.
+        if primary.is_some_and(|c| c.can_send())
+            && self.paths.conns.get(&conn).is_some_and(|c| c.unproven)
+        {
             return;
         }
         self.paths.primary = conn;

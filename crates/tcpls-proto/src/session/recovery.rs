@@ -83,8 +83,11 @@ pub(crate) fn schedule_ack(c: &mut Connection, len: usize, cfg: &TransportConfig
 /// Appends an ACK (up to the last record received) for every connection
 /// `wanted` selects, while `ctl` stays within `limit` bytes, and clears
 /// their pending-acknowledgement state.
+/// An ACK that must travel on its own connection (`ack_here`) goes only
+/// in a record of `on`.
 pub(crate) fn encode_acks(
     conns: &mut Connections,
+    on: ConnectionId,
     ctl: &mut Vec<u8>,
     limit: usize,
     wanted: impl Fn(&Connection) -> bool,
@@ -93,7 +96,8 @@ pub(crate) fn encode_acks(
         if ctl.len() + ACK_FRAME_LEN > limit {
             break;
         }
-        if wanted(c) && c.recv_seq > 0 {
+        if wanted(c) && c.recv_seq > 0 && (!c.ack_here || *id == on) {
+            c.ack_here = false;
             c.ack_due = false;
             c.timers.stop(ConnTimer::Ack);
             c.ack_records = 0;
@@ -118,8 +122,14 @@ impl Session {
         self.recovery.enabled
     }
 
-    /// The peer acknowledged records up to `seq` on `conn`.
-    pub(crate) fn on_ack(&mut self, conn: ConnectionId, seq: u64) -> Result<(), Error> {
+    /// The peer acknowledged records up to `seq` on `conn`; the ACK came
+    /// on `arrival`.
+    pub(crate) fn on_ack(
+        &mut self,
+        conn: ConnectionId,
+        seq: u64,
+        arrival: ConnectionId,
+    ) -> Result<(), Error> {
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return Ok(()); // a connection already gone
         };
@@ -137,6 +147,14 @@ impl Session {
                 c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
             }
         }
+        if c.unproven && arrival == conn && c.challenge.is_some_and(|s| s <= seq) {
+            // The client received our challenge on this very socket: the
+            // connection may carry data now.
+            c.unproven = false;
+            tracing::debug!(%conn, "joined connection proven");
+            self.adopt_primary_if_orphaned(conn);
+            self.streams.requeue_all();
+        }
         Ok(())
     }
 
@@ -151,11 +169,17 @@ impl Session {
         // ACKs for any connection travel on whichever sends first.
         encode_acks(
             &mut self.paths.conns,
+            conn,
             ctl,
             super::pending::CONTROL_LIMIT,
             |c| c.ack_due,
         );
         if let Some(c) = self.paths.conns.get_mut(&conn) {
+            if c.challenge_due {
+                c.challenge_due = false;
+                c.challenge = Some(seq);
+                Frame::Ping.encode(ctl);
+            }
             if c.ping_due {
                 c.ping_due = false;
                 c.probe = Some(seq);

@@ -243,6 +243,15 @@ impl Session {
             let (ct, len) = keys.recv.open(conn, c.recv_seq, &mut rec)?;
             c.recv_seq += 1;
             c.touch(self.now, self.cfg.keepalive);
+            if self.side == Side::Client
+                && !std::mem::replace(&mut c.heard, true)
+                && conn != ConnectionId::FIRST
+            {
+                // The server's first record on a join carries its challenge:
+                // answer on this connection, failover or not.
+                c.ack_here = true;
+                c.ack_due = true;
+            }
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             self.on_record(conn, ct, plain)?;
         }
@@ -257,7 +266,7 @@ impl Session {
     ) -> Result<(), Error> {
         match ct {
             ContentType::ApplicationData => {
-                let eliciting = self.on_frames(&plain)?;
+                let eliciting = self.on_frames(&plain, conn)?;
                 if eliciting && self.recovery.enabled {
                     if let Some(c) = self.paths.conns.get_mut(&conn) {
                         schedule_ack(c, plain.len(), &self.cfg, self.now);
@@ -282,18 +291,23 @@ impl Session {
 
     /// Processes a record's frames; true if the record asks for an ACK
     /// (anything but ACK and PADDING).
-    fn on_frames(&mut self, plain: &Bytes) -> Result<bool, Error> {
+    fn on_frames(&mut self, plain: &Bytes, arrival: ConnectionId) -> Result<bool, Error> {
         let mut eliciting = false;
         for frame in FrameIter::new(plain) {
             let frame = frame?;
             eliciting |= !matches!(frame, Frame::Ack { .. } | Frame::Padding);
-            self.on_frame(frame, plain)?;
+            self.on_frame(frame, plain, arrival)?;
         }
         Ok(eliciting)
     }
 
     /// Hands one frame to the sub-state it concerns.
-    fn on_frame(&mut self, frame: Frame<'_>, plain: &Bytes) -> Result<(), Error> {
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        plain: &Bytes,
+        arrival: ConnectionId,
+    ) -> Result<(), Error> {
         match frame {
             Frame::Padding | Frame::Ping => Ok(()),
             Frame::Stream {
@@ -326,7 +340,7 @@ impl Session {
                 self.connection_reset_by_peer(conn);
                 Ok(())
             }
-            Frame::Ack { conn, seq } => self.on_ack(conn, seq),
+            Frame::Ack { conn, seq } => self.on_ack(conn, seq, arrival),
             Frame::NewAddress(addr) => self.on_peer_address(addr, true),
             Frame::RemoveAddress(addr) => self.on_peer_address(addr, false),
             // Transport options: valid on the wire, not acted on yet.

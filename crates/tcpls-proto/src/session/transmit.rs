@@ -89,7 +89,11 @@ impl Session {
             State::Tcpls(_) => {
                 self.close.frame.is_some()
                     || !self.recovery.replay.is_empty()
-                    || self.paths.conns.values().any(|c| c.ack_due || c.ping_due)
+                    || self
+                        .paths
+                        .conns
+                        .values()
+                        .any(|c| c.ack_due || c.ping_due || c.challenge_due)
                     || !self.pending.is_empty()
                     || self.streams.data_sendable()
             }
@@ -177,7 +181,14 @@ impl Session {
         // Control frames go to their own buffer so stream data can lead
         // the record (the receiver then hands it out from offset 0).
         self.write_control_frames(conn, seq, &mut rb.ctl);
-        self.write_replay(&mut rb);
+        if self
+            .paths
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.carries_data())
+        {
+            self.write_replay(&mut rb);
+        }
         self.write_stream_frames(conn, &mut rb);
         if rb.is_empty() {
             self.scratch = rb.abandon();
@@ -186,8 +197,8 @@ impl Session {
         // A record goes out anyway: acknowledge what arrived so far on
         // every connection, sparing the peer a record of its own later.
         let room = rb.room() + rb.ctl.len();
-        super::recovery::encode_acks(&mut self.paths.conns, &mut rb.ctl, room, |c| {
-            c.ack_records > 0
+        super::recovery::encode_acks(&mut self.paths.conns, conn, &mut rb.ctl, room, |c| {
+            c.ack_records > 0 || c.ack_due
         });
         let (built, scratch) = rb.finish();
         self.scratch = scratch;
