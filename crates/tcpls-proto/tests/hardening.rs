@@ -171,3 +171,46 @@ fn join_challenge_is_answered_without_failover() {
     assert_eq!(read_all(&mut p, sid), len);
     assert!(p.carried(extra).1 > len);
 }
+
+/// A record corrupted on the way (a middlebox, an attacker on one path)
+/// fails that connection over like a reset; the session and its data go on.
+#[test]
+fn corrupt_record_fails_the_connection_over() {
+    let mut p = Net::established();
+    let extra = p.join_now();
+    p.drive();
+    let id = p.c.open_stream().unwrap();
+    let total = 1 << 20;
+    let data: Vec<u8> = (0..total).map(|i| pattern(0, i as u64)).collect();
+    let mut off = 0;
+    let mut got = Vec::new();
+    let mut corrupted = false;
+    while got.len() < total {
+        if off < total {
+            off +=
+                p.c.write(id, &data[off..(off + 50_000).min(total)])
+                    .unwrap();
+        }
+        if off > total / 3 && !corrupted {
+            p.set_policy(ConnectionId::FIRST, Dir::ToServer, Policy::Hold);
+            p.drive();
+            assert!(p.corrupt(ConnectionId::FIRST, Dir::ToServer, 100));
+            p.release(ConnectionId::FIRST, Dir::ToServer);
+            corrupted = true;
+        }
+        p.drive();
+        if let Some(s) = p.s.accept_stream() {
+            assert_eq!(s, id);
+        }
+        while let Ok(ReadOutcome::Data(d)) = p.s.read(id, usize::MAX) {
+            got.extend_from_slice(&d);
+        }
+        assert!(p.s.error().is_none(), "server: {:?}", p.s.error());
+        assert!(p.c.error().is_none(), "client: {:?}", p.c.error());
+        p.advance(Duration::from_millis(5));
+    }
+    assert!(corrupted);
+    assert!(got == data, "the data arrived intact");
+    let conns: Vec<_> = p.s.connections().iter().map(|(c, _)| *c).collect();
+    assert_eq!(conns, vec![extra], "the corrupted connection is gone");
+}

@@ -30,6 +30,8 @@ pub(crate) struct Recovery {
     pub replay: VecDeque<Sent>,
     /// Connections that failed recently.
     pub failed_conns: VecDeque<ConnectionId>,
+    /// Connections failed over because a record arrived corrupted.
+    pub corrupt_connections: u32,
 }
 
 impl Recovery {

@@ -21,6 +21,10 @@ use crate::record::CipherSuite;
 use crate::wire::frame::{Frame, FrameIter};
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
 
+/// Connections a session fails over because their records arrived
+/// corrupted, before a further one ends the session instead.
+const MAX_CORRUPT_CONNECTIONS: u32 = 8;
+
 /// True if a handshake record holds only whole NewSessionTicket messages.
 fn only_session_tickets(mut msgs: &[u8]) -> bool {
     while !msgs.is_empty() {
@@ -222,10 +226,20 @@ impl Session {
             let hdr = match RecordHeader::parse(buf) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok(()),
-                Err(_) => return Err(Error::BadRecord("malformed record header")),
+                Err(_) => {
+                    return self.corrupt_record(
+                        conn,
+                        buf,
+                        Error::BadRecord("malformed record header"),
+                    )
+                }
             };
             if hdr.content_type != ContentType::ApplicationData {
-                return Err(Error::BadRecord("unexpected outer content type"));
+                return self.corrupt_record(
+                    conn,
+                    buf,
+                    Error::BadRecord("unexpected outer content type"),
+                );
             }
             if buf.len() < HEADER_LEN + hdr.len {
                 // Wait for the rest. The caller keeps room for it: growing
@@ -240,7 +254,10 @@ impl Session {
                 return Err(Error::KeyLimit);
             }
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
-            let (ct, len) = keys.recv.open(conn, c.recv_seq, &mut rec)?;
+            let (ct, len) = match keys.recv.open(conn, c.recv_seq, &mut rec) {
+                Ok(r) => r,
+                Err(e) => return self.corrupt_record(conn, buf, e),
+            };
             c.recv_seq += 1;
             c.touch(self.now, self.cfg.keepalive);
             if self.side == Side::Client
@@ -255,6 +272,28 @@ impl Session {
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             self.on_record(conn, ct, plain)?;
         }
+    }
+
+    /// A record on `conn` failed to parse or decrypt: the bytes were changed
+    /// on the way (only the peer has the key, and what it seals is
+    /// authenticated). With failover that fails this connection over like
+    /// a reset, so a corrupting middlebox on one path does not end the
+    /// session; after `MAX_CORRUPT_CONNECTIONS` of them the session ends.
+    fn corrupt_record(
+        &mut self,
+        conn: ConnectionId,
+        buf: &mut BytesMut,
+        e: Error,
+    ) -> Result<(), Error> {
+        if !self.can_fail_over(conn) || self.recovery.corrupt_connections >= MAX_CORRUPT_CONNECTIONS
+        {
+            return Err(e);
+        }
+        self.recovery.corrupt_connections += 1;
+        tracing::warn!(side = ?self.side, %conn, error = %e, "corrupt record: failing the connection over");
+        buf.clear();
+        self.connection_failed(conn, "corrupt record");
+        Ok(())
     }
 
     /// Handles one decrypted record of content type `ct`.

@@ -294,6 +294,19 @@ impl Net {
     }
 
     /// Delivers what was held on `id` towards `dir`, which delivers from now on.
+    /// Flips the bits of byte `at` of what is in flight on `id` towards
+    /// `dir` (a corrupting middlebox); false if fewer bytes are in flight.
+    pub fn corrupt(&mut self, id: ConnectionId, dir: Dir, at: usize) -> bool {
+        let pipe = self.link(id).pipe(dir);
+        match pipe.in_flight.get_mut(at) {
+            Some(b) => {
+                *b ^= 0xff;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn release(&mut self, id: ConnectionId, dir: Dir) {
         self.set_policy(id, dir, Policy::Deliver);
         let _ = self.flush(id, dir);
