@@ -69,6 +69,11 @@ pub struct TransportConfig {
     /// With failover, how long a session without any connection waits for
     /// the client to join a new one before it fails.
     pub rejoin_grace: Duration,
+    /// Records this side seals under one key (on all connections together)
+    /// before it moves to the next key generation (KEY_UPDATE). Default
+    /// 2^23, half the AES-GCM limit of RFC 8446 §5.5; small values are for
+    /// tests.
+    pub key_update_records: u64,
 }
 
 impl Default for TransportConfig {
@@ -93,6 +98,7 @@ impl Default for TransportConfig {
             keepalive: None,
             probe_timeout: Duration::from_millis(300),
             rejoin_grace: Duration::from_secs(10),
+            key_update_records: 1 << 23,
         }
     }
 }

@@ -13,7 +13,8 @@ use openssl::ssl::{ErrorCode, Ssl, SslStream};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::Error;
 use crate::ids::Side;
-use crate::record::{CipherSuite, RecordKey};
+use crate::record::CipherSuite;
+use crate::session::keys::Generation;
 use crate::tls_callbacks::{index, HsShared, Shared};
 use crate::wire::codec::Codec;
 use crate::wire::extension::{TcplsExtension, TCPLS_VERSION};
@@ -78,8 +79,9 @@ pub(crate) enum Outcome {
     /// Both sides speak TCPLS: the session protects records itself.
     Tcpls {
         peer: TcplsExtension,
-        send: RecordKey,
-        recv: RecordKey,
+        /// Generation 0 of each direction's key.
+        send: Generation,
+        recv: Generation,
         /// Bytes that arrived after the handshake (already records of ours).
         leftover: Vec<u8>,
     },
@@ -194,8 +196,8 @@ impl Handshake {
             _ => return Err(Error::Internal("traffic secrets not exported".into())),
         };
         drop(st);
-        let ck = RecordKey::new(suite, &c)?;
-        let sk = RecordKey::new(suite, &s)?;
+        let ck = Generation::first(suite, c)?;
+        let sk = Generation::first(suite, s)?;
         let (send, recv) = match self.side {
             Side::Client => (ck, sk),
             Side::Server => (sk, ck),

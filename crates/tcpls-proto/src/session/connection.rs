@@ -91,6 +91,16 @@ pub(crate) struct Connection {
     /// Client: the ACK for this connection must travel on it (it answers
     /// the server's challenge).
     pub ack_here: bool,
+    /// Key generation this side seals with on this connection
+    /// (`session/keys.rs`)...
+    pub send_gen: u32,
+    /// ...and must announce a newer one (KEY_UPDATE) in its next record.
+    pub key_update_due: bool,
+    /// Key generation the peer's records on it use; `None` until its
+    /// first record (a join's) tells.
+    pub recv_gen: Option<u32>,
+    /// A KEY_UPDATE arrived: from the next record on, this generation.
+    pub recv_switch: Option<u32>,
 }
 
 impl Connection {
@@ -117,6 +127,10 @@ impl Connection {
             challenge: None,
             heard: false,
             ack_here: false,
+            send_gen: 0,
+            key_update_due: false,
+            recv_gen: Some(0),
+            recv_switch: None,
         }
     }
 

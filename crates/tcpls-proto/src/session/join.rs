@@ -45,9 +45,8 @@ impl Session {
         let mut random = [0u8; 64];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
         let mut out = encode_join_hello(&token, &random);
-        self.paths
-            .conns
-            .insert(conn, Connection::new(ConnectionState::Active));
+        let c = self.new_joined_connection(ConnectionState::Active);
+        self.paths.conns.insert(conn, c);
         self.timers.stop(SessionTimer::Rejoin);
         self.adopt_primary_if_orphaned(conn);
         let start = out.len();
@@ -83,7 +82,7 @@ impl Session {
                 "a join with this token is already in progress",
             ));
         }
-        let mut c = Connection::new(ConnectionState::PendingAuth);
+        let mut c = self.new_joined_connection(ConnectionState::PendingAuth);
         c.token = Some(*token);
         c.timers
             .set(ConnTimer::JoinAuth, self.now + self.cfg.handshake_timeout);
@@ -103,7 +102,7 @@ impl Session {
             self.abandon_join(conn);
             return Err(CallError::JoinRefused("session closed"));
         }
-        let State::Tcpls(keys) = &self.state else {
+        let State::Tcpls(keys) = &mut self.state else {
             return Err(CallError::JoinRefused("session not established"));
         };
         let hdr = match RecordHeader::parse(buf) {
@@ -120,11 +119,14 @@ impl Session {
             return Ok(());
         }
         let mut first = buf[..HEADER_LEN + hdr.len].to_vec();
-        if keys.recv.open(conn, 0, &mut first).is_err() {
+        let Ok((gen, _, _)) = keys.recv.open_first(conn, 0, &mut first) else {
             // The token is spent either way: a failed attempt must not
             // leave it replayable, and the client gets a fresh one.
             self.abandon_join(conn);
             return Err(CallError::JoinRefused("first record does not decrypt"));
+        };
+        if let Some(c) = self.paths.conns.get_mut(&conn) {
+            c.recv_gen = Some(gen);
         }
         self.attach_join(conn);
         if let Err(e) = self.recv_records(conn, buf) {
@@ -135,11 +137,26 @@ impl Session {
     }
 
     /// A join proved the keys: it carries records from now on.
+    /// A joined connection seals with the current key generation; the
+    /// peer's generation on it is found out from its first record.
+    fn new_joined_connection(&self, state: ConnectionState) -> Connection {
+        let mut c = Connection::new(state);
+        if let State::Tcpls(keys) = &self.state {
+            c.send_gen = keys.send.current.gen;
+        }
+        c.recv_gen = None;
+        c
+    }
+
     fn attach_join(&mut self, conn: ConnectionId) {
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return;
         };
         c.state = ConnectionState::Active;
+        if let State::Tcpls(keys) = &self.state {
+            // Nothing was sent on it yet: it starts at the current key.
+            c.send_gen = keys.send.current.gen;
+        }
         c.unproven = true;
         c.challenge_due = true;
         c.timers.stop(ConnTimer::JoinAuth);

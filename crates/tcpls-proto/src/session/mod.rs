@@ -62,6 +62,7 @@ mod connection;
 mod fallback;
 pub mod flow;
 mod join;
+pub(crate) mod keys;
 mod paths;
 mod pending;
 mod record_builder;
@@ -86,12 +87,13 @@ use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::Error;
 use crate::handshake::Handshake;
 use crate::ids::{ConnectionId, Side, StreamId};
-use crate::record::{CipherSuite, RecordKey};
+use crate::record::CipherSuite;
 use crate::wire::frame::TOKEN_LEN;
 use crate::wire::TransportParams;
 use close::Closing;
 pub use connection::ConnectionState;
 use fallback::Fallback;
+use keys::{RecvKeys, SendKeys};
 use paths::Paths;
 use pending::Pending;
 use record_builder::Scratch;
@@ -169,8 +171,8 @@ enum State {
 }
 
 struct Keys {
-    send: RecordKey,
-    recv: RecordKey,
+    send: SendKeys,
+    recv: RecvKeys,
 }
 
 /// A TCPLS session (or a plain TLS session after fallback).
@@ -290,6 +292,16 @@ impl Session {
         match (ours, theirs) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Key generations in use (TCPLS mode): this side's sending key and
+    /// the newest of the peer's. Both start at 0 and grow by one per key
+    /// update (every `key_update_records` records).
+    pub fn key_generations(&self) -> Option<(u32, u32)> {
+        match &self.state {
+            State::Tcpls(keys) => Some((keys.send.current.gen, keys.recv.newest_gen())),
+            _ => None,
         }
     }
 

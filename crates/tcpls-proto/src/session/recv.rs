@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::connection::ConnectionState;
 use super::fallback::{Fallback, FallbackRead};
 use super::flow::{RecvCredit, SendCredit};
+use super::keys::{RecvKeys, SendKeys};
 use super::recovery::schedule_ack;
 use super::stream::Stream;
 use super::streams::Streams;
@@ -113,13 +114,17 @@ impl Session {
                 recv,
                 leftover,
             } => {
-                tracing::debug!(side = ?self.side, suite = ?send.suite(), "TCPLS session established");
+                let suite = send.key.suite();
+                tracing::debug!(side = ?self.side, ?suite, "TCPLS session established");
                 self.peer_params = Some(peer.params);
-                self.suite = Some(send.suite());
+                self.suite = Some(suite);
                 self.recovery.enabled = self.cfg.failover && peer.params.failover;
                 self.streams.send_credit = SendCredit::new(peer.params.initial_max_data);
                 self.streams.local_limit = peer.params.max_streams;
-                self.state = State::Tcpls(Box::new(Keys { send, recv }));
+                self.state = State::Tcpls(Box::new(Keys {
+                    send: SendKeys::new(send, self.cfg.key_update_records),
+                    recv: RecvKeys::new(recv),
+                }));
                 self.events.push_back(Event::Connected { tcpls: true });
                 buf.extend_from_slice(&leftover);
                 self.paths.max_connections = self
@@ -219,7 +224,7 @@ impl Session {
         buf: &mut BytesMut,
     ) -> Result<(), Error> {
         loop {
-            let State::Tcpls(keys) = &self.state else {
+            let State::Tcpls(keys) = &mut self.state else {
                 buf.clear();
                 return Ok(());
             };
@@ -250,12 +255,21 @@ impl Session {
             let Some(c) = self.paths.conns.get_mut(&conn) else {
                 return Ok(());
             };
-            if c.recv_seq >= keys.recv.suite().record_limit() {
-                return Err(Error::KeyLimit);
-            }
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
-            let (ct, len) = match keys.recv.open(conn, c.recv_seq, &mut rec) {
+            let opened = match c.recv_gen {
+                Some(gen) => keys.recv.open(gen, conn, c.recv_seq, &mut rec),
+                // A join's first record: its key generation is found out.
+                None => keys
+                    .recv
+                    .open_first(conn, c.recv_seq, &mut rec)
+                    .map(|(gen, ct, len)| {
+                        c.recv_gen = Some(gen);
+                        (ct, len)
+                    }),
+            };
+            let (ct, len) = match opened {
                 Ok(r) => r,
+                Err(Error::KeyLimit) => return Err(Error::KeyLimit),
                 Err(e) => return self.corrupt_record(conn, buf, e),
             };
             c.recv_seq += 1;
@@ -271,7 +285,27 @@ impl Session {
             }
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             self.on_record(conn, ct, plain)?;
+            self.switch_recv_key(conn)?;
         }
+    }
+
+    /// After a record that carried KEY_UPDATE, the connection's next
+    /// records use the generation it named.
+    fn switch_recv_key(&mut self, conn: ConnectionId) -> Result<(), Error> {
+        let State::Tcpls(keys) = &mut self.state else {
+            return Ok(());
+        };
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(gen) = c.recv_switch.take() else {
+            return Ok(());
+        };
+        keys.recv.advance(gen - 1)?;
+        c.recv_gen = Some(gen);
+        keys.recv.prune(&self.paths.conns);
+        tracing::debug!(side = ?self.side, %conn, gen, "peer's key updated on a connection");
+        Ok(())
     }
 
     /// A record on `conn` failed to parse or decrypt: the bytes were changed
@@ -293,6 +327,19 @@ impl Session {
         tracing::warn!(side = ?self.side, %conn, error = %e, "corrupt record: failing the connection over");
         buf.clear();
         self.connection_failed(conn, "corrupt record");
+        Ok(())
+    }
+
+    /// KEY_UPDATE on `conn`: its records after this one use `gen`, which
+    /// must be the generation after the one it uses now.
+    fn on_key_update(&mut self, conn: ConnectionId, gen: u32) -> Result<(), Error> {
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if c.recv_gen.and_then(|g| g.checked_add(1)) != Some(gen) || c.recv_switch.is_some() {
+            return Err(Error::Protocol("KEY_UPDATE out of sequence"));
+        }
+        c.recv_switch = Some(gen);
         Ok(())
     }
 
@@ -384,6 +431,7 @@ impl Session {
             Frame::RemoveAddress(addr) => self.on_peer_address(addr, false),
             // Transport options: valid on the wire, not acted on yet.
             Frame::TransportOption { .. } => Ok(()),
+            Frame::KeyUpdate { gen } => self.on_key_update(arrival, gen),
         }
     }
 }

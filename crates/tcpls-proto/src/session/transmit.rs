@@ -93,7 +93,7 @@ impl Session {
                         .paths
                         .conns
                         .values()
-                        .any(|c| c.ack_due || c.ping_due || c.challenge_due)
+                        .any(|c| c.ack_due || c.ping_due || c.challenge_due || c.key_update_due)
                     || !self.pending.is_empty()
                     || self.streams.data_sendable()
             }
@@ -154,16 +154,20 @@ impl Session {
 
     /// Builds and seals one record; false when there was nothing to send.
     fn build_record(&mut self, conn: ConnectionId, out: &mut TransmitBuf) -> Result<bool, Error> {
-        let State::Tcpls(keys) = &self.state else {
+        let State::Tcpls(keys) = &mut self.state else {
             return Ok(false);
         };
+        if keys.send.update_due(&self.paths.conns) {
+            keys.send.update(&mut self.paths.conns)?;
+        }
+        let new_gen = keys.send.current.gen;
         let Some(c) = self.paths.conns.get(&conn) else {
             return Ok(false);
         };
-        if c.send_seq >= keys.send.suite().record_limit() {
-            return Err(Error::KeyLimit);
-        }
         let seq = c.send_seq;
+        // This record announces the new key generation: sealed with the
+        // old one, the connection's next records use the new one.
+        let announce = c.key_update_due;
         // A graceful CLOSE waits until everything is out and, with
         // acknowledgements, acknowledged: the peer drops whatever arrives
         // after it, on any connection.
@@ -181,6 +185,9 @@ impl Session {
         // Control frames go to their own buffer so stream data can lead
         // the record (the receiver then hands it out from offset 0).
         self.write_control_frames(conn, seq, &mut rb.ctl);
+        if announce {
+            Frame::KeyUpdate { gen: new_gen }.encode(&mut rb.ctl);
+        }
         if self
             .paths
             .conns
@@ -208,6 +215,13 @@ impl Session {
         self.seal_record(conn, out, built.start, built.lead.as_deref())?;
         if let Some(c) = self.paths.conns.get_mut(&conn) {
             self.recovery.record_sent(c, seq, self.scratch.sent_mut());
+            if announce {
+                c.key_update_due = false;
+                c.send_gen = new_gen;
+                if let State::Tcpls(keys) = &mut self.state {
+                    keys.send.forget_previous_if_unused(&self.paths.conns);
+                }
+            }
         }
         Ok(true)
     }
@@ -274,7 +288,7 @@ impl Session {
         start: usize,
         lead: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let State::Tcpls(keys) = &self.state else {
+        let State::Tcpls(keys) = &mut self.state else {
             return Err(Error::Internal("seal outside TCPLS mode".into()));
         };
         let c = self
@@ -286,12 +300,10 @@ impl Session {
         out.grow(TAG_LEN);
         let record = &mut out[start..];
         let trailer = &mut self.scratch.frame;
-        let sealed = match lead {
-            Some(lead) => keys
-                .send
-                .seal_with_lead(conn, c.send_seq, lead, record, trailer),
-            None => keys.send.seal_in_place(conn, c.send_seq, record),
-        };
+        let sealed = keys.send.seal_key(c.send_gen).and_then(|key| match lead {
+            Some(lead) => key.seal_with_lead(conn, c.send_seq, lead, record, trailer),
+            None => key.seal_in_place(conn, c.send_seq, record),
+        });
         if let Err(e) = sealed {
             out.truncate(start); // never let plaintext reach the wire
             return Err(e);

@@ -53,6 +53,7 @@ pub enum FrameType {
     TransportOption = 0x0d,
     Close = 0x0e,
     MaxStreams = 0x0f,
+    KeyUpdate = 0x10,
 }
 
 impl FrameType {
@@ -75,6 +76,7 @@ impl FrameType {
             0x0d => TransportOption,
             0x0e => Close,
             0x0f => MaxStreams,
+            0x10 => KeyUpdate,
             _ => return None,
         })
     }
@@ -148,6 +150,11 @@ pub enum Frame<'a> {
         reason: &'a [u8],
     },
     MaxStreams(u32),
+    /// The sender's records on this connection after the one carrying
+    /// this frame use key generation `gen` (section 2 of docs/protocol.md).
+    KeyUpdate {
+        gen: u32,
+    },
 }
 
 /// Writes the header that follows `len` bytes of stream data already in `out`.
@@ -268,6 +275,10 @@ impl Frame<'_> {
                 out.extend_from_slice(&max.to_be_bytes());
                 out.push(FrameType::MaxStreams as u8);
             }
+            Frame::KeyUpdate { gen } => {
+                out.extend_from_slice(&gen.to_be_bytes());
+                out.push(FrameType::KeyUpdate as u8);
+            }
         }
     }
 
@@ -287,7 +298,7 @@ impl Frame<'_> {
             Frame::ResetStream { .. } => 16,
             Frame::TransportOption { value, .. } => value.len() + 4,
             Frame::Close { reason, .. } => reason.len().min(MAX_REASON_LEN) + 6,
-            Frame::MaxStreams(_) => 4,
+            Frame::MaxStreams(_) | Frame::KeyUpdate { .. } => 4,
         }
     }
 }
@@ -396,6 +407,9 @@ impl<'a> FrameIter<'a> {
                 Frame::Close { code, reason }
             }
             FrameType::MaxStreams => Frame::MaxStreams(r.u32("max streams")?),
+            FrameType::KeyUpdate => Frame::KeyUpdate {
+                gen: r.u32("key generation")?,
+            },
         })
     }
 }
@@ -428,7 +442,7 @@ mod tests {
     /// Owned description of a frame, so proptest can generate borrowed ones.
     fn arb_frame() -> impl Strategy<Value = (u8, u64, u64, u32, Vec<u8>, SocketAddr, [u8; 32])> {
         (
-            0u8..16,
+            0u8..17,
             any::<u64>(),
             0u64..(u64::MAX / 2),
             any::<u32>(),
@@ -488,7 +502,8 @@ mod tests {
                 code: b,
                 reason: data,
             },
-            _ => Frame::MaxStreams(b),
+            15 => Frame::MaxStreams(b),
+            _ => Frame::KeyUpdate { gen: b },
         }
     }
 
