@@ -42,6 +42,11 @@ pub struct ClientOpts {
     /// long into the transfer (adding paths mid-transfer).
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub join_after: Option<Duration>,
+    /// Move this side's sending key to a new generation every N records
+    /// (default 8388608, half the AES-GCM limit); small values exercise
+    /// key updates.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_update_records: Option<u64>,
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -59,6 +64,9 @@ impl ClientOpts {
     pub fn tcpls_config(&self, mut transport: TransportConfig) -> Result<Arc<ClientConfig>> {
         if self.keepalive.is_some() {
             transport.keepalive = self.keepalive;
+        }
+        if let Some(n) = self.key_update_records {
+            transport.key_update_records = n;
         }
         let mut b = ClientConfig::builder()
             .cipher_suites(&self.suites())

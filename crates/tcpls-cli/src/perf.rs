@@ -137,6 +137,10 @@ pub struct PerfReport {
     pub connections: Vec<ConnStats>,
     /// The most received-but-unread bytes the client held at once.
     pub peak_reassembly_bytes: u64,
+    /// Key generations at the end of the last TCPLS run: the client's
+    /// sending key and the newest of the server's (each key update, every
+    /// `--key-update-records` records, adds one).
+    pub key_generations: Option<[u32; 2]>,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_stall_ms: Option<u64>,
@@ -244,6 +248,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut s_runs = Vec::new();
     let mut failover = false;
     let mut peak = 0;
+    let mut key_generations = None;
     let mut cipher = None;
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
@@ -323,6 +328,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             })
             .collect();
         peak = peak.max(session.peak_buffered());
+        key_generations = session.key_generations().map(|(s, r)| [s, r]);
         close(&session).await;
 
         if args.baseline.contains(&Baseline::Single) {
@@ -386,6 +392,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         tls,
         connections: stats,
         peak_reassembly_bytes: peak,
+        key_generations,
         verified: args.verify && !args.upload,
         max_stall_ms: args.timeline.as_ref().map(|_| timeline.max_stall_ms),
     })

@@ -238,6 +238,12 @@ impl Session {
         self.shared().lock().proto.bytes_sent_per_connection()
     }
 
+    /// Key generations in use: this side's sending key and the newest of
+    /// the peer's (each key update adds one; `None` in plain TLS).
+    pub fn key_generations(&self) -> Option<(u32, u32)> {
+        self.shared().lock().proto.key_generations()
+    }
+
     /// Join tokens available (client).
     pub fn available_tokens(&self) -> usize {
         self.shared().lock().proto.available_tokens()
