@@ -195,6 +195,9 @@ pub(crate) struct Shared {
     pub sockets: Mutex<BTreeMap<ConnectionId, Arc<tokio::net::TcpStream>>>,
     /// Notified when a connection's writer task ends.
     pub writer_done: Notify,
+    /// Server side: this session's place in the server's session limits,
+    /// given back when the session's state is dropped.
+    pub _slot: Option<crate::limits::SessionSlot>,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'
