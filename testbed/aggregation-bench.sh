@@ -27,7 +27,7 @@ run() {
     local srv
     case "$kind" in
     tcpls)
-        ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --root /tmp \
+        ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --perf \
             --advertise 10.71.2.2:4443 --scheduler "$sched" >/dev/null 2>&1 &
         srv=$!
         ;;

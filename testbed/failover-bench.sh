@@ -39,7 +39,7 @@ run() { # scenario proto -> prints "completed stall_ms"
         done
         ip netns exec "$P-srv" "$BIN" mptcp serve --listen 0.0.0.0:5443 >/dev/null 2>&1 &
     else
-        ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --root /tmp \
+        ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --perf \
             --advertise 10.71.2.2:4443 --advertise 10.71.3.2:4443 >/dev/null 2>&1 &
     fi
     local srv=$!

@@ -73,13 +73,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     let server = Server::bind("127.0.0.1:0".parse()?, server_cfg).await?;
     let addr = server.local_addr()?;
-    tokio::spawn(crate::serve::serve(
-        server,
-        root.clone(),
-        Vec::new(),
-        None,
-        std::time::Duration::from_secs(10),
-    ));
+    let site = crate::serve::Site {
+        root: Some(root.clone()),
+        perf_max: None,
+        request_timeout: std::time::Duration::from_secs(10),
+    };
+    tokio::spawn(crate::serve::serve(server, site, Vec::new(), None));
     if !args.json {
         eprintln!(
             "demo: server on {addr}, {} files of {}",

@@ -70,7 +70,10 @@ pub async fn run(args: IdleArgs) -> Result<()> {
             }));
         }
         for t in tasks {
-            sessions.push(t.await?.context("opening a session")?);
+            sessions.push(t.await?.context(
+                "opening a session (a `tcpls serve` needs --max-sessions, \
+                 --max-sessions-per-ip and --max-handshakes-per-ip of 0 for this)",
+            )?);
         }
     }
     let opened = start.elapsed().as_secs_f64();

@@ -565,7 +565,10 @@ async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
         .await?
         .ok_or_else(|| anyhow!("no response"))?;
     if head.start.get(1).map(String::as_str) != Some("200") {
-        bail!("perf request refused: {:?}", head.start);
+        bail!(
+            "perf request refused: {:?} (the server needs --perf, and a --perf-max of at least the size asked for)",
+            head.start
+        );
     }
     if !upload {
         let len = head

@@ -1,5 +1,10 @@
 //! `tcpls serve`: files over TCPLS (and plain TLS 1.3 through fallback),
 //! plus the perf source/sink used by `tcpls perf`.
+//!
+//! Safe by default: no files unless `--root` is given (and never a dotfile
+//! or anything under a dot-directory), no perf endpoint unless `--perf`,
+//! idle sessions closed after `--idle-timeout`, and sessions capped in
+//! total and per client address.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -7,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tcpls::{Server, ServerConfig};
+use tcpls::{Server, ServerConfig, ServerLimits, TransportConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::http;
@@ -30,9 +35,33 @@ pub struct ServeArgs {
     /// Write the (generated) certificate here, for clients' --ca.
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
-    /// Directory whose files are served.
-    #[arg(long, default_value = ".")]
-    pub root: PathBuf,
+    /// Directory whose files are served (none without it). Files and
+    /// directories whose name starts with '.' are never served.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Enable the perf endpoints used by `tcpls perf`: `GET /_perf/N`
+    /// sends N bytes, `PUT /_perf` discards the body.
+    #[arg(long)]
+    pub perf: bool,
+    /// Largest perf transfer one request may ask for (e.g. 16G, 100M).
+    #[arg(long, default_value = "16G", value_parser = parse_bytes)]
+    pub perf_max: u64,
+    /// Close a session when nothing arrives from the client for this long
+    /// (e.g. 60s, 500ms; 0: never).
+    #[arg(long, default_value = "60s", value_parser = parse_optional_duration)]
+    pub idle_timeout: OptionalDuration,
+    /// Sessions at once, all clients together (0: no limit); more are
+    /// refused (the connection is closed).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_sessions: usize,
+    /// Sessions at once from one client IP address (0: no limit).
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions_per_ip: usize,
+    /// Connections from one client IP address still opening at once
+    /// (waiting for their first record or in a new session's handshake;
+    /// 0: no limit). More are refused. `tcpls idle` needs more than this.
+    #[arg(long, default_value_t = 32)]
+    pub max_handshakes_per_ip: usize,
     /// Extra address of this server to advertise to clients (repeatable);
     /// clients may join connections toward it.
     #[arg(long = "advertise")]
@@ -47,8 +76,40 @@ pub struct ServeArgs {
     pub request_timeout: Duration,
 }
 
+/// A duration where 0 means "never" (clap needs a named type for it).
+#[derive(Clone, Copy, Debug)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    if s.trim() == "0" {
+        return Ok(OptionalDuration(None));
+    }
+    crate::units::parse_duration(s).map(|d| OptionalDuration(Some(d)))
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    crate::units::parse_bytes(s).map_err(|e| e.to_string())
+}
+
+/// What `serve` answers: files under `root` (if any), the perf endpoints
+/// (if `perf_max` is set, up to that many bytes a request), each stream's
+/// request head within `request_timeout`.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Directory of the files served (canonical); `None`: no files.
+    pub root: Option<PathBuf>,
+    /// Largest perf transfer; `None`: no perf endpoints.
+    pub perf_max: Option<u64>,
+    /// Longest a stream may take to send its request head.
+    pub request_timeout: Duration,
+}
+
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let builder = ServerConfig::builder();
+    let transport = TransportConfig {
+        idle_timeout: args.idle_timeout.0,
+        ..TransportConfig::default()
+    };
+    let builder = ServerConfig::builder().transport(transport);
     let builder = match (&args.cert, &args.key) {
         (Some(c), Some(k)) => builder.pem_files(c, k)?,
         _ => builder.self_signed(&["localhost", "127.0.0.1", "::1"])?,
@@ -58,17 +119,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         std::fs::write(out, &config.certificate_pem)
             .with_context(|| format!("writing {}", out.display()))?;
     }
-    let root = args
-        .root
-        .canonicalize()
-        .with_context(|| format!("serving root {}", args.root.display()))?;
-    let server = Server::bind(args.listen, config)
+    let root = match &args.root {
+        Some(r) => Some(
+            r.canonicalize()
+                .with_context(|| format!("serving root {}", r.display()))?,
+        ),
+        None => None,
+    };
+    let limit = |n: usize| (n > 0).then_some(n);
+    let limits = ServerLimits {
+        max_sessions: limit(args.max_sessions),
+        max_sessions_per_ip: limit(args.max_sessions_per_ip),
+        max_handshakes_per_ip: limit(args.max_handshakes_per_ip).unwrap_or(usize::MAX),
+        ..ServerLimits::default()
+    };
+    let server = Server::bind_with_limits(args.listen, config, limits)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!(
-        "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}",
+        "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}{}",
         server.local_addr()?,
-        root.display()
+        root.as_ref()
+            .map_or("no files (see --root)".to_string(), |r| r
+                .display()
+                .to_string()),
+        if args.perf { ", perf endpoints on" } else { "" }
     );
     if args.cert.is_none() {
         eprintln!(
@@ -82,25 +157,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             );
         }
     }
-    serve(
-        server,
+    let site = Site {
         root,
-        args.advertise,
-        args.scheduler,
-        args.request_timeout,
-    )
-    .await
+        perf_max: args.perf.then_some(args.perf_max),
+        request_timeout: args.request_timeout,
+    };
+    serve(server, site, args.advertise, args.scheduler).await
 }
 
 /// Accepts sessions forever; each stream carries one request.
 pub async fn serve(
     server: Server,
-    root: PathBuf,
+    site: Site,
     advertise: Vec<SocketAddr>,
     scheduler: Option<String>,
-    request_timeout: Duration,
 ) -> Result<()> {
-    let root = Arc::new(root);
+    let site = Arc::new(site);
     loop {
         let session = server.accept().await?;
         if session.is_tcpls() {
@@ -111,14 +183,14 @@ pub async fn serve(
                 session.set_scheduler(scheduler.as_deref())?;
             }
         }
-        let root = root.clone();
+        let site = site.clone();
         tokio::spawn(async move {
             tracing::info!(peer = ?session.peer_addr(), tcpls = session.is_tcpls(), "session");
             while let Ok(stream) = session.accept_stream().await {
-                let root = root.clone();
+                let site = site.clone();
                 tokio::spawn(async move {
                     let id = stream.id();
-                    if let Err(e) = handle(stream, &root, request_timeout).await {
+                    if let Err(e) = handle(stream, &site).await {
                         tracing::debug!(stream = %id, error = %e, "request failed");
                     }
                 });
@@ -138,12 +210,9 @@ pub fn perf_block() -> &'static [u8] {
 }
 
 /// Serves one request on `s` and finishes it.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    root: &Path,
-    request_timeout: Duration,
-) -> Result<()> {
-    let Some((head, body_start)) = http::read_head_within(&mut s, request_timeout).await? else {
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) -> Result<()> {
+    let Some((head, body_start)) = http::read_head_within(&mut s, site.request_timeout).await?
+    else {
         return Ok(());
     };
     let (method, target) = match head.start.as_slice() {
@@ -155,12 +224,14 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let path = target.split(['?', '#']).next().unwrap_or("/");
     tracing::info!(method, path, "request");
+    let perf_max = site.perf_max.filter(|_| is_perf(path));
     match method {
-        "GET" if path.starts_with(PERF_PREFIX) => {
+        "GET" if perf_max.is_some() => {
             let n = path[PERF_PREFIX.len()..]
                 .trim_start_matches('/')
                 .parse::<u64>();
             match n {
+                Ok(n) if perf_max.is_some_and(|m| n > m) => too_large(&mut s, perf_max).await?,
                 Ok(n) => send_perf(&mut s, n).await?,
                 Err(_) => {
                     http::write_text_response(&mut s, 400, "Bad Request", "GET /_perf/BYTES\n")
@@ -168,8 +239,12 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        "PUT" if path == PERF_PREFIX => {
+        "PUT" if perf_max.is_some() && path == PERF_PREFIX => {
             let len = head.content_length()?.unwrap_or(0);
+            if perf_max.is_some_and(|m| len > m) {
+                too_large(&mut s, perf_max).await?;
+                return finish(s).await;
+            }
             let mut got = body_start.len() as u64;
             let mut buf = vec![0u8; 256 << 10];
             while got < len {
@@ -181,7 +256,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             }
             http::write_text_response(&mut s, 200, "OK", &format!("received {got}\n")).await?;
         }
-        "GET" | "HEAD" => serve_file(&mut s, root, path, method == "HEAD").await?,
+        "GET" | "HEAD" => serve_file(&mut s, site.root.as_deref(), path, method == "HEAD").await?,
         _ => {
             http::write_text_response(
                 &mut s,
@@ -193,6 +268,17 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     finish(s).await
+}
+
+/// True for the perf endpoints' paths (`/_perf`, `/_perf/...`).
+fn is_perf(path: &str) -> bool {
+    path.strip_prefix(PERF_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+async fn too_large<S: AsyncWrite + Unpin>(s: &mut S, max: Option<u64>) -> Result<()> {
+    let body = format!("perf transfers are limited to {} bytes\n", max.unwrap_or(0));
+    http::write_text_response(s, 413, "Content Too Large", &body).await
 }
 
 async fn finish<S: AsyncWrite + Unpin>(mut s: S) -> Result<()> {
@@ -229,24 +315,40 @@ fn percent_decode(p: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Maps a request path into `root`, refusing anything that could leave it.
+/// True for a path component that is hidden by convention (`.git`,
+/// `.env`, `.ssh`...): such files often hold secrets and are never served.
+fn is_hidden(c: Component<'_>) -> bool {
+    c.as_os_str().as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// Maps a request path into `root`, refusing anything that could leave it
+/// and any dotfile or path through a dot-directory (also when a symlink
+/// inside `root` leads to one).
 pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     let decoded = percent_decode(path)?;
     let rel = Path::new(decoded.trim_start_matches('/'));
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)) || is_hidden(c))
+    {
         return None;
     }
     let full = root.join(rel).canonicalize().ok()?;
-    full.starts_with(root).then_some(full)
+    let inside = full.strip_prefix(root).ok()?;
+    if inside.components().any(is_hidden) {
+        return None;
+    }
+    Some(full)
 }
 
 async fn serve_file<S: AsyncWrite + Unpin>(
     s: &mut S,
-    root: &Path,
+    root: Option<&Path>,
     path: &str,
     head_only: bool,
 ) -> Result<()> {
-    let Some(file) = resolve(root, path).filter(|p| p.is_file()) else {
+    let file = root.and_then(|r| resolve(r, path)).filter(|p| p.is_file());
+    let Some(file) = file else {
         return http::write_text_response(s, 404, "Not Found", "not found\n").await;
     };
     let mut f = tokio::fs::File::open(&file).await?;
@@ -279,5 +381,58 @@ mod tests {
         assert!(resolve(&root, "/%2e%2e/etc/passwd").is_none());
         assert!(resolve(&root, "/missing").is_none());
         assert!(resolve(&root, "/%zz").is_none());
+    }
+
+    #[test]
+    fn dotfiles_are_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join(".env"), "SECRET=1").unwrap();
+        std::fs::create_dir(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "x").unwrap();
+        std::fs::create_dir(root.join("pub")).unwrap();
+        std::fs::write(root.join("pub/ok.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join(".env"), root.join("pub/link")).unwrap();
+        assert!(resolve(&root, "/pub/ok.txt").is_some());
+        assert!(resolve(&root, "/.env").is_none());
+        assert!(resolve(&root, "/%2eenv").is_none());
+        assert!(resolve(&root, "/.git/config").is_none());
+        assert!(
+            resolve(&root, "/pub/link").is_none(),
+            "symlink to a dotfile"
+        );
+    }
+
+    /// Sends `request` to `handle` over an in-memory pipe; the status code.
+    async fn status(site: &Site, request: &str) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let site = site.clone();
+        let task = tokio::spawn(async move { handle(server, &site).await });
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&out);
+        text.split(' ').nth(1).unwrap_or("").to_string()
+    }
+
+    #[tokio::test]
+    async fn perf_is_opt_in_and_capped() {
+        let off = Site {
+            root: None,
+            perf_max: None,
+            request_timeout: Duration::from_secs(5),
+        };
+        assert_eq!(status(&off, "GET /_perf/10 HTTP/1.1\r\n\r\n").await, "404");
+        let on = Site {
+            perf_max: Some(1000),
+            ..off.clone()
+        };
+        assert_eq!(status(&on, "GET /_perf/1000 HTTP/1.1\r\n\r\n").await, "200");
+        assert_eq!(status(&on, "GET /_perf/1001 HTTP/1.1\r\n\r\n").await, "413");
+        let put = "PUT /_perf HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        assert_eq!(status(&on, put).await, "413");
+        // Without --root nothing else is served.
+        assert_eq!(status(&on, "GET /Cargo.toml HTTP/1.1\r\n\r\n").await, "404");
     }
 }

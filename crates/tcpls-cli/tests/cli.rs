@@ -225,7 +225,7 @@ fn openssl_s_client_against_tcpls_serve_falls_back() {
 #[test]
 fn perf_prints_ratio_against_tls_baseline() {
     let dir = tempfile::tempdir().unwrap();
-    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let (_srv, port) = start_tcpls_serve(dir.path(), &["--perf"]);
     for extra in [&[][..], &["--upload"][..]] {
         let out = run_bounded(
             Command::new(BIN)
@@ -260,4 +260,48 @@ fn demo_verifies_its_transfer() {
     assert_eq!(v["sha256_verified"], true);
     assert_eq!(v["tcpls"], true);
     assert_eq!(v["bytes"], 8 << 20);
+}
+
+/// `serve`'s limits from the command line: sessions per address are
+/// capped (the extra one is refused, not left hanging) and an idle session
+/// is closed after `--idle-timeout`, which gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_caps_sessions_per_address_and_closes_idle_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) = start_tcpls_serve(
+        dir.path(),
+        &["--idle-timeout", "500ms", "--max-sessions-per-ip", "1"],
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = std::sync::Arc::new(tcpls::ClientConfig::builder().insecure().build().unwrap());
+    let bound = Duration::from_secs(30);
+    tokio::time::timeout(bound, async {
+        let first = tcpls::connect(addr, "localhost", cfg.clone())
+            .await
+            .unwrap();
+        assert!(tcpls::connect(addr, "localhost", cfg.clone())
+            .await
+            .is_err());
+        // The client sends nothing: the server closes the session.
+        loop {
+            match first.next_event().await {
+                Some(tcpls::SessionEvent::Closed(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+        let mut again = Err(None);
+        for _ in 0..100 {
+            match tcpls::connect(addr, "localhost", cfg.clone()).await {
+                Ok(s) => {
+                    again = Ok(s);
+                    break;
+                }
+                Err(e) => again = Err(Some(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(again.is_ok(), "place not given back: {again:?}");
+    })
+    .await
+    .expect("test timed out");
 }

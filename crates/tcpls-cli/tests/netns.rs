@@ -75,6 +75,7 @@ impl Testbed {
                 "10.71.2.2:4443",
                 "--advertise",
                 "10.71.3.2:4443",
+                "--perf",
                 "--root",
             ])
             .arg(root)

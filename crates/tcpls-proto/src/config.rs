@@ -34,6 +34,11 @@ pub struct TransportConfig {
     /// writes block. (Sent bytes kept for acknowledgement are bounded per
     /// session instead: at most twice `session_window`.)
     pub send_buffer: usize,
+    /// Bytes the application may queue, not yet sent, on all streams of the
+    /// session together, before writes block. Without it a peer that never
+    /// reads could make a server hold `max_streams` x `send_buffer` (128 MiB
+    /// by default) per session.
+    pub session_send_buffer: usize,
     /// The handshake must finish within this time.
     pub handshake_timeout: Duration,
     /// Close the session when nothing arrives for this long (`None`: never).
@@ -86,6 +91,9 @@ impl Default for TransportConfig {
             // megabytes that are read back cold when sealed (16 streams:
             // 0.73x one stream's goodput at 1 MiB, 1.0x at 512 KiB).
             send_buffer: 512 << 10,
+            // 8 streams' worth: one bulk stream is never limited by it, and
+            // with 16 streams each still has 256 KiB queued.
+            session_send_buffer: 4 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             user_timeout: Some(Duration::from_millis(250)),

@@ -548,6 +548,92 @@ fn a_reader_that_never_reads_bounds_the_senders_memory() {
     assert!(p.s.peak_buffered() <= cfg.session_window);
 }
 
+#[test]
+fn unread_streams_stay_within_the_session_send_budget() {
+    // A client opens nothing and reads nothing; the server answers on every
+    // stream the client allows, as fast as it can. What the server queues is
+    // bounded by the session's send budget, not by streams x send_buffer
+    // (256 x 512 KiB by default).
+    let mut p = Net::established();
+    let cfg = TransportConfig::default();
+    let ids: Vec<_> = (0..cfg.max_streams)
+        .map(|_| p.s.open_stream().unwrap())
+        .collect();
+    let chunk = vec![7u8; 256 << 10];
+    let mut written = vec![0u64; ids.len()];
+    let mut peak = 0;
+    for _ in 0..40 {
+        for (i, &id) in ids.iter().enumerate() {
+            written[i] += p.s.write(id, &chunk).unwrap() as u64;
+        }
+        p.step();
+        let queued: usize = ids.iter().map(|&id| p.s.unsent(id)).sum();
+        assert!(
+            queued <= cfg.session_send_buffer,
+            "server queued {queued} bytes, budget {}",
+            cfg.session_send_buffer
+        );
+        peak = peak.max(p.s.send_buffered());
+    }
+    let bound = cfg.session_send_buffer as u64 + 2 * cfg.session_window + (4 << 20);
+    assert!(peak <= bound, "server held {peak} bytes, bound {bound}");
+
+    // The client starts reading: writers blocked on the budget are woken
+    // (StreamWritable) and every stream completes its next 256 KiB. A
+    // lost wake-up stalls.
+    let target: Vec<u64> = written.iter().map(|w| w + (256 << 10)).collect();
+    let index: HashMap<StreamId, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut open: HashMap<StreamId, u64> = HashMap::new();
+    let mut ready: Vec<usize> = (0..ids.len()).collect();
+    let mut finished = 0;
+    for round in 0.. {
+        assert!(round < 100_000, "stalled with {finished} streams done");
+        for i in std::mem::take(&mut ready) {
+            while written[i] < target[i] {
+                let n = chunk.len().min((target[i] - written[i]) as usize);
+                let w = p.s.write(ids[i], &chunk[..n]).unwrap();
+                if w == 0 {
+                    break;
+                }
+                written[i] += w as u64;
+            }
+            if written[i] == target[i] {
+                p.s.finish(ids[i]).unwrap();
+            }
+        }
+        p.step();
+        for e in drain_events(&mut p.s) {
+            if let Event::StreamWritable(id) = e {
+                let i = index[&id];
+                if written[i] < target[i] {
+                    ready.push(i);
+                }
+            }
+        }
+        while let Some(id) = p.c.accept_stream() {
+            open.insert(id, 0);
+        }
+        let streams: Vec<StreamId> = open.keys().copied().collect();
+        for id in streams {
+            loop {
+                match p.c.read(id, usize::MAX).unwrap() {
+                    ReadOutcome::Data(d) => *open.get_mut(&id).unwrap() += d.len() as u64,
+                    ReadOutcome::Fin => {
+                        assert_eq!(open.remove(&id), Some(target[index[&id]]));
+                        finished += 1;
+                        break;
+                    }
+                    ReadOutcome::Blocked => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        if finished == ids.len() {
+            break;
+        }
+    }
+}
+
 /// Writes `len` bytes of pattern on a new client stream (as much as the
 /// send buffer takes) and steps until the server session fails or has
 /// read the stream to its end; what it read must be a prefix of what was

@@ -12,19 +12,17 @@ use tcpls_proto::join::{probe_join, JoinProbe};
 use tcpls_proto::{ClientConfig, ConnectionId, ServerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::driver;
 use crate::error::Error;
+use crate::limits::{Limiter, ServerLimits, SessionSlot};
 use crate::monitor;
 use crate::session::Session;
 use crate::shared::{Guard, Inner, Shared, TokenRegistry};
 use crate::socket::tcp_connect;
 
-/// Handshakes a server runs at once; further connections wait in the
-/// kernel's accept queue.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// Established sessions waiting for [`Server::accept`].
 const ACCEPT_QUEUE: usize = 64;
 
@@ -33,6 +31,7 @@ fn start(
     tcp: TcpStream,
     input: BytesMut,
     registry: Option<Arc<TokenRegistry>>,
+    slot: Option<SessionSlot>,
 ) -> Session {
     let local_addr = tcp.local_addr().ok();
     let peer_addr = tcp.peer_addr().ok();
@@ -63,6 +62,7 @@ fn start(
         writer_done: Default::default(),
         read_held: Default::default(),
         sockets: Default::default(),
+        _slot: slot,
     });
     driver::spawn(shared.clone(), tcp, ConnectionId(0), input, Vec::new());
     tokio::spawn(monitor::health(Arc::downgrade(&shared)));
@@ -109,7 +109,7 @@ pub async fn connect_from(
         .await
         .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
     let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())?;
-    let session = start(proto, tcp, BytesMut::new(), None);
+    let session = start(proto, tcp, BytesMut::new(), None, None);
     established(&session).await?;
     Ok(session)
 }
@@ -238,12 +238,23 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Listens on `addr` (port 0 picks a free port; see [`Self::local_addr`]).
+    /// Listens on `addr` (port 0 picks a free port; see [`Self::local_addr`]),
+    /// with the default [`ServerLimits`].
     pub async fn bind(addr: SocketAddr, config: Arc<ServerConfig>) -> Result<Server, Error> {
+        Self::bind_with_limits(addr, config, ServerLimits::default()).await
+    }
+
+    /// Like [`Self::bind`], with the given limits on sessions and opening
+    /// connections.
+    pub async fn bind_with_limits(
+        addr: SocketAddr,
+        config: Arc<ServerConfig>,
+        limits: ServerLimits,
+    ) -> Result<Server, Error> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, config, tx));
+        let task = tokio::spawn(accept_loop(listener, config, tx, Limiter::new(limits)));
         Ok(Server {
             incoming: tokio::sync::Mutex::new(rx),
             local_addr,
@@ -274,13 +285,17 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, tx: mpsc::Sender<Session>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    tx: mpsc::Sender<Session>,
+    limiter: Arc<Limiter>,
+) {
     let registry = Arc::new(TokenRegistry::default());
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+        // Never waits for a permit: over a limit the connection is closed at
+        // once, so connections that hold their slots cannot stop accept
+        // (and with it every rejoin of a live session).
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -290,68 +305,116 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, tx: mpsc:
                 continue;
             }
         };
-        let (config, queue, registry) = (config.clone(), tx.clone(), registry.clone());
-        tokio::spawn(async move {
-            let timeout = config.transport.handshake_timeout;
-            match tokio::time::timeout(timeout, incoming(tcp, config, registry)).await {
-                Ok(Ok(Some(session))) => {
-                    drop(permit);
-                    let _ = queue.send(session).await;
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection refused"),
-                Err(_) => tracing::debug!(%peer, "handshake timed out"),
-            }
-        });
         if tx.is_closed() {
             return;
         }
+        let (opening, pending) = match limiter.open(peer.ip()) {
+            Ok(x) => x,
+            Err(why) => {
+                limiter.refused(peer, why);
+                continue; // dropping `tcp` closes it
+            }
+        };
+        let (config, queue, registry, limiter) = (
+            config.clone(),
+            tx.clone(),
+            registry.clone(),
+            limiter.clone(),
+        );
+        tokio::spawn(async move {
+            let _opening = opening;
+            let first = limiter.limits().first_record_timeout;
+            let (tcp, buf, probe) = match tokio::time::timeout(first, first_record(tcp)).await {
+                Ok(Ok(Some(x))) => x,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no first record in time");
+                    return;
+                }
+            };
+            drop(pending);
+            if let JoinProbe::Join { token, len } = probe {
+                // A join is attached at once: it needs no handshake permit.
+                if let Err(e) = join(tcp, buf, token, len, &registry) {
+                    tracing::debug!(%peer, error = %e, "join refused");
+                }
+                return;
+            }
+            let (handshake, slot) = match limiter.new_session(peer.ip()) {
+                Ok(x) => x,
+                Err(why) => return limiter.refused(peer, why),
+            };
+            let timeout = config.transport.handshake_timeout;
+            let proto = match tcpls_proto::Session::accept(config, Instant::now()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "connection refused");
+                    return;
+                }
+            };
+            let session = start(proto, tcp, buf, Some(registry), Some(slot));
+            match tokio::time::timeout(timeout, established(&session)).await {
+                Ok(Ok(())) => {
+                    drop(handshake);
+                    drop(_opening);
+                    let _ = queue.send(session).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(%peer, "handshake timed out"),
+            }
+        });
     }
 }
 
-/// Handles a new TCP connection: a join of an existing session (routed by
-/// its token) or a new session. Returns the new session once established.
-async fn incoming(
+/// Reads a new connection's first record: the ClientHello that tells a
+/// join (with its token) from a new session. `None`: closed before.
+async fn first_record(
     mut tcp: TcpStream,
-    config: Arc<ServerConfig>,
-    registry: Arc<TokenRegistry>,
-) -> Result<Option<Session>, Error> {
+) -> Result<Option<(TcpStream, BytesMut, JoinProbe)>, Error> {
     let mut buf = BytesMut::with_capacity(4096);
-    let probe = loop {
+    loop {
         match probe_join(&buf) {
             JoinProbe::Incomplete => {
                 if tcp.read_buf(&mut buf).await? == 0 {
                     return Ok(None);
                 }
             }
-            p => break p,
+            p => return Ok(Some((tcp, buf, p))),
         }
-    };
-    if let JoinProbe::Join { token, len } = probe {
-        let session = registry
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&token)
-            .and_then(Weak::upgrade);
-        let Some(shared) = session else {
-            return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
-                "unknown token",
-            )));
-        };
-        let conn = {
-            let mut inner = shared.lock();
-            let r = inner.proto.accept_join(&token);
-            inner.dispatch();
-            r?
-        };
-        let _ = buf.split_to(len);
-        shared.apply_user_timeout_to(&tcp);
-        driver::spawn(shared, tcp, conn, buf, Vec::new());
-        return Ok(None);
     }
-    let proto = tcpls_proto::Session::accept(config, Instant::now())?;
-    let session = start(proto, tcp, buf, Some(registry));
-    established(&session).await?;
-    Ok(Some(session))
+}
+
+/// Attaches a connection to the session its join token names.
+fn join(
+    tcp: TcpStream,
+    mut buf: BytesMut,
+    token: [u8; 32],
+    len: usize,
+    registry: &TokenRegistry,
+) -> Result<(), Error> {
+    let session = registry
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&token)
+        .and_then(Weak::upgrade);
+    let Some(shared) = session else {
+        return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+            "unknown token",
+        )));
+    };
+    let conn = {
+        let mut inner = shared.lock();
+        let r = inner.proto.accept_join(&token);
+        inner.dispatch();
+        r?
+    };
+    let _ = buf.split_to(len);
+    shared.apply_user_timeout_to(&tcp);
+    driver::spawn(shared, tcp, conn, buf, Vec::new());
+    Ok(())
 }

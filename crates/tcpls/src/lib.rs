@@ -38,6 +38,7 @@
 mod driver;
 mod endpoint;
 mod error;
+mod limits;
 mod monitor;
 mod session;
 mod shared;
@@ -46,6 +47,7 @@ mod stream;
 
 pub use endpoint::{connect, connect_any, connect_from, ConnectOptions, Server};
 pub use error::{Error, StreamReset};
+pub use limits::ServerLimits;
 pub use session::Session;
 pub use shared::SessionEvent;
 pub use socket::ConnectionStats;

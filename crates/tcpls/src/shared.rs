@@ -233,6 +233,9 @@ pub(crate) struct Shared {
     /// Bytes of read buffers the connections retired while received data
     /// (slices of them) still kept them alive; see `driver::ReadBuffers`.
     pub read_held: AtomicUsize,
+    /// Server side: this session's place in the server's session limits,
+    /// given back when the session's state is dropped.
+    pub _slot: Option<crate::limits::SessionSlot>,
 }
 
 /// Server-wide map from join token to session, filled from the sessions'

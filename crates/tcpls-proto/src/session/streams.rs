@@ -27,6 +27,31 @@ const STREAM_BURST: usize = 256 << 10;
 /// per-piece overhead with a tiny window.
 const HELD_SLACK: usize = 1 << 20;
 
+/// The session-wide send budget: unsent bytes queued on all streams.
+#[derive(Debug, Default)]
+pub(crate) struct SendBudget {
+    /// Bytes queued, not yet put in records.
+    pub queued: usize,
+    /// A write found the budget full: every blocked writer is woken at
+    /// once when the queue drains to half of it (one wake-up per stream
+    /// per half budget, not one per record).
+    pub blocked: bool,
+}
+
+impl SendBudget {
+    /// `n` queued bytes left the send buffers (sent or dropped). True when
+    /// the writers blocked on the budget should be woken now.
+    #[must_use]
+    pub fn dequeued(&mut self, n: usize, limit: usize) -> bool {
+        self.queued -= n;
+        if self.blocked && self.queued <= limit / 2 {
+            self.blocked = false;
+            return true;
+        }
+        false
+    }
+}
+
 /// Every stream of a session and what they share.
 #[derive(Debug)]
 pub(crate) struct Streams {
@@ -37,6 +62,8 @@ pub(crate) struct Streams {
     burst: usize,
     /// Send blocks for reuse by every stream.
     pub block_pool: BlockPool,
+    /// Unsent bytes of all streams, against `session_send_buffer`.
+    pub budget: SendBudget,
     /// Peer streams not yet taken by the application.
     pub accept_queue: VecDeque<StreamId>,
     /// Index of the next stream this side opens, and the peer's limit.
@@ -61,6 +88,7 @@ impl Streams {
             send_queue: VecDeque::new(),
             burst: 0,
             block_pool: BlockPool::default(),
+            budget: SendBudget::default(),
             accept_queue: VecDeque::new(),
             next_local: 0,
             local_limit: 0,
@@ -133,9 +161,16 @@ impl Streams {
 
     /// Tells a blocked writer its stream takes data again. Only at half
     /// empty: it then refills a large part at once, instead of one record's
-    /// worth per wake-up.
-    pub fn wake_writer(events: &mut VecDeque<Event>, limit: usize, id: StreamId, s: &mut Stream) {
-        if s.send.blocked && s.send.unsent.len() <= limit / 2 {
+    /// worth per wake-up. While the session's send budget is exhausted
+    /// nobody is: all are woken together once it drains to half.
+    pub fn wake_writer(
+        events: &mut VecDeque<Event>,
+        limit: usize,
+        budget_blocked: bool,
+        id: StreamId,
+        s: &mut Stream,
+    ) {
+        if s.send.blocked && !budget_blocked && s.send.unsent.len() <= limit / 2 {
             s.send.blocked = false;
             events.push_back(Event::StreamWritable(id));
         }
@@ -213,7 +248,8 @@ impl Session {
     }
 
     /// Queues up to `len` bytes on a stream's send buffer with `put` (given
-    /// how many fit); returns how many.
+    /// how many fit in the stream's buffer and the session's budget);
+    /// returns how many.
     fn queue_send(
         &mut self,
         id: StreamId,
@@ -222,19 +258,30 @@ impl Session {
     ) -> Result<usize, CallError> {
         self.check_open()?;
         let limit = self.cfg.send_buffer;
+        let budget = self
+            .cfg
+            .session_send_buffer
+            .saturating_sub(self.streams.budget.queued);
         let st = &mut self.streams;
         let s = Streams::lookup(&mut st.map, id)?;
         if s.send.fin_queued || s.send.reset.is_some() {
             return Err(CallError::Usage("stream already finished or reset"));
         }
-        let n = len.min(limit.saturating_sub(s.send.unsent.len()));
+        let room = limit.saturating_sub(s.send.unsent.len());
+        let n = len.min(room).min(budget);
         if n == 0 {
             if len > 0 {
                 s.send.blocked = true;
+                // The session's budget, not the stream's own buffer, is
+                // what is full: this writer waits for the session to drain.
+                if budget == 0 && room > 0 {
+                    st.budget.blocked = true;
+                }
             }
             return Ok(0);
         }
         put(&mut s.send.unsent, &mut st.block_pool, n);
+        st.budget.queued += n;
         Streams::enqueue(&mut st.send_queue, id, s);
         Ok(n)
     }
@@ -262,15 +309,21 @@ impl Session {
         if s.send.is_done() {
             return Ok(());
         }
+        let dropped = s.send.unsent.len();
         s.send.unsent.clear();
-        Streams::wake_writer(&mut self.events, self.cfg.send_buffer, id, s);
+        // Its writer learns of the reset now, whatever the session budget.
+        Streams::wake_writer(&mut self.events, self.cfg.send_buffer, false, id, s);
+        if !fallback {
+            s.send.reset = Some(code);
+            Streams::enqueue(&mut st.send_queue, id, s);
+        }
+        if st.budget.dequeued(dropped, self.cfg.session_send_buffer) {
+            self.wake_writers();
+        }
         if fallback {
             // Plain TLS has no stream reset: the closest is ending the session.
             self.close(ErrorCode::app(code), "stream reset");
-            return Ok(());
         }
-        s.send.reset = Some(code);
-        Streams::enqueue(&mut st.send_queue, id, s);
         Ok(())
     }
 
@@ -383,10 +436,12 @@ impl Session {
 
     /// Bytes the sending side holds now: queued on streams, sent and kept
     /// for acknowledgement, and the pool of reusable send blocks. Bounded by
-    /// `send_buffer` per stream, twice `session_window`, and 4 MiB.
+    /// `session_send_buffer` (and `send_buffer` per stream), twice
+    /// `session_window`, and 4 MiB.
     pub fn send_buffered(&self) -> u64 {
         let st = &self.streams;
         let queued: usize = st.map.values().map(|s| s.send.unsent.len()).sum();
+        debug_assert_eq!(queued, st.budget.queued, "send budget out of step");
         let unacked = super::recovery::Recovery::unacked_total(&self.paths.conns);
         queued as u64 + unacked + st.block_pool.bytes() as u64
     }
@@ -410,8 +465,15 @@ impl Session {
 
     /// Wakes every writer whose stream has room again.
     pub(crate) fn wake_writers(&mut self) {
-        for (id, s) in self.streams.map.iter_mut() {
-            Streams::wake_writer(&mut self.events, self.cfg.send_buffer, *id, s);
+        let st = &mut self.streams;
+        for (id, s) in st.map.iter_mut() {
+            Streams::wake_writer(
+                &mut self.events,
+                self.cfg.send_buffer,
+                st.budget.blocked,
+                *id,
+                s,
+            );
         }
     }
 
@@ -631,6 +693,7 @@ impl Session {
             return; // blocked on credit: MAX_* frames requeue it
         }
         put_stream_data(s, id, n, fin, acks, &mut st.block_pool, rb);
+        let wake_all = st.budget.dequeued(n, self.cfg.session_send_buffer);
         if let Some(c) = self.paths.conns.get_mut(&conn) {
             c.sent_bytes += n as u64;
         }
@@ -641,7 +704,13 @@ impl Session {
             s.send.fin_sent = true;
             rb.finished.push(id);
         }
-        Streams::wake_writer(&mut self.events, self.cfg.send_buffer, id, s);
+        Streams::wake_writer(
+            &mut self.events,
+            self.cfg.send_buffer,
+            st.budget.blocked,
+            id,
+            s,
+        );
         if s.send.wants_send(st.send_credit.available()) {
             st.burst += n;
             if st.burst < STREAM_BURST {
@@ -655,6 +724,9 @@ impl Session {
             }
         } else {
             st.burst = 0;
+        }
+        if wake_all {
+            self.wake_writers();
         }
     }
 }

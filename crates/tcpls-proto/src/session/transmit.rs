@@ -121,6 +121,8 @@ impl Session {
                 match fb.write(&front[..n]) {
                     Ok(w) => {
                         s.send.unsent.advance(w, &mut st.block_pool);
+                        // The writers are woken below in any case.
+                        let _ = st.budget.dequeued(w, self.cfg.session_send_buffer);
                         s.send.offset += w as u64;
                     }
                     Err(e) => {
