@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// 500ms); a client that sends part of one and goes quiet is dropped.
     #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub request_timeout: Duration,
+    /// Move the server's sending key to a new generation every N records
+    /// (default 8388608, half the AES-GCM limit); small values exercise
+    /// key updates.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_update_records: Option<u64>,
 }
 
 /// A duration where 0 means "never" (clap needs a named type for it).
@@ -105,9 +110,13 @@ pub struct Site {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let defaults = TransportConfig::default();
     let transport = TransportConfig {
         idle_timeout: args.idle_timeout.0,
-        ..TransportConfig::default()
+        key_update_records: args
+            .key_update_records
+            .unwrap_or(defaults.key_update_records),
+        ..defaults
     };
     let builder = ServerConfig::builder().transport(transport);
     let builder = match (&args.cert, &args.key) {
