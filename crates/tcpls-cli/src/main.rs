@@ -10,6 +10,7 @@ mod mptcp;
 mod perf;
 mod plot;
 mod serve;
+mod soak;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Hold many idle sessions against a server and report its memory.
     Idle(idle::IdleArgs),
+    /// Many sessions of random verified transfers and resets for a long
+    /// time; bytes lost (must be 0), failures, server memory over time.
+    Soak(soak::SoakArgs),
     /// Draw goodput-over-time PNGs from `perf --timeline` files.
     Plot(plot::PlotArgs),
     /// The same download over the kernel's MPTCP, for comparisons.
@@ -88,6 +92,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Mptcp(c) => mptcp::run(c).await,
         Cmd::Plot(a) => plot::run(a),
         Cmd::Idle(a) => idle::run(a).await,
+        Cmd::Soak(a) => soak::run(a).await,
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

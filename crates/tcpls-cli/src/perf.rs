@@ -574,20 +574,11 @@ async fn transfer<S: AsyncRead + AsyncWrite + Unpin>(
         let len = head
             .content_length()?
             .ok_or_else(|| anyhow!("no Content-Length"))?;
-        let block = crate::serve::perf_block();
-        // Byte i of the body is block[i % block.len()].
         let check = |at: u64, data: &[u8]| -> Result<()> {
-            let mut off = (at % block.len() as u64) as usize;
-            let mut rest = data;
-            while !rest.is_empty() {
-                let k = rest.len().min(block.len() - off);
-                if rest[..k] != block[off..off + k] {
-                    bail!("received data differs from the perf pattern near offset {at}");
-                }
-                rest = &rest[k..];
-                off = 0;
+            match crate::serve::pattern_mismatch(at, data) {
+                Some(off) => bail!("received data differs from the perf pattern at offset {off}"),
+                None => Ok(()),
             }
-            Ok(())
         };
         if verify {
             check(0, &rest)?;

@@ -12,7 +12,9 @@ use crate::perf::Timeline;
 
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {
-    /// Timeline JSON files; each becomes one line, labelled by its file name.
+    /// Timeline JSON files; each becomes one line, labelled by its file
+    /// name. (Or one `tcpls soak --out` report: the server's memory and
+    /// descriptors over time.)
     #[arg(required = true)]
     pub timelines: Vec<PathBuf>,
     /// Output PNG.
@@ -28,14 +30,14 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = 5)]
     pub smooth: usize,
     /// TrueType font for labels.
-    #[arg(
-        long,
-        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-    )]
+    #[arg(long, default_value = DEFAULT_FONT)]
     pub font: PathBuf,
 }
 
-fn load_font(path: &Path) -> Result<()> {
+/// The default label font (fonts-dejavu-core).
+pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+pub fn load_font(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "reading font {} (install fonts-dejavu-core or pass --font)",
@@ -64,8 +66,24 @@ fn series(t: &Timeline, smooth: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The part of a `tcpls soak --out` report that `plot` draws.
+#[derive(serde::Deserialize)]
+struct SoakSamples {
+    sessions: usize,
+    server: Vec<crate::soak::Sample>,
+}
+
 pub fn run(args: PlotArgs) -> Result<()> {
     load_font(&args.font)?;
+    if let [one] = args.timelines.as_slice() {
+        let bytes = std::fs::read(one).with_context(|| format!("reading {}", one.display()))?;
+        if let Ok(soak) = serde_json::from_slice::<SoakSamples>(&bytes) {
+            let title = format!("tcpls soak: {} sessions", soak.sessions);
+            soak_chart(&soak.server, &args.output, &title)?;
+            eprintln!("tcpls plot: wrote {}", args.output.display());
+            return Ok(());
+        }
+    }
     let mut lines = Vec::new();
     for p in &args.timelines {
         let t: Timeline = serde_json::from_slice(
@@ -136,5 +154,49 @@ pub fn run(args: PlotArgs) -> Result<()> {
     root.present()
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("tcpls plot: wrote {}", args.output.display());
+    Ok(())
+}
+
+/// `tcpls soak --plot`: the server's resident memory (top) and open
+/// descriptors (bottom) over the run, one panel each.
+pub fn soak_chart(samples: &[crate::soak::Sample], output: &Path, title: &str) -> Result<()> {
+    if samples.is_empty() {
+        bail!("no server samples to plot (pass --server-pid)");
+    }
+    let max_x = samples.last().map_or(1.0, |s| s.seconds).max(1.0);
+    let rss: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.seconds, s.rss_bytes as f64 / (1 << 20) as f64))
+        .collect();
+    let fds: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.seconds, s.open_fds as f64))
+        .collect();
+    let root = BitMapBackend::new(output, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let (top, bottom) = root.split_vertically(300);
+    for (area, points, label) in [
+        (&top, &rss, "server RSS (MiB)"),
+        (&bottom, &fds, "server open descriptors"),
+    ] {
+        let max_y = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc(label)
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            BLUE.stroke_width(2),
+        ))?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }

@@ -218,6 +218,26 @@ pub fn perf_block() -> &'static [u8] {
     })
 }
 
+/// Where `data`, found at `offset` of a perf transfer, first differs from
+/// the perf pattern (`perf_block` repeated), if anywhere.
+pub fn pattern_mismatch(offset: u64, data: &[u8]) -> Option<u64> {
+    let block = perf_block();
+    let mut at = (offset % block.len() as u64) as usize;
+    let mut done = 0;
+    while done < data.len() {
+        let k = (data.len() - done).min(block.len() - at);
+        if data[done..done + k] != block[at..at + k] {
+            let i = (0..k)
+                .find(|&i| data[done + i] != block[at + i])
+                .unwrap_or(0);
+            return Some(offset + (done + i) as u64);
+        }
+        done += k;
+        at = 0;
+    }
+    None
+}
+
 /// Serves one request on `s` and finishes it.
 pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) -> Result<()> {
     let Some((head, body_start)) = http::read_head_within(&mut s, site.request_timeout).await?
@@ -254,16 +274,27 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) ->
                 too_large(&mut s, perf_max).await?;
                 return finish(s).await;
             }
+            // The body is compared with the perf pattern (cheap beside the
+            // decryption), so `tcpls soak` can verify uploads too.
             let mut got = body_start.len() as u64;
+            let mut differs = pattern_mismatch(0, &body_start);
             let mut buf = vec![0u8; 256 << 10];
             while got < len {
                 let n = s.read(&mut buf).await?;
                 if n == 0 {
                     anyhow::bail!("upload ended after {got} of {len} bytes");
                 }
+                if differs.is_none() {
+                    differs = pattern_mismatch(got, &buf[..n]);
+                }
                 got += n as u64;
             }
-            http::write_text_response(&mut s, 200, "OK", &format!("received {got}\n")).await?;
+            let pattern = match differs {
+                None => "pattern ok".to_string(),
+                Some(at) => format!("pattern differs at {at}"),
+            };
+            http::write_text_response(&mut s, 200, "OK", &format!("received {got}, {pattern}\n"))
+                .await?;
         }
         "GET" | "HEAD" => serve_file(&mut s, site.root.as_deref(), path, method == "HEAD").await?,
         _ => {
