@@ -59,8 +59,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1e-3)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
     } else {
-        return Err(format!("{s:?}: use a unit, e.g. 500ms or 2s"));
+        return Err(format!("{s:?}: use a unit, e.g. 500ms, 2s, 10m or 1h"));
     };
     let v: f64 = num
         .trim()
@@ -85,5 +89,15 @@ mod tests {
         assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
         assert!(parse_bytes("3Q").is_err());
         assert!(parse_bytes("x").is_err());
+    }
+
+    #[test]
+    fn duration_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }
