@@ -2,7 +2,7 @@
 //! layer and the session exposes the TLS byte stream as stream 0.
 
 use bytes::BytesMut;
-use openssl::ssl::{ErrorCode, SslStream};
+use openssl::ssl::{ErrorCode, SslRef, SslStream};
 
 use crate::error::Error;
 use crate::handshake::MemIo;
@@ -20,6 +20,12 @@ pub(crate) enum FallbackRead {
 
 pub(crate) struct Fallback {
     ssl: Box<SslStream<MemIo>>,
+    /// Records written under the current key, and after how many to send
+    /// a TLS 1.3 KeyUpdate (one key must not protect too many records).
+    records: u64,
+    update_after: u64,
+    /// KeyUpdates sent.
+    pub key_updates: u32,
     /// OpenSSL decrypts into this; the caller copies the bytes out (packed
     /// with their neighbours), so a record does not keep a buffer alive.
     scratch: Vec<u8>,
@@ -28,9 +34,12 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
-    pub fn new(ssl: Box<SslStream<MemIo>>) -> Self {
+    pub fn new(ssl: Box<SslStream<MemIo>>, update_after: u64) -> Self {
         Self {
             ssl,
+            records: 0,
+            update_after: update_after.max(1),
+            key_updates: 0,
             scratch: Vec::new(),
             shutdown_sent: false,
             eof: false,
@@ -73,10 +82,23 @@ impl Fallback {
         &self.scratch[..n]
     }
 
+    /// Writes one record (at most `MAX_PLAINTEXT` bytes of `data`), first
+    /// moving to a new key when the current one protected enough records.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
-        self.ssl
+        if self.records >= self.update_after {
+            // `&mut self`: nothing else uses the SSL object meanwhile.
+            if !request_key_update(self.ssl.ssl()) {
+                return Err(Error::Internal("TLS KeyUpdate failed".into()));
+            }
+            self.records = 0;
+            self.key_updates += 1;
+        }
+        let n = self
+            .ssl
             .ssl_write(data)
-            .map_err(|e| Error::Internal(format!("TLS write failed: {e}")))
+            .map_err(|e| Error::Internal(format!("TLS write failed: {e}")))?;
+        self.records += 1;
+        Ok(n)
     }
 
     /// Sends close_notify (TLS 1.3 closes only our direction).
@@ -101,4 +123,31 @@ impl Fallback {
     pub fn has_output(&self) -> bool {
         !self.ssl.get_ref().output.is_empty()
     }
+}
+
+/// `SSL_key_update`, which rust-openssl does not bind; the vendored
+/// OpenSSL 3 that the `openssl` crate links provides it.
+mod ffi {
+    use std::os::raw::c_int;
+
+    /// Update our sending key only (the peer need not update its own).
+    pub const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
+
+    extern "C" {
+        pub fn SSL_key_update(s: *mut openssl_sys::SSL, updatetype: c_int) -> c_int;
+    }
+}
+
+/// Schedules a TLS 1.3 KeyUpdate: OpenSSL sends it before the next record
+/// and protects what follows with the next traffic secret.
+/// The caller must be the only user of `ssl` during the call (rust-openssl
+/// hands out only a shared reference to a stream's SSL object).
+#[allow(unsafe_code)]
+fn request_key_update(ssl: &SslRef) -> bool {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: `ssl` is a live SSL object of an established TLS 1.3
+    // connection, not used concurrently (the caller holds the stream by
+    // `&mut`); SSL_key_update only marks it so the next write sends a
+    // KeyUpdate message, and returns 1 on success.
+    unsafe { ffi::SSL_key_update(ssl.as_ptr(), ffi::SSL_KEY_UPDATE_NOT_REQUESTED) == 1 }
 }

@@ -295,12 +295,14 @@ impl Session {
         }
     }
 
-    /// Key generations in use (TCPLS mode): this side's sending key and
-    /// the newest of the peer's. Both start at 0 and grow by one per key
-    /// update (every `key_update_records` records).
+    /// Key generations in use: this side's sending key and the newest of
+    /// the peer's. Both start at 0 and grow by one per key update (every
+    /// `key_update_records` records). In plain TLS only this side's
+    /// KeyUpdates are counted (OpenSSL answers the peer's by itself).
     pub fn key_generations(&self) -> Option<(u32, u32)> {
         match &self.state {
             State::Tcpls(keys) => Some((keys.send.current.gen, keys.recv.newest_gen())),
+            State::Fallback(fb) => Some((fb.key_updates, 0)),
             _ => None,
         }
     }

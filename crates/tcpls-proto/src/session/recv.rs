@@ -145,7 +145,8 @@ impl Session {
                     .current_cipher()
                     .and_then(|c| c.standard_name())
                     .and_then(CipherSuite::from_name);
-                self.state = State::Fallback(Box::new(Fallback::new(ssl)));
+                let update_after = self.cfg.key_update_records;
+                self.state = State::Fallback(Box::new(Fallback::new(ssl, update_after)));
                 self.open_fallback_stream();
                 self.recv_fallback(buf)
             }
