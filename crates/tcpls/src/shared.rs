@@ -90,6 +90,9 @@ pub(crate) enum Writing {
     InlineWriterWaiting,
 }
 
+/// The least TCP_USER_TIMEOUT given to the kernel when failover is on.
+const KERNEL_USER_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// True for addresses that name this host or its link rather than a
 /// remote server: a peer may not steer joins there.
 fn host_scoped(ip: IpAddr) -> bool {
@@ -120,6 +123,22 @@ pub(crate) fn joinable(peer: Option<SocketAddr>, advertised: &[SocketAddr]) -> V
 }
 
 impl Inner {
+    /// The TCP_USER_TIMEOUT for the kernel. With failover, the path monitor
+    /// (`monitor::health`) detects a dead connection at the session's user
+    /// timeout from TCP_INFO, and the kernel's timer is only a backstop: at
+    /// 250 ms it also aborted healthy connections whose reader was slow
+    /// (Linux applies it to zero-window probing, so a receive window full
+    /// for 250 ms ended the connection: thousands a minute in `tcpls soak`
+    /// with 1,000 sessions on two cores).
+    pub fn kernel_user_timeout(&self) -> Option<std::time::Duration> {
+        let t = self.proto.user_timeout()?;
+        Some(if self.proto.failover() {
+            t.max(KERNEL_USER_TIMEOUT_FLOOR)
+        } else {
+            t
+        })
+    }
+
     /// The peer's advertised addresses a join may go to.
     pub fn joinable_addresses(&self) -> Vec<SocketAddr> {
         joinable(self.peer_addr, self.proto.peer_addresses())
@@ -143,7 +162,7 @@ impl Inner {
                 Event::Connected { tcpls } => {
                     self.connected = Some(tcpls);
                     if let Some(me) = self.me.as_ref().and_then(Weak::upgrade) {
-                        me.apply_user_timeout(self.proto.user_timeout());
+                        me.apply_user_timeout(self.kernel_user_timeout());
                     }
                     self.openers.drain(..).for_each(Waker::wake);
                 }
@@ -277,7 +296,7 @@ impl Shared {
 
     /// Applies the session's TCP User Timeout to a new socket.
     pub fn apply_user_timeout_to(&self, tcp: &tokio::net::TcpStream) {
-        if let Some(t) = self.lock().proto.user_timeout() {
+        if let Some(t) = self.lock().kernel_user_timeout() {
             let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
         }
     }
