@@ -58,4 +58,15 @@ impl Session {
         s.establish_tcpls(client_params, key(SERVER_SECRET)?, key(CLIENT_SECRET)?);
         Ok((c, s))
     }
+
+    /// The fixed traffic secret `sender` seals with in a pair from
+    /// [`Self::established_pair_for_testing`] (generation 0), so tests can
+    /// open its records themselves, e.g. to record seed plaintexts.
+    pub fn fixed_secret_for_testing(sender: Side, suite: CipherSuite) -> Vec<u8> {
+        let b = match sender {
+            Side::Client => CLIENT_SECRET,
+            Side::Server => SERVER_SECRET,
+        };
+        vec![b; secret_len(suite)]
+    }
 }
