@@ -149,7 +149,10 @@ impl World {
     /// Both sides put what they have to send on their links.
     fn transmit_all(&mut self) {
         for l in &mut self.links {
-            for (from, pipe) in [(&mut self.c, &mut l.to_server), (&mut self.s, &mut l.to_client)] {
+            for (from, pipe) in [
+                (&mut self.c, &mut l.to_server),
+                (&mut self.s, &mut l.to_client),
+            ] {
                 let mut wire = Vec::new();
                 // Usage errors: the session forgot this connection.
                 let _ = from.poll_transmit(l.id, &mut wire, 64 << 10);

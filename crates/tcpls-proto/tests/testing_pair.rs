@@ -189,3 +189,31 @@ fn fixed_key_pair_updates_keys() {
     );
     assert_eq!((c_send, s_send), (s_recv, c_recv));
 }
+
+/// Regression (session_recv's first crash, input `00 01 01 00 0a 00`): a
+/// corrupt record on the only connection, failover on, fails the
+/// connection over instead of ending the session, which then waits for a
+/// rejoin; the connection is forgotten, so a further `recv` on it is a
+/// usage error, not a session failure. The old harness treated that usage
+/// error as a bug.
+#[test]
+fn corrupt_record_on_sole_connection_fails_it_over() {
+    let mut p = Pair::new(TransportConfig::default(), CipherSuite::Aes128GcmSha256);
+    p.drive();
+    let now = p.now;
+    let mut garbage = BytesMut::from(&[1u8, 1, 0, 10, 0][..]);
+    p.s.recv(ConnectionId::FIRST, &mut garbage, now).unwrap();
+    assert!(p.s.error().is_none(), "the session goes on");
+    assert_eq!(p.s.connection_state(ConnectionId::FIRST), None);
+    let events: Vec<_> = std::iter::from_fn(|| p.s.poll_event()).collect();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionFailed(ConnectionId::FIRST))));
+    assert!(events.iter().any(|e| matches!(e, Event::Disconnected)));
+    let mut more = BytesMut::from(&[23u8, 3, 3, 0, 0][..]);
+    assert!(matches!(
+        p.s.recv(ConnectionId::FIRST, &mut more, now),
+        Err(tcpls_proto::CallError::Usage(_))
+    ));
+    assert!(p.s.error().is_none());
+}
