@@ -14,7 +14,8 @@ use tcpls_proto::wire::{JoinExtension, TcplsExtension, TransportParams};
 
 fn round_trip<T: Codec + PartialEq + std::fmt::Debug>(v: &T) {
     let enc = v.to_vec();
-    let back = T::from_slice(&enc).unwrap_or_else(|e| panic!("{v:?} encodes to undecodable bytes: {e}"));
+    let back =
+        T::from_slice(&enc).unwrap_or_else(|e| panic!("{v:?} encodes to undecodable bytes: {e}"));
     assert_eq!(&back, v, "decode(encode(v)) != v");
     assert_eq!(back.to_vec(), enc, "encoding is not canonical");
 }

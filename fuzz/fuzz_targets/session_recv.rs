@@ -20,50 +20,25 @@
 //! drained (its CLOSE record handed out).
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tcpls_proto::wire::record::MAX_PLAINTEXT;
 use tcpls_proto::{
-    CallError, ClientConfig, ConnectionId, ReadOutcome, ServerConfig, Session, StreamId,
-    TransportConfig,
+    CallError, CipherSuite, ConnectionId, ReadOutcome, Session, StreamId, TransportConfig,
 };
 
-struct Configs {
-    client: Arc<ClientConfig>,
-    server: Arc<ServerConfig>,
-}
-
-fn configs() -> &'static Configs {
-    static CONFIGS: OnceLock<Configs> = OnceLock::new();
-    CONFIGS.get_or_init(|| {
-        // Small windows and few streams, so that fuzzed offsets and stream ids
-        // reach the flow-control, re-announcement and stream-limit paths.
-        let transport = TransportConfig {
-            stream_window: 2048,
-            session_window: 8192,
-            max_streams: 4,
-            send_buffer: 8192,
-            ..TransportConfig::default()
-        };
-        let server = ServerConfig::builder()
-            .self_signed(&["localhost"])
-            .expect("self-signed certificate")
-            .transport(transport.clone())
-            .build()
-            .expect("server config");
-        let client = ClientConfig::builder()
-            .insecure()
-            .transport(transport)
-            .build()
-            .expect("client config");
-        Configs {
-            client: Arc::new(client),
-            server: Arc::new(server),
-        }
-    })
+/// Small windows and few streams, so that fuzzed offsets and stream ids
+/// reach the flow-control, re-announcement and stream-limit paths.
+fn transport() -> TransportConfig {
+    TransportConfig {
+        stream_window: 2048,
+        session_window: 8192,
+        max_streams: 4,
+        send_buffer: 8192,
+        ..TransportConfig::default()
+    }
 }
 
 struct Pair {
@@ -77,28 +52,23 @@ struct Pair {
 }
 
 impl Pair {
+    /// An established pair from fixed keys (no TLS handshake, so a run
+    /// costs microseconds); the server's join tokens reach the client.
     fn established() -> Self {
-        let cfg = configs();
         let now = Instant::now();
+        let t = transport();
+        let (c, s) =
+            Session::established_pair_for_testing(t.clone(), t, CipherSuite::Aes128GcmSha256, now)
+                .expect("fixed-key pair");
         let mut p = Pair {
-            c: Session::connect(cfg.client.clone(), "localhost", now).expect("connect"),
-            s: Session::accept(cfg.server.clone(), now).expect("accept"),
+            c,
+            s,
             c_in: BytesMut::new(),
             s_in: BytesMut::new(),
             now,
             accepted: Vec::new(),
         };
-        for _ in 0..8 {
-            if !p.c.is_handshaking() && !p.s.is_handshaking() {
-                break;
-            }
-            p.client_to_server().expect("handshake: server recv");
-            p.server_to_client().expect("handshake: client recv");
-        }
-        assert!(
-            p.c.is_tcpls() && p.s.is_tcpls(),
-            "in-memory handshake did not establish TCPLS"
-        );
+        p.server_to_client().expect("tokens reach the client");
         // The client opens every stream it may (nothing is sent until data is
         // written), so the server's echoes on those ids are legitimate.
         while p.c.can_open_stream() {
@@ -174,6 +144,9 @@ fn check_failed(s: &Session, r: &Result<(), CallError>) {
             s.error().is_some(),
             "recv returned {e} but the session is not failed"
         ),
+        // A corrupt record fails connection 0 over (failover is on) and the
+        // session forgets it: the runtime would have closed its socket.
+        Err(CallError::Usage(_)) if s.connection_state(ConnectionId(0)).is_none() => {}
         Err(e) => panic!("recv on an established connection returned {e}"),
     }
 }

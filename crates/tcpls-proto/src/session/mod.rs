@@ -72,6 +72,8 @@ pub mod scheduler;
 mod send_buffer;
 mod stream;
 mod streams;
+#[cfg(feature = "testing")]
+mod testing;
 mod timers;
 mod transmit;
 mod transmit_buf;
@@ -218,16 +220,30 @@ impl Session {
     ) -> Result<Self, Error> {
         let mut hs = Handshake::client(&config, server_name)?;
         hs.drive()?;
-        Ok(Self::new(Side::Client, config.transport.clone(), hs, now))
+        let state = State::Handshake(Box::new(hs));
+        Ok(Self::new(
+            Side::Client,
+            config.transport.clone(),
+            state,
+            now,
+        ))
     }
 
     /// Starts a server session waiting for a ClientHello.
     pub fn accept(config: Arc<ServerConfig>, now: Instant) -> Result<Self, Error> {
         let hs = Handshake::server(&config)?;
-        Ok(Self::new(Side::Server, config.transport.clone(), hs, now))
+        let state = State::Handshake(Box::new(hs));
+        Ok(Self::new(
+            Side::Server,
+            config.transport.clone(),
+            state,
+            now,
+        ))
     }
 
-    fn new(side: Side, cfg: TransportConfig, hs: Handshake, now: Instant) -> Self {
+    /// A session in `state`, normally a handshake about to start (tests
+    /// also start one already established, see `testing.rs`).
+    fn new(side: Side, cfg: TransportConfig, state: State, now: Instant) -> Self {
         let mut timers = TimerTable::default();
         timers.set(SessionTimer::Handshake, now + cfg.handshake_timeout);
         if let Some(d) = cfg.idle_timeout {
@@ -235,7 +251,7 @@ impl Session {
         }
         Self {
             side,
-            state: State::Handshake(Box::new(hs)),
+            state,
             streams: Streams::new(&cfg),
             paths: Paths::new(),
             recovery: Recovery::default(),

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::connection::ConnectionState;
 use super::fallback::{Fallback, FallbackRead};
 use super::flow::{RecvCredit, SendCredit};
-use super::keys::{RecvKeys, SendKeys};
+use super::keys::{Generation, RecvKeys, SendKeys};
 use super::recovery::schedule_ack;
 use super::stream::Stream;
 use super::streams::Streams;
@@ -21,6 +21,7 @@ use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::CipherSuite;
 use crate::wire::frame::{Frame, FrameIter};
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
+use crate::wire::TransportParams;
 
 /// Connections a session fails over because their records arrived
 /// corrupted, before a further one ends the session instead.
@@ -114,28 +115,8 @@ impl Session {
                 recv,
                 leftover,
             } => {
-                let suite = send.key.suite();
-                tracing::debug!(side = ?self.side, ?suite, "TCPLS session established");
-                self.peer_params = Some(peer.params);
-                self.suite = Some(suite);
-                self.recovery.enabled = self.cfg.failover && peer.params.failover;
-                self.streams.send_credit = SendCredit::new(peer.params.initial_max_data);
-                self.streams.local_limit = peer.params.max_streams;
-                self.state = State::Tcpls(Box::new(Keys {
-                    send: SendKeys::new(send, self.cfg.key_update_records),
-                    recv: RecvKeys::new(recv),
-                }));
-                self.events.push_back(Event::Connected { tcpls: true });
+                self.establish_tcpls(peer.params, send, recv);
                 buf.extend_from_slice(&leftover);
-                self.paths.max_connections = self
-                    .cfg
-                    .max_connections
-                    .min(peer.params.max_connections)
-                    .max(1);
-                if self.side == Side::Server {
-                    self.paths.tokens.next_seq = 1;
-                    self.replenish_tokens();
-                }
                 self.recv_records(ConnectionId::FIRST, buf)
             }
             Outcome::Fallback(ssl) => {
@@ -150,6 +131,35 @@ impl Session {
                 self.open_fallback_stream();
                 self.recv_fallback(buf)
             }
+        }
+    }
+
+    /// Enters TCPLS mode with generation 0 of both keys and the peer's
+    /// parameters: what a finished TCPLS handshake leaves (the test
+    /// constructor of established pairs uses it too, so both stay alike).
+    pub(super) fn establish_tcpls(
+        &mut self,
+        peer: TransportParams,
+        send: Generation,
+        recv: Generation,
+    ) {
+        let suite = send.key.suite();
+        tracing::debug!(side = ?self.side, ?suite, "TCPLS session established");
+        self.timers.stop(SessionTimer::Handshake);
+        self.peer_params = Some(peer);
+        self.suite = Some(suite);
+        self.recovery.enabled = self.cfg.failover && peer.failover;
+        self.streams.send_credit = SendCredit::new(peer.initial_max_data);
+        self.streams.local_limit = peer.max_streams;
+        self.state = State::Tcpls(Box::new(Keys {
+            send: SendKeys::new(send, self.cfg.key_update_records),
+            recv: RecvKeys::new(recv),
+        }));
+        self.events.push_back(Event::Connected { tcpls: true });
+        self.paths.max_connections = self.cfg.max_connections.min(peer.max_connections).max(1);
+        if self.side == Side::Server {
+            self.paths.tokens.next_seq = 1;
+            self.replenish_tokens();
         }
     }
 
