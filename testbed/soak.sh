@@ -11,7 +11,8 @@
 #   DURATION  e.g. 60s, 10m (default 60s)
 #   OUT       output directory (default ./soak-out)
 #   env: RATE (per path, default 200mbit), FAULT_EVERY (s, default 3),
-#        FAULT_FOR (s, default 1), BIN (tcpls binary, default: release build)
+#        FAULT_FOR (s, default 1), BIN (tcpls binary, default: release build),
+#        SOAK_ARGS (more `tcpls soak` options, e.g. "--keepalive 200ms")
 # Needs root. Removes its namespaces and rules on exit, pass or fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,9 @@ out=${3:-soak-out}
 rate=${RATE:-200mbit}
 every=${FAULT_EVERY:-3}
 fault_for=${FAULT_FOR:-1}
-prefix=soak$$
+prefix=sk$(($$ % 100000))
 mkdir -p "$out"
+rm -f "$out/faults.log"
 if [ -z "${BIN:-}" ]; then
     cargo build --release -p tcpls-cli
     BIN=$PWD/target/release/tcpls
@@ -67,5 +69,6 @@ injector_pid=$!
 ip netns exec "$prefix-cli" "$BIN" soak 10.71.1.2:4443 -k \
     --sessions "$sessions" --duration "$duration" \
     --connections 2 --bind 10.71.1.1:0 --bind 10.71.2.1:0 \
-    --server-pid "$server_pid" --out "$out/soak.json" --plot "$out/soak.png"
+    --stall-timeout 20s --server-pid "$server_pid" ${SOAK_ARGS:-} \
+    --out "$out/soak.json" --plot "$out/soak.png"
 echo "faults injected: $(wc -l <"$out/faults.log" 2>/dev/null || echo 0) (see $out/faults.log)"

@@ -46,6 +46,10 @@ pub struct SoakArgs {
     /// are sampled every second.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// A transfer that takes longer than this counts as stalled: its
+    /// session is reported as failed and replaced.
+    #[arg(long, default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub stall_timeout: Duration,
     /// Seed of the random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -284,9 +288,16 @@ async fn session_loop(
             let mut rng = rand::rngs::StdRng::seed_from_u64(rng.gen());
             let (session, counters) = (session.clone(), counters.clone());
             let (max, reset) = (args.max_transfer, args.reset_percent);
+            let stall = args.stall_timeout;
             workers.spawn(async move {
                 while Instant::now() < deadline {
-                    stream_once(&session, &mut rng, max, reset, &counters).await?;
+                    // A transfer that makes no progress for this long is a
+                    // stall: reported, not waited for forever.
+                    let once = stream_once(&session, &mut rng, max, reset, &counters);
+                    match tokio::time::timeout(stall, once).await {
+                        Ok(r) => r?,
+                        Err(_) => bail!("transfer stalled for {stall:?}"),
+                    }
                 }
                 Ok::<(), anyhow::Error>(())
             });
@@ -302,6 +313,7 @@ async fn session_loop(
                 .close_reason()
                 .map_or_else(|| format!("{e:#}"), |r| r.to_string());
             counters.failed(why);
+            session.close(1, "soak: session failed");
             continue;
         }
         session.close(0, "soak done");
