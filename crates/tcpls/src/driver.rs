@@ -188,8 +188,11 @@ const SPARE_BUFFERS: usize = 4;
 /// (`Session::compact_recv_buffers`).
 struct ReadBuffers {
     buf: BytesMut,
-    /// Retired buffers that slices may still point into.
-    retained: Vec<BytesMut>,
+    /// Size of `buf`'s allocation (what `try_reclaim` can get back).
+    buf_alloc: usize,
+    /// Retired buffers that slices may still point into, with their
+    /// allocation sizes.
+    retained: Vec<(BytesMut, usize)>,
     /// Retired buffers nothing points into any more, ready for reuse.
     spare: Vec<BytesMut>,
     /// What this connection last added to `Shared::read_held`.
@@ -199,6 +202,7 @@ struct ReadBuffers {
 impl ReadBuffers {
     fn new(buf: BytesMut) -> Self {
         Self {
+            buf_alloc: buf.capacity(),
             buf,
             retained: Vec::new(),
             spare: Vec::new(),
@@ -220,20 +224,24 @@ impl ReadBuffers {
         // Move the partial record over; the old buffer waits for its slices.
         fresh.extend_from_slice(&self.buf);
         let mut old = std::mem::replace(&mut self.buf, fresh);
+        let old_alloc = std::mem::replace(&mut self.buf_alloc, READ_CHUNK);
         old.clear();
-        if old.capacity() > 0 {
-            self.retained.push(old);
+        if old_alloc > 0 {
+            self.retained.push((old, old_alloc));
         }
     }
 
     /// Moves the retained buffers nothing points into any more to `spare`
-    /// (or frees them).
+    /// (or frees them). `try_reclaim` of the whole allocation succeeds only
+    /// once no slice of it is left.
     fn sweep(&mut self) {
         let mut i = 0;
         while i < self.retained.len() {
-            if self.retained[i].try_reclaim(READ_CHUNK) {
-                let b = self.retained.swap_remove(i);
-                if self.spare.len() < SPARE_BUFFERS {
+            let (b, alloc) = &mut self.retained[i];
+            if b.try_reclaim(*alloc) {
+                let (b, alloc) = self.retained.swap_remove(i);
+                // Smaller ones (a connection's first bytes) are not reused.
+                if alloc >= READ_CHUNK && self.spare.len() < SPARE_BUFFERS {
                     self.spare.push(b);
                 }
             } else {
@@ -244,7 +252,7 @@ impl ReadBuffers {
 
     /// Bytes of retired buffers that slices still keep alive.
     fn retained_bytes(&self) -> usize {
-        self.retained.len() * READ_CHUNK
+        self.retained.iter().map(|(_, alloc)| alloc).sum()
     }
 
     /// Publishes this connection's retained bytes in the session total;
@@ -269,6 +277,7 @@ impl ReadBuffers {
         self.spare = Vec::new();
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
+            self.buf_alloc = 0;
         }
     }
 }
