@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz crate and runs every target briefly on the committed
 # seeds (fuzz/seeds/<target>/), failing on the first crash. Meant for CI;
-# the long campaign is run by hand (see README.md and CAMPAIGN.md).
+# the long campaign is run by hand (see README.md and docs/security.md).
 #
 #   fuzz/ci.sh            # 20 s per target
 #   FUZZ_SECONDS=30 fuzz/ci.sh
