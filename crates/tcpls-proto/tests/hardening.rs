@@ -214,3 +214,32 @@ fn corrupt_record_fails_the_connection_over() {
     let conns: Vec<_> = p.s.connections().iter().map(|(c, _)| *c).collect();
     assert_eq!(conns, vec![extra], "the corrupted connection is gone");
 }
+
+/// Plain TLS: the session stops taking the socket's bytes and stops
+/// asking for them at the same point (what the reassembly holds reaches
+/// the window), so a runtime never reads into a buffer nobody drains.
+#[test]
+fn fallback_wants_no_input_exactly_when_it_stops_taking_it() {
+    let c = Arc::new(
+        tcpls_proto::ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(false)
+            .build()
+            .unwrap(),
+    );
+    let t = TransportConfig {
+        stream_window: 64 << 10,
+        ..Default::default()
+    };
+    let mut p = Net::new(c, server_config(t), 3);
+    p.drive();
+    let a = p.c.open_stream().unwrap();
+    for _ in 0..200 {
+        p.c.write(a, &[7u8; 1000]).unwrap();
+        p.drive();
+        let held = p.s.recv_held() as u64;
+        // Taking input and wanting it agree at every step.
+        assert_eq!(p.s.wants_input(), held < 64 << 10, "held {held}");
+    }
+    assert!(!p.s.wants_input(), "the window filled up");
+}

@@ -337,7 +337,7 @@ impl Session {
                 .streams
                 .map
                 .get(&StreamId(0))
-                .is_none_or(|s| (s.recv.asm.buffered() as u64) < self.cfg.stream_window),
+                .is_none_or(|s| s.recv.has_room(self.cfg.stream_window)),
             State::Done => false,
             _ => true,
         }

@@ -193,7 +193,7 @@ impl Session {
         loop {
             // The window bounds what is held, counted as memory (a record's
             // bytes are copied out and packed, so tiny records cost bytes).
-            if s.recv.asm.held() as u64 >= self.cfg.stream_window {
+            if !s.recv.has_room(self.cfg.stream_window) {
                 break;
             }
             fb.feed(buf);

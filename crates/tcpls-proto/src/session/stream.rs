@@ -81,6 +81,14 @@ impl RecvState {
         }
     }
 
+    /// Plain TLS stream 0 may take more bytes: what its reassembly holds
+    /// (counted as memory) is under `window`. The one test for both
+    /// `recv_fallback` and `wants_input`, so the runtime stops reading the
+    /// socket exactly when the session stops taking its bytes.
+    pub fn has_room(&self, window: u64) -> bool {
+        (self.asm.held() as u64) < window
+    }
+
     /// All data up to the FIN has been read by the application.
     pub fn at_fin(&self) -> bool {
         self.final_size == Some(self.asm.read_offset())
