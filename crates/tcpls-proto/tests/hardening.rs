@@ -243,3 +243,28 @@ fn fallback_wants_no_input_exactly_when_it_stops_taking_it() {
     }
     assert!(!p.s.wants_input(), "the window filled up");
 }
+
+/// KEY_UPDATE must name the generation after the connection's, once per
+/// record: anything else is a protocol violation.
+#[test]
+fn key_update_out_of_sequence_is_refused() {
+    let frames = |gens: &[u32]| {
+        let mut rec = Vec::new();
+        for gen in gens {
+            Frame::KeyUpdate { gen: *gen }.encode(&mut rec);
+        }
+        rec
+    };
+    // Parsed from the record's end: the last frame comes first.
+    for gens in [&[5][..], &[0], &[2, 1]] {
+        let mut p = Net::established();
+        p.c.send_raw_record_for_testing(&frames(gens)).unwrap();
+        p.drive();
+        let e = p.s.error().expect("refused");
+        assert_eq!(
+            e.code(),
+            tcpls_proto::ErrorCode::PROTOCOL_VIOLATION,
+            "{gens:?}: {e}"
+        );
+    }
+}

@@ -81,13 +81,10 @@ pub(crate) struct Connection {
     /// from its own socket; only the real client can answer the challenge
     /// sent back on it.)
     pub unproven: bool,
-    /// Server: a PING challenge must go out on this connection...
-    pub challenge_due: bool,
-    /// ...and went out in this record; an ACK covering it, arriving on this
-    /// same connection, is the proof.
+    /// Server: the record the PING challenge went out in (none yet: it is
+    /// due); an ACK covering it, arriving on this same connection, is the
+    /// proof.
     pub challenge: Option<u64>,
-    /// Client: the server has sent a record on this connection.
-    pub heard: bool,
     /// Client: the ACK for this connection must travel on it (it answers
     /// the server's challenge).
     pub ack_here: bool,
@@ -99,8 +96,9 @@ pub(crate) struct Connection {
     /// Key generation the peer's records on it use; `None` until its
     /// first record (a join's) tells.
     pub recv_gen: Option<u32>,
-    /// A KEY_UPDATE arrived: from the next record on, this generation.
-    pub recv_switch: Option<u32>,
+    /// The peer's record (its sequence number plus one) that switched
+    /// `recv_gen` last: a second KEY_UPDATE in one record is refused.
+    pub recv_switched_in: Option<u64>,
 }
 
 impl Connection {
@@ -123,20 +121,23 @@ impl Connection {
             cwnd_bytes: None,
             peer_reset: false,
             unproven: false,
-            challenge_due: false,
             challenge: None,
-            heard: false,
             ack_here: false,
             send_gen: 0,
             key_update_due: false,
             recv_gen: Some(0),
-            recv_switch: None,
+            recv_switched_in: None,
         }
     }
 
     /// Records may be built for it.
     pub fn can_send(&self) -> bool {
         self.state == ConnectionState::Active
+    }
+
+    /// Server: the PING challenge of a joined connection must go out.
+    pub fn challenge_due(&self) -> bool {
+        self.unproven && self.challenge.is_none()
     }
 
     /// Stream data may go on it (records can be built, and for a join the

@@ -158,7 +158,6 @@ impl Session {
             c.send_gen = keys.send.current.gen;
         }
         c.unproven = true;
-        c.challenge_due = true;
         c.timers.stop(ConnTimer::JoinAuth);
         c.touch(self.now, self.cfg.keepalive);
         self.timers.stop(SessionTimer::Rejoin);

@@ -127,7 +127,7 @@ impl SendKeys {
     }
 
     /// Drops the previous key once no connection that can send uses it.
-    pub fn forget_previous_if_unused(&mut self, conns: &Connections) {
+    fn forget_previous_if_unused(&mut self, conns: &Connections) {
         let Some(p) = &self.previous else { return };
         if !conns.values().any(|c| c.can_send() && c.send_gen == p.gen) {
             self.previous = None;

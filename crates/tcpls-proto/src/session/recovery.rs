@@ -177,8 +177,7 @@ impl Session {
             |c| c.ack_due,
         );
         if let Some(c) = self.paths.conns.get_mut(&conn) {
-            if c.challenge_due {
-                c.challenge_due = false;
+            if c.challenge_due() {
                 c.challenge = Some(seq);
                 Frame::Ping.encode(ctl);
             }

@@ -285,10 +285,7 @@ impl Session {
             };
             c.recv_seq += 1;
             c.touch(self.now, self.cfg.keepalive);
-            if self.side == Side::Client
-                && !std::mem::replace(&mut c.heard, true)
-                && conn != ConnectionId::FIRST
-            {
+            if self.side == Side::Client && c.recv_seq == 1 && conn != ConnectionId::FIRST {
                 // The server's first record on a join carries its challenge:
                 // answer on this connection, failover or not.
                 c.ack_here = true;
@@ -296,27 +293,7 @@ impl Session {
             }
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
             self.on_record(conn, ct, plain)?;
-            self.switch_recv_key(conn)?;
         }
-    }
-
-    /// After a record that carried KEY_UPDATE, the connection's next
-    /// records use the generation it named.
-    fn switch_recv_key(&mut self, conn: ConnectionId) -> Result<(), Error> {
-        let State::Tcpls(keys) = &mut self.state else {
-            return Ok(());
-        };
-        let Some(c) = self.paths.conns.get_mut(&conn) else {
-            return Ok(());
-        };
-        let Some(gen) = c.recv_switch.take() else {
-            return Ok(());
-        };
-        keys.recv.advance(gen - 1)?;
-        c.recv_gen = Some(gen);
-        keys.recv.prune(&self.paths.conns);
-        tracing::debug!(side = ?self.side, %conn, gen, "peer's key updated on a connection");
-        Ok(())
     }
 
     /// A record on `conn` failed to parse or decrypt: the bytes were changed
@@ -342,15 +319,26 @@ impl Session {
     }
 
     /// KEY_UPDATE on `conn`: its records after this one use `gen`, which
-    /// must be the generation after the one it uses now.
+    /// must be the generation after the one it uses now. This record is
+    /// already open, so the switch takes effect at once.
     fn on_key_update(&mut self, conn: ConnectionId, gen: u32) -> Result<(), Error> {
+        let State::Tcpls(keys) = &mut self.state else {
+            return Ok(());
+        };
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return Ok(());
         };
-        if c.recv_gen.and_then(|g| g.checked_add(1)) != Some(gen) || c.recv_switch.is_some() {
+        let Some(from) = c.recv_gen.filter(|g| g.checked_add(1) == Some(gen)) else {
+            return Err(Error::Protocol("KEY_UPDATE out of sequence"));
+        };
+        // `recv_seq` already counts this record.
+        if c.recv_switched_in.replace(c.recv_seq) == Some(c.recv_seq) {
             return Err(Error::Protocol("KEY_UPDATE out of sequence"));
         }
-        c.recv_switch = Some(gen);
+        keys.recv.advance(from)?;
+        c.recv_gen = Some(gen);
+        keys.recv.prune(&self.paths.conns);
+        tracing::debug!(side = ?self.side, %conn, gen, "peer's key updated on a connection");
         Ok(())
     }
 

@@ -93,7 +93,7 @@ impl Session {
                         .paths
                         .conns
                         .values()
-                        .any(|c| c.ack_due || c.ping_due || c.challenge_due || c.key_update_due)
+                        .any(|c| c.ack_due || c.ping_due || c.challenge_due() || c.key_update_due)
                     || !self.pending.is_empty()
                     || self.streams.data_sendable()
             }
@@ -218,11 +218,10 @@ impl Session {
         if let Some(c) = self.paths.conns.get_mut(&conn) {
             self.recovery.record_sent(c, seq, self.scratch.sent_mut());
             if announce {
+                // The previous key is dropped by `update_due` once no
+                // connection uses it.
                 c.key_update_due = false;
                 c.send_gen = new_gen;
-                if let State::Tcpls(keys) = &mut self.state {
-                    keys.send.forget_previous_if_unused(&self.paths.conns);
-                }
             }
         }
         Ok(true)
