@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -14,13 +13,7 @@ use tcpls_proto::{ConnectionId, ReadOutcome, TransportConfig};
 /// data already read used to underflow (a panic with overflow checks).
 #[test]
 fn fallback_stop_reading_after_partial_read() {
-    let c = Arc::new(
-        tcpls_proto::ClientConfig::builder()
-            .insecure()
-            .enable_tcpls(false)
-            .build()
-            .unwrap(),
-    );
+    let c = plain_client_config(TransportConfig::default());
     let mut p = Net::new(c, server_config(TransportConfig::default()), 1);
     p.drive();
     let a = p.c.open_stream().unwrap();
@@ -220,13 +213,7 @@ fn corrupt_record_fails_the_connection_over() {
 /// the window), so a runtime never reads into a buffer nobody drains.
 #[test]
 fn fallback_wants_no_input_exactly_when_it_stops_taking_it() {
-    let c = Arc::new(
-        tcpls_proto::ClientConfig::builder()
-            .insecure()
-            .enable_tcpls(false)
-            .build()
-            .unwrap(),
-    );
+    let c = plain_client_config(TransportConfig::default());
     let t = TransportConfig {
         stream_window: 64 << 10,
         ..Default::default()

@@ -159,14 +159,7 @@ fn failover_and_join_in_the_middle_of_key_updates() {
 /// record now under a new key) arrives intact both ways.
 #[test]
 fn plain_tls_fallback_sends_key_updates() {
-    let plain = std::sync::Arc::new(
-        tcpls_proto::ClientConfig::builder()
-            .insecure()
-            .enable_tcpls(false)
-            .transport(config())
-            .build()
-            .unwrap(),
-    );
+    let plain = plain_client_config(config());
     let mut p = Net::new(plain, server_config(config()), 9);
     p.drive();
     assert!(!p.s.is_tcpls());

@@ -62,13 +62,7 @@ fn hostile_received_data_costs_bounded_memory() {
 /// Finding 1: a plain TLS client sends 1-byte records to a server that
 /// does not read. Each record used to keep a 16 KiB buffer alive.
 fn plain_tls_one_byte_records() {
-    let c = std::sync::Arc::new(
-        tcpls_proto::ClientConfig::builder()
-            .insecure()
-            .enable_tcpls(false)
-            .build()
-            .unwrap(),
-    );
+    let c = plain_client_config(TransportConfig::default());
     let mut p = Net::new(c, server_config(small_windows()), 1);
     p.drive();
     assert!(!p.s.is_tcpls());

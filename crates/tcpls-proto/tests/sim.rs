@@ -428,13 +428,7 @@ fn fallback_tcpls_client_plain_server() {
 
 #[test]
 fn fallback_plain_client_tcpls_server() {
-    let c = std::sync::Arc::new(
-        tcpls_proto::ClientConfig::builder()
-            .insecure()
-            .enable_tcpls(false)
-            .build()
-            .unwrap(),
-    );
+    let c = plain_client_config(TransportConfig::default());
     let mut p = Net::new(c, server_config(TransportConfig::default()), 5);
     p.drive();
     assert!(!p.s.is_tcpls());

@@ -31,6 +31,18 @@ pub fn client_config(t: TransportConfig) -> Arc<ClientConfig> {
     )
 }
 
+/// A plain TLS 1.3 client (no `tcpls` extension): the peer falls back.
+pub fn plain_client_config(t: TransportConfig) -> Arc<ClientConfig> {
+    Arc::new(
+        ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(false)
+            .transport(t)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// Deterministic content: byte `i` of stream `s`.
 pub fn pattern(stream: u32, offset: u64) -> u8 {
     let x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15)
