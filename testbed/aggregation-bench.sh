@@ -9,7 +9,9 @@
 # usage: testbed/aggregation-bench.sh    (needs root; build first:
 #        cargo build --release -p tcpls-cli)
 # env:   BIN (default target/release/tcpls), OUT (default
-#        target/aggregation-bench), BYTES (default 100M)
+#        target/aggregation-bench), BYTES (default 100M), KINDS (senders
+#        to run, ';'-separated, e.g. "tcpls default;mptcp"; default: TCPLS
+#        with its default scheduler and with each named one, MPTCP, TCP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tcpls}
@@ -27,8 +29,10 @@ run() {
     local srv
     case "$kind" in
     tcpls)
+        local flag=()
+        [ "$sched" != default ] && flag=(--scheduler "$sched")
         ip netns exec "$P-srv" "$BIN" serve --listen 0.0.0.0:4443 --perf \
-            --advertise 10.71.2.2:4443 --scheduler "$sched" >/dev/null 2>&1 &
+            --advertise 10.71.2.2:4443 "${flag[@]}" >/dev/null 2>&1 &
         srv=$!
         ;;
     mptcp)
@@ -70,7 +74,9 @@ for rates in "100mbit 100mbit" "100mbit 25mbit"; do
     read -r r1 r2 <<<"$rates"
     sum=$(($(mbit "$r1") + $(mbit "$r2")))
     w="weighted:$(mbit "$r1"),$(mbit "$r2")"
-    for k in "tcpls round-robin" "tcpls lowest-rtt" "tcpls $w" "mptcp" "tcp"; do
+    kinds=("tcpls default" "tcpls round-robin" "tcpls lowest-rtt" "tcpls $w" "mptcp" "tcp")
+    [ -n "${KINDS:-}" ] && IFS=';' read -r -a kinds <<<"$KINDS"
+    for k in "${kinds[@]}"; do
         read -r kind sched <<<"$k"
         read -r gbps peak < <(run "$r1" "$r2" "$kind" "$sched")
         mb=$(python3 -c "print(round($gbps * 1000, 1))")

@@ -199,3 +199,19 @@ impl ClientOpts {
         Ok(s)
     }
 }
+
+/// Parses `--scheduler`: a scheduler's name, or `none`.
+pub fn parse_scheduler(s: &str) -> Result<String, String> {
+    if s == "none" || tcpls_proto::session::scheduler::from_name(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown scheduler {s:?} (earliest-arrival, round-robin, lowest-rtt, weighted:W0,W1,..., none)"
+        ))
+    }
+}
+
+/// What a `--scheduler` value asks of `Session::set_scheduler`.
+pub fn scheduler_choice(name: &str) -> Option<&str> {
+    (name != "none").then_some(name)
+}

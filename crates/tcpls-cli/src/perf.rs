@@ -64,10 +64,11 @@ pub struct PerfArgs {
     /// Most migrations per run (with --migrate-every).
     #[arg(long, default_value_t = u32::MAX)]
     pub migrations: u32,
-    /// Spread this side's outgoing data (uploads) over all connections
-    /// with this scheduler; for downloads start the server with
-    /// `serve --scheduler`.
-    #[arg(long)]
+    /// How this side spreads its outgoing data (uploads) over the
+    /// connections: earliest-arrival (the default), round-robin,
+    /// lowest-rtt, weighted:W0,W1,... or none (one connection per stream).
+    /// Downloads follow the server's choice (`serve --scheduler`).
+    #[arg(long, value_parser = crate::client::parse_scheduler)]
     pub scheduler: Option<String>,
     /// Write the last TCPLS run's goodput, sampled every 10 ms, and its
     /// migrations to this JSON file.
@@ -262,8 +263,8 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
         failover = session.failover();
-        if args.scheduler.is_some() {
-            session.set_scheduler(args.scheduler.as_deref())?;
+        if let Some(name) = &args.scheduler {
+            session.set_scheduler(crate::client::scheduler_choice(name))?;
         }
         let conns: Vec<tcpls::ConnectionId> = session
             .connections()

@@ -66,9 +66,11 @@ pub struct ServeArgs {
     /// clients may join connections toward it.
     #[arg(long = "advertise")]
     pub advertise: Vec<SocketAddr>,
-    /// Spread each session's outgoing data over all its connections with
-    /// this scheduler: round-robin, lowest-rtt or weighted:W0,W1,...
-    #[arg(long)]
+    /// How each session spreads its outgoing data over its connections:
+    /// earliest-arrival (the default: aggregates, keeping slow paths from
+    /// holding up the client), round-robin, lowest-rtt, weighted:W0,W1,...
+    /// or none (each stream on one connection unless the client steers it).
+    #[arg(long, value_parser = crate::client::parse_scheduler)]
     pub scheduler: Option<String>,
     /// Longest a stream may take to send its request head (e.g. 10s,
     /// 500ms); a client that sends part of one and goes quiet is dropped.
@@ -159,13 +161,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "tcpls: self-signed certificate: clients need --insecure or --ca (see --cert-out)"
         );
     }
-    if let Some(name) = &args.scheduler {
-        if tcpls_proto::session::scheduler::from_name(name).is_none() {
-            anyhow::bail!(
-                "unknown scheduler {name:?} (round-robin, lowest-rtt, weighted:W0,W1,...)"
-            );
-        }
-    }
     let site = Site {
         root,
         perf_max: args.perf.then_some(args.perf_max),
@@ -188,8 +183,8 @@ pub async fn serve(
             for a in &advertise {
                 session.advertise_address(*a)?;
             }
-            if scheduler.is_some() {
-                session.set_scheduler(scheduler.as_deref())?;
+            if let Some(name) = &scheduler {
+                session.set_scheduler(crate::client::scheduler_choice(name))?;
             }
         }
         let site = site.clone();

@@ -79,6 +79,13 @@ pub struct TransportConfig {
     /// 2^23, half the AES-GCM limit of RFC 8446 §5.5; small values are for
     /// tests.
     pub key_update_records: u64,
+    /// How streams that are not steered to a connection are spread over
+    /// the session's connections when it has more than one: a name for
+    /// [`crate::session::scheduler::from_name`]. Default
+    /// `earliest-arrival` (bandwidth aggregation that keeps slow paths
+    /// from holding up the receiver); `None` keeps each stream on one
+    /// connection. Checked when a configuration is built.
+    pub scheduler: Option<String>,
 }
 
 impl Default for TransportConfig {
@@ -107,11 +114,22 @@ impl Default for TransportConfig {
             probe_timeout: Duration::from_millis(300),
             rejoin_grace: Duration::from_secs(10),
             key_update_records: 1 << 23,
+            scheduler: Some(crate::session::scheduler::DEFAULT.to_string()),
         }
     }
 }
 
 impl TransportConfig {
+    /// Checks what a builder cannot take as given: the scheduler's name.
+    fn check(&self) -> Result<(), Error> {
+        match &self.scheduler {
+            Some(name) if crate::session::scheduler::from_name(name).is_none() => Err(
+                Error::Config("unknown scheduler (earliest-arrival, round-robin, lowest-rtt, weighted:W0,W1,...)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The parameters this side announces in its `tcpls` extension.
     pub fn params(&self) -> TransportParams {
         TransportParams {
@@ -256,6 +274,7 @@ impl ClientConfigBuilder {
 
     /// Builds the configuration.
     pub fn build(self) -> Result<ClientConfig, Error> {
+        self.transport.check()?;
         let make = |tcpls: bool| -> Result<SslContext, Error> {
             let mut b = tls_builder(&self.suites, false)?;
             if self.verify {
@@ -400,6 +419,7 @@ impl ServerConfigBuilder {
 
     /// Builds the configuration.
     pub fn build(self) -> Result<ServerConfig, Error> {
+        self.transport.check()?;
         let (chain, cert_pem, key_pem) = self
             .cert
             .ok_or(Error::Config("server configuration needs a certificate"))?;

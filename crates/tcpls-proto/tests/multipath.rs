@@ -249,3 +249,93 @@ fn at_most_sixteen_addresses_are_advertised() {
     assert!(p.c.peer_addresses().contains(&addr(5)));
     assert!(!p.c.peer_addresses().contains(&addr(6)));
 }
+
+/// The server answers a client request with `len` bytes on one stream it
+/// does not steer; returns the stream bytes it sent per connection.
+fn serve_one_stream(n: &mut Net, len: usize) -> Vec<(ConnectionId, u64)> {
+    let req = n.c.open_stream().unwrap();
+    n.c.write(req, b"go").unwrap();
+    n.drive();
+    let sid = n.s.accept_stream().unwrap();
+    let data = vec![7u8; len];
+    let (mut off, mut got) = (0, Vec::new());
+    let before = n.s.bytes_sent_per_connection();
+    for _ in 0..100_000 {
+        if off < len {
+            off += n.s.write(sid, &data[off..]).unwrap();
+            if off == len {
+                n.s.finish(sid).unwrap();
+            }
+        }
+        n.step();
+        if read_all(&mut n.c, req, &mut got) {
+            break;
+        }
+    }
+    assert_eq!(got, data, "the stream arrives whole");
+    n.s.bytes_sent_per_connection()
+        .into_iter()
+        .map(|(id, b)| {
+            let was = before.iter().find(|(i, _)| *i == id).map_or(0, |x| x.1);
+            (id, b - was)
+        })
+        .collect()
+}
+
+fn sent_on(per: &[(ConnectionId, u64)], id: ConnectionId) -> u64 {
+    per.iter().find(|(i, _)| *i == id).map_or(0, |x| x.1)
+}
+
+/// Aggregation is the default: a stream nobody steered goes over both
+/// connections (each carries a fair share of equal links); with the
+/// scheduler turned off it stays on the primary.
+#[test]
+fn an_unsteered_stream_is_spread_over_every_connection_by_default() {
+    let mut n = net();
+    assert_eq!(
+        n.s.scheduler_name().as_deref(),
+        Some(tcpls_proto::session::scheduler::DEFAULT)
+    );
+    let joined = n.join_now();
+    n.drive();
+    let len = 4 << 20;
+    let per = serve_one_stream(&mut n, len);
+    for id in [ConnectionId(0), joined] {
+        assert!(
+            sent_on(&per, id) >= len as u64 / 4,
+            "connection {id} carries at least a quarter: {per:?}"
+        );
+    }
+
+    n.s.set_scheduler(None);
+    let per = serve_one_stream(&mut n, len);
+    assert_eq!(sent_on(&per, joined), 0, "no scheduler: one connection");
+}
+
+/// Earliest arrival keeps a slow path out of a short transfer (its bytes
+/// would arrive after the fast path had delivered everything) and brings
+/// it in for a long one, where the fast path has more queued than it can
+/// deliver in the slow path's extra one-way delay.
+#[test]
+fn a_slow_path_carries_only_what_the_fast_one_cannot_deliver_sooner() {
+    use std::time::Duration;
+    use tcpls_proto::session::scheduler::PathEstimate;
+    let mut n = net();
+    let slow = n.join_now();
+    n.drive();
+    let path = |ms, mbit: u64| PathEstimate {
+        rtt: Some(Duration::from_millis(ms)),
+        delivery_rate: Some(mbit * 1_000_000 / 8),
+        ..PathEstimate::default()
+    };
+    n.s.set_path_info(ConnectionId(0), path(10, 60));
+    n.s.set_path_info(slow, path(60, 30));
+    // 100 kB: under the 187.5 kB the fast path delivers in 25 ms.
+    let per = serve_one_stream(&mut n, 100_000);
+    assert_eq!(sent_on(&per, slow), 0, "short: fast path only: {per:?}");
+    let per = serve_one_stream(&mut n, 8 << 20);
+    assert!(
+        sent_on(&per, slow) > 0 && sent_on(&per, ConnectionId(0)) > sent_on(&per, slow),
+        "long: both, mostly the fast one: {per:?}"
+    );
+}

@@ -38,14 +38,13 @@ pub(crate) fn spawn(
     // through `&self`), and by the session for TCP_INFO: no duplicate
     // descriptor, so a session costs one file descriptor per connection.
     let tcp = Arc::new(tcp);
-    if shared.lock().proto.scheduler_name().is_some() {
-        crate::socket::set_notsent_lowat(&*tcp, crate::socket::NOTSENT_LOWAT);
-    }
     shared
         .sockets
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(conn, tcp.clone());
+    let coupled = shared.lock().proto.scheduler_name().is_some();
+    shared.update_notsent_lowat(coupled);
     if !first.is_empty() {
         // These bytes lead: no inline transmit may overtake them.
         shared.lock().writing.insert(conn, Writing::Task);

@@ -15,9 +15,10 @@ use crate::shared::Shared;
 /// timer events (about 450 ms for 250 ms here); polling every 50 ms cuts
 /// that to the timeout plus at most 50 ms.
 pub(crate) async fn health(me: Weak<Shared>) {
-    // Every 50 ms while data is unacknowledged or a scheduler needs fresh
-    // path figures; otherwise every 500 ms (session timers only), so idle
-    // sessions cost little.
+    // Every 50 ms while data is unacknowledged or the scheduler spreads
+    // data over several connections (it needs fresh path figures);
+    // otherwise every 500 ms (session timers only), so idle sessions cost
+    // little.
     let mut busy = true;
     loop {
         let period = if busy { 50 } else { 500 };
@@ -25,7 +26,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
         let Some(shared) = me.upgrade() else { return };
         {
             let inner = shared.lock();
-            busy = inner.proto.has_unacked() || inner.proto.scheduler_name().is_some();
+            busy = inner.proto.has_unacked() || inner.proto.aggregating();
         }
         let limit = {
             let mut inner = shared.lock();
@@ -55,14 +56,10 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 .collect()
         };
         {
-            // Schedulers choose paths by RTT and congestion window.
+            // Schedulers choose paths by RTT, rate and loss.
             let mut inner = shared.lock();
             for i in &infos {
-                inner.proto.set_path_info(
-                    i.conn,
-                    Some(std::time::Duration::from_micros(i.rtt_us as u64)),
-                    Some(i.cwnd as u64 * i.mss as u64),
-                );
+                inner.proto.set_path_info(i.conn, i.estimate());
             }
         }
         let dead: Vec<(ConnectionId, u32)> = {

@@ -9,7 +9,6 @@ use tcpls_proto::{ConnectionId, ErrorCode};
 
 use crate::error::Error;
 use crate::shared::{Guard, SessionEvent, Shared};
-use crate::socket::NOTSENT_LOWAT;
 use crate::stream::Stream;
 
 /// A TCPLS session (or a plain TLS session after fallback, with one stream).
@@ -204,11 +203,14 @@ impl Session {
             .collect()
     }
 
-    /// Spreads every stream's data over all connections, one record at a
-    /// time, as the named scheduler decides (`round-robin`, `lowest-rtt`,
-    /// `weighted:W0,W1,...`); `None` keeps each stream on its connection.
-    /// Also sets TCP_NOTSENT_LOWAT on the sockets so that each connection
-    /// pulls records only when TCP can send them soon.
+    /// Chooses how the data of streams that are not steered is spread over
+    /// the session's connections, one record at a time: the named
+    /// scheduler (`earliest-arrival`, the default from
+    /// [`TransportConfig::scheduler`](tcpls_proto::TransportConfig::scheduler),
+    /// `round-robin`, `lowest-rtt`, `weighted:W0,W1,...`); `None` keeps
+    /// each stream on its connection. With more than one connection the
+    /// sockets get TCP_NOTSENT_LOWAT, so that each connection pulls
+    /// records only when TCP can send them soon.
     pub fn set_scheduler(&self, name: Option<&str>) -> Result<(), Error> {
         let sched =
             match name {
@@ -222,8 +224,7 @@ impl Session {
             p.set_scheduler(sched);
             Ok(())
         })?;
-        self.shared()
-            .set_notsent_lowat(coupled.then_some(NOTSENT_LOWAT));
+        self.shared().update_notsent_lowat(coupled);
         Ok(())
     }
 

@@ -277,11 +277,20 @@ impl Shared {
         r
     }
 
-    /// Sets (or clears) TCP_NOTSENT_LOWAT on every connection's socket.
-    pub fn set_notsent_lowat(&self, bytes: Option<u32>) {
+    /// Sets TCP_NOTSENT_LOWAT on every connection's socket when a
+    /// scheduler spreads data over more than one (`coupled`), so that each
+    /// connection pulls records only when TCP can send them soon and the
+    /// scheduler's choice is made late; clears it otherwise (a lone
+    /// connection keeps the kernel's deep buffer and fewer wake-ups).
+    pub fn update_notsent_lowat(&self, coupled: bool) {
         let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = if coupled && sockets.len() > 1 {
+            crate::socket::NOTSENT_LOWAT
+        } else {
+            u32::MAX
+        };
         for fd in sockets.values() {
-            crate::socket::set_notsent_lowat(&**fd, bytes.unwrap_or(u32::MAX));
+            crate::socket::set_notsent_lowat(&**fd, bytes);
         }
     }
 

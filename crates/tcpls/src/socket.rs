@@ -27,6 +27,8 @@ pub struct ConnectionStats {
     pub mss: u32,
     /// Segments retransmitted over the connection's life.
     pub total_retrans: u32,
+    /// Data segments sent over the connection's life.
+    pub data_segs_out: u32,
     /// Most recent delivery rate estimate, bytes per second.
     pub delivery_rate: u64,
     /// Bytes the peer acknowledged.
@@ -95,6 +97,22 @@ struct TcpInfo {
     delivery_rate: u64,
 }
 
+impl ConnectionStats {
+    /// What a scheduler needs of these figures.
+    pub fn estimate(&self) -> tcpls_proto::session::scheduler::PathEstimate {
+        tcpls_proto::session::scheduler::PathEstimate {
+            rtt: Some(std::time::Duration::from_micros(self.rtt_us as u64)),
+            cwnd_bytes: Some(self.cwnd as u64 * self.mss as u64),
+            delivery_rate: Some(self.delivery_rate).filter(|r| *r > 0),
+            loss: if self.data_segs_out == 0 {
+                0.0
+            } else {
+                self.total_retrans as f64 / self.data_segs_out as f64
+            },
+        }
+    }
+}
+
 /// Reads `TCP_INFO` of a socket.
 pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result<ConnectionStats> {
     let mut info = TcpInfo::default();
@@ -120,6 +138,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         cwnd: info.snd_cwnd,
         mss: info.snd_mss,
         total_retrans: info.total_retrans,
+        data_segs_out: info.data_segs_out,
         delivery_rate: info.delivery_rate,
         bytes_acked: info.bytes_acked,
         bytes_received: info.bytes_received,

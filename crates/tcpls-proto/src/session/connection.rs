@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
+use super::scheduler::PathEstimate;
 use super::timers::{ConnTimer, TimerTable};
 use crate::ids::{ConnectionId, StreamId};
 use crate::wire::frame::TOKEN_LEN;
@@ -70,9 +71,9 @@ pub(crate) struct Connection {
     /// (for schedulers).
     pub sent_bytes: u64,
     pub unacked_bytes: u64,
-    /// RTT and congestion window the runtime reported (TCP_INFO).
-    pub rtt: Option<std::time::Duration>,
-    pub cwnd_bytes: Option<u64>,
+    /// RTT, congestion window, rate and loss the runtime reported
+    /// (TCP_INFO).
+    pub estimate: PathEstimate,
     /// The peer said (CONNECTION_RESET) it lost this connection.
     pub peer_reset: bool,
     /// Server, a joined connection: the client has not yet shown that it
@@ -117,8 +118,7 @@ impl Connection {
             timers: TimerTable::default(),
             sent_bytes: 0,
             unacked_bytes: 0,
-            rtt: None,
-            cwnd_bytes: None,
+            estimate: PathEstimate::default(),
             peer_reset: false,
             unproven: false,
             challenge: None,

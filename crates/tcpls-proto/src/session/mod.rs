@@ -253,7 +253,7 @@ impl Session {
             side,
             state,
             streams: Streams::new(&cfg),
-            paths: Paths::new(),
+            paths: Paths::new(cfg.scheduler.as_deref().and_then(scheduler::from_name)),
             recovery: Recovery::default(),
             pending: Pending::default(),
             timers,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::connection::{Connection, ConnectionState, Connections, Tokens};
 use super::recovery::Recovery;
-use super::scheduler::{PathInfo, Scheduler};
+use super::scheduler::{PathEstimate, PathInfo, Scheduler};
 use super::{Event, Session, State};
 use crate::error::{CallError, Error};
 use crate::ids::{ConnectionId, Side, StreamId};
@@ -41,8 +41,12 @@ pub(crate) struct Paths {
 pub(crate) struct SendPolicy {
     /// New stream data may go in this record at all.
     pub new_data: bool,
-    /// Any stream may go on this connection (coupled sending).
+    /// A scheduler spreads streams that are not pinned over the
+    /// connections (coupled sending)...
     pub coupled: bool,
+    /// ...and lets this connection carry them now. (Streams pinned to this
+    /// connection go on it whatever the scheduler says.)
+    pub scheduled: bool,
     /// This connection is much slower than the fastest: streams short of
     /// credit wait for the fast one.
     pub slow_path: bool,
@@ -51,7 +55,7 @@ pub(crate) struct SendPolicy {
 }
 
 impl Paths {
-    pub fn new() -> Self {
+    pub fn new(scheduler: Option<Box<dyn Scheduler>>) -> Self {
         Self {
             conns: [(
                 ConnectionId::FIRST,
@@ -63,7 +67,7 @@ impl Paths {
             tokens: Tokens::default(),
             local_addresses: Vec::new(),
             peer_addresses: Vec::new(),
-            scheduler: None,
+            scheduler,
             paths_scratch: Vec::new(),
         }
     }
@@ -93,36 +97,43 @@ impl Paths {
     }
 
     /// Asks the scheduler (if any) whether `conn` takes stream data now;
-    /// `extra` unacknowledged bytes on `conn` are not yet recorded.
-    fn scheduler_allows(&mut self, conn: ConnectionId, extra: u64) -> bool {
+    /// `extra` unacknowledged bytes on `conn` are not yet recorded, and
+    /// `waiting` bytes of stream data wait to be sent.
+    fn scheduler_allows(&mut self, conn: ConnectionId, extra: u64, waiting: u64) -> bool {
         let Some(sched) = self.scheduler.as_mut() else {
             return true;
         };
+        // One connection: nothing to choose (and no per-record cost).
+        if self.conns.len() == 1 {
+            return true;
+        }
         let paths = &mut self.paths_scratch;
         paths.clear();
         paths.extend(
             self.conns
                 .iter()
-                .filter(|(_, c)| c.can_send())
+                .filter(|(id, c)| c.carries_data() || **id == conn)
                 .map(|(id, c)| PathInfo {
                     conn: *id,
                     sent_bytes: c.sent_bytes,
                     unacked_bytes: c.unacked_bytes + if *id == conn { extra } else { 0 },
-                    rtt: c.rtt,
-                    cwnd_bytes: c.cwnd_bytes,
+                    rtt: c.estimate.rtt,
+                    cwnd_bytes: c.estimate.cwnd_bytes,
+                    delivery_rate: c.estimate.delivery_rate,
+                    loss: c.estimate.loss,
                 }),
         );
-        sched.allow(conn, paths)
+        sched.allow(conn, paths, waiting)
     }
 
     /// True if `conn`'s RTT is well above the fastest connection's.
     fn is_slow(&self, conn: ConnectionId) -> bool {
-        let my_rtt = self.conns.get(&conn).and_then(|c| c.rtt);
+        let my_rtt = self.conns.get(&conn).and_then(|c| c.estimate.rtt);
         let fastest = self
             .conns
             .values()
             .filter(|c| c.can_send())
-            .filter_map(|c| c.rtt)
+            .filter_map(|c| c.estimate.rtt)
             .min();
         matches!((my_rtt, fastest), (Some(m), Some(f)) if m > f + f / 2)
     }
@@ -134,7 +145,8 @@ impl Session {
     /// unacknowledged once the record is sealed, counted here already).
     pub(crate) fn send_policy(&mut self, conn: ConnectionId, replayed: u64) -> SendPolicy {
         let coupled = self.paths.scheduler.is_some();
-        let allowed = self.paths.scheduler_allows(conn, replayed);
+        let waiting = (self.streams.budget.queued as u64).min(self.streams.send_credit.available());
+        let scheduled = self.paths.scheduler_allows(conn, replayed, waiting);
         // A peer that never acknowledges cannot make us keep more than
         // twice our own session window of sent data.
         let unacked = Recovery::unacked_total(&self.paths.conns) + replayed;
@@ -145,8 +157,9 @@ impl Session {
             .get(&conn)
             .is_some_and(|c| c.carries_data());
         SendPolicy {
-            new_data: allowed && room_for_new && proven,
+            new_data: room_for_new && proven,
             coupled,
+            scheduled,
             // Head-of-line awareness: when a stream's credit runs low (the
             // receiver holds data waiting for a gap), only the fastest path
             // gets more of it; a slower one would only add later gaps.
@@ -195,7 +208,10 @@ impl Session {
         let primary = self.paths.primary;
         for s in self.streams.map.values_mut() {
             if s.conn == conn {
+                // A stream steered here is free again: the connection it
+                // was steered to is gone.
                 s.conn = primary;
+                s.pinned = false;
             }
         }
         if tell_peer {
@@ -232,7 +248,9 @@ impl Session {
     }
 
     /// Sends a stream's data on `conn` from now on (stream steering), and
-    /// asks the peer to do the same (STREAM_CHANGE).
+    /// asks the peer to do the same (STREAM_CHANGE). A steered stream is
+    /// pinned: the scheduler no longer spreads it over other connections
+    /// (until `conn` fails, when it moves and is free again).
     pub fn set_stream_connection(
         &mut self,
         id: StreamId,
@@ -244,6 +262,7 @@ impl Session {
         }
         let s = self.streams.get_mut(id)?;
         s.conn = conn;
+        s.pinned = true;
         self.pending.change_stream(id, s);
         Ok(())
     }
@@ -268,6 +287,7 @@ impl Session {
         if self.ensure_stream(id)? {
             if let Some(s) = self.streams.map.get_mut(&id) {
                 s.conn = conn;
+                s.pinned = true;
             }
         }
         Ok(())
@@ -287,11 +307,21 @@ impl Session {
         Ok(())
     }
 
-    /// Turns coupled sending on (with a scheduler) or off (`None`: each
-    /// stream stays on its own connection, see [`Self::set_stream_connection`]).
+    /// Chooses how streams that are not steered are spread over the
+    /// session's connections (default: [`TransportConfig::scheduler`],
+    /// earliest arrival); `None` keeps each stream on its own connection
+    /// (the primary's unless steered, see [`Self::set_stream_connection`]).
+    ///
+    /// [`TransportConfig::scheduler`]: crate::config::TransportConfig::scheduler
     pub fn set_scheduler(&mut self, scheduler: Option<Box<dyn Scheduler>>) {
         self.paths.scheduler = scheduler;
         self.streams.requeue_all();
+    }
+
+    /// True when a scheduler spreads data over more than one connection
+    /// (so it wants fresh path figures, see [`Self::set_path_info`]).
+    pub fn aggregating(&self) -> bool {
+        self.paths.scheduler.is_some() && self.paths.conns.len() > 1
     }
 
     /// The coupled-sending scheduler's name, if one is set.
@@ -299,17 +329,11 @@ impl Session {
         self.paths.scheduler.as_ref().map(|s| s.name())
     }
 
-    /// Reports a connection's RTT and congestion window (from TCP_INFO) to
-    /// the scheduler.
-    pub fn set_path_info(
-        &mut self,
-        conn: ConnectionId,
-        rtt: Option<std::time::Duration>,
-        cwnd_bytes: Option<u64>,
-    ) {
+    /// Reports what the runtime measured of a connection (TCP_INFO) to the
+    /// scheduler.
+    pub fn set_path_info(&mut self, conn: ConnectionId, estimate: PathEstimate) {
         if let Some(c) = self.paths.conns.get_mut(&conn) {
-            c.rtt = rtt;
-            c.cwnd_bytes = cwnd_bytes;
+            c.estimate = estimate;
         }
     }
 

@@ -106,6 +106,10 @@ pub(crate) struct Stream {
     pub max_data_pending: bool,
     /// Connection this side sends the stream's data on.
     pub conn: ConnectionId,
+    /// Steered to `conn` (by the application, or by the peer's
+    /// STREAM_CHANGE): the scheduler does not spread it over other
+    /// connections.
+    pub pinned: bool,
     /// A STREAM_CHANGE for this stream is queued.
     pub change_pending: bool,
 }
@@ -118,6 +122,7 @@ impl Stream {
             in_send_queue: false,
             max_data_pending: false,
             conn,
+            pinned: false,
             change_pending: false,
         }
     }

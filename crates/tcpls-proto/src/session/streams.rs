@@ -653,7 +653,13 @@ impl Session {
         let Some(s) = st.map.get_mut(&id) else {
             return;
         };
-        if s.conn != conn && !policy.coupled {
+        if policy.coupled && !s.pinned {
+            if !policy.scheduled {
+                // The scheduler keeps this connection for pinned streams.
+                st.send_queue.push_back(id);
+                return;
+            }
+        } else if s.conn != conn {
             if self.paths.can_send_on(s.conn) {
                 // Steered to another connection: leave it queued.
                 st.send_queue.push_back(id);
