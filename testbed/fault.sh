@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # Fault injection on one path of a testbed made by netns.sh.
 #
-# usage: testbed/fault.sh PREFIX PATH blackhole|rst|down|restore
-#   blackhole  drop every packet of the path, both directions (iptables DROP)
-#   rst        answer every TCP segment on the path with a reset, at both
-#              ends (REJECT --reject-with tcp-reset; resets themselves pass,
-#              or each end's rule would swallow the other's reset)
-#   down       take the path's link down
-#   restore    undo all of the above for that path
+# usage: testbed/fault.sh PREFIX PATH FAULT
+#   blackhole    drop every packet of the path, both directions (iptables DROP)
+#   rst          answer every TCP segment on the path with a reset, at both
+#                ends (REJECT --reject-with tcp-reset; resets themselves pass,
+#                or each end's rule would swallow the other's reset)
+#   down         take the path's link down
+#   hello-drop   a middlebox that drops TLS ClientHellos carrying the TCPLS
+#                extension (iptables -m string on its bytes), at the server
+#   hello-reset  the same, answering them with a TCP reset
+#   restore      undo all of the above for that path
 # Needs root. Rules are tagged with a comment so `restore` removes only them.
 set -euo pipefail
 
 prefix=${1:?PREFIX}
 path=${2:?PATH number}
-fault=${3:?blackhole, rst, down or restore}
+fault=${3:?blackhole, rst, down, hello-drop, hello-reset or restore}
 cli="$prefix-cli"
 srv="$prefix-srv"
 tag="tcpls-fault-$path"
+# The `tcpls` extension as a default client sends it: type 0xff54, length
+# 55, version 1, then the first parameter's id (1) and length (8).
+# (crates/tcpls-proto/src/wire/extension.rs)
+tcpls_hello='|ff54 0037 0001 0001 0008|'
 
 rules() { # ns dev action...
     local ns=$1 dev=$2
@@ -49,13 +56,19 @@ rst)
 down)
     ip -n "$cli" link set "${prefix}c$path" down
     ;;
+hello-drop | hello-reset)
+    action=(-j DROP)
+    [ "$fault" = hello-reset ] && action=(-j REJECT --reject-with tcp-reset)
+    ip netns exec "$srv" iptables -A INPUT -i "${prefix}s$path" -p tcp \
+        -m string --algo bm --hex-string "$tcpls_hello" "${action[@]}" -m comment --comment "$tag"
+    ;;
 restore)
     clear_rules "$cli"
     clear_rules "$srv"
     ip -n "$cli" link set "${prefix}c$path" up
     ;;
 *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac

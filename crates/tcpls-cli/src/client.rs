@@ -25,8 +25,9 @@ pub struct ClientOpts {
     #[arg(long, value_parser = parse_suite)]
     pub cipher: Option<CipherSuite>,
     /// TCP connections per session: the first plus joins (toward the
-    /// server's advertised addresses when it has any). Streams are spread
-    /// over them round-robin.
+    /// server's advertised addresses when it has any). Each side's
+    /// scheduler spreads stream data over them (earliest-arrival by
+    /// default, see `serve --scheduler`).
     #[arg(long, default_value_t = 1)]
     pub connections: u32,
     /// Local address to connect from (repeatable: connection i uses the
@@ -47,6 +48,15 @@ pub struct ClientOpts {
     /// key updates.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub key_update_records: Option<u64>,
+    /// When the TCPLS hello gets a reset, an EOF or no finished handshake
+    /// within this time (a middlebox that drops unknown TLS extensions),
+    /// retry once with plain TLS 1.3 and say so.
+    #[arg(long, default_value = "3s", value_parser = crate::units::parse_duration)]
+    pub fallback_after: Duration,
+    /// Never retry with plain TLS after a failed TCPLS hello (an on-path
+    /// attacker can otherwise force the session down to plain TLS 1.3).
+    #[arg(long)]
+    pub no_fallback: bool,
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -70,7 +80,8 @@ impl ClientOpts {
         }
         let mut b = ClientConfig::builder()
             .cipher_suites(&self.suites())
-            .transport(transport);
+            .transport(transport)
+            .plain_fallback((!self.no_fallback).then_some(self.fallback_after));
         if let Some(ca) = &self.ca {
             b = b.root_certificates_pem_file(ca)?;
         }

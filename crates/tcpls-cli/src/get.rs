@@ -40,6 +40,9 @@ pub struct Report {
     pub sha256: String,
     pub seconds: f64,
     pub tcpls: bool,
+    /// Why the client fell back to plain TLS after its TCPLS hello got a
+    /// reset, an EOF or no answer (null: it did not).
+    pub fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_to: Option<PathBuf>,
 }
@@ -132,14 +135,14 @@ pub async fn run(args: GetArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
+            let mode = match (&r.fallback, r.tcpls) {
+                (Some(why), _) => format!("plain TLS, fell back: {why}"),
+                (None, true) => "TCPLS".into(),
+                (None, false) => "plain TLS".into(),
+            };
             eprintln!(
-                "{} {} {} bytes in {:.3}s ({}), sha256 {}",
-                r.status,
-                r.url,
-                r.bytes,
-                r.seconds,
-                if r.tcpls { "TCPLS" } else { "plain TLS" },
-                r.sha256
+                "{} {} {} bytes in {:.3}s ({mode}), sha256 {}",
+                r.status, r.url, r.bytes, r.seconds, r.sha256
             );
         }
     }
@@ -184,8 +187,6 @@ async fn fetch_group(
     // Further plain-TLS sessions go where the first one succeeded.
     let addr = first.peer_addr().unwrap_or(addrs[0]);
     let tcpls = first.is_tcpls();
-    let conns: Vec<tcpls::ConnectionId> =
-        first.connections().into_iter().map(|(id, _)| id).collect();
     let mut tasks = Vec::new();
     for (i, t) in targets.into_iter().enumerate() {
         let session = if tcpls || i == 0 {
@@ -196,14 +197,12 @@ async fn fetch_group(
         };
         let bar = bars.add(ProgressBar::new(0));
         let host = host.to_string();
-        let conns = conns.clone();
         tasks.push(tokio::spawn(async move {
             let session = session.map_err(|e| anyhow!("{}: {e}", t.url))?;
+            // Not steered: the server's scheduler spreads each response
+            // over every connection of the session.
             let stream = session.open_stream().await?;
             let is_tcpls = session.is_tcpls();
-            if is_tcpls && conns.len() > 1 {
-                stream.set_connection(conns[i % conns.len()])?;
-            }
             let start = Instant::now();
             let path = &t.url[url::Position::BeforePath..url::Position::AfterQuery];
             let (status, bytes, sha) = fetch(stream, &host, path, is_tcpls, &t.sink, &bar)
@@ -217,6 +216,7 @@ async fn fetch_group(
                 sha256: sha,
                 seconds: start.elapsed().as_secs_f64(),
                 tcpls: is_tcpls,
+                fallback: session.fallback_reason(),
                 saved_to: match &t.sink {
                     Sink::File(p) => Some(p.clone()),
                     _ => None,

@@ -258,6 +258,13 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             .client
             .open_session(&[args.addr], &args.server_name, cfg.clone())
             .await?;
+        if let Some(why) = session.fallback_reason() {
+            bail!(
+                "{}: the TCPLS hello failed ({why}) and the session fell back to plain TLS; \
+                 perf needs TCPLS (use --baseline tls for plain TLS)",
+                args.addr
+            );
+        }
         if !session.is_tcpls() {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
         }
@@ -271,10 +278,14 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        // Schedulers spread the streams' data over the connections; with
+        // `--scheduler none` the streams are steered round-robin instead
+        // (each stream on one connection, both directions).
+        let steer = conns.len() > 1 && args.scheduler.as_deref() == Some("none");
         let mut streams = Vec::new();
         for i in 0..args.streams as usize {
             let s = session.open_stream().await?;
-            if conns.len() > 1 {
+            if steer {
                 s.set_connection(conns[i % conns.len()])?;
             }
             streams.push(s);

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{json, run_bounded, BIN};
+use sha2::Digest;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testbed/netns.sh")
@@ -184,8 +185,8 @@ fn fault_on_path_1_later(tb: &Testbed, fault: &str) -> std::thread::JoinHandle<(
     })
 }
 
-/// A 100 MiB download on one stream over path 1 (with a second connection
-/// on path 2 joined and idle); `fault` hits path 1 after 1.5 s. The transfer
+/// A 100 MiB download on one stream over paths 1 and 2 (a connection on
+/// each, aggregated by default); `fault` hits path 1 after 1.5 s. The transfer
 /// must complete with every byte verified. Recovery times are measured by
 /// `testbed/failover-bench.sh`, not asserted here.
 fn survive(name: &str, fault: &str) {
@@ -309,7 +310,12 @@ fn join_and_steer_across_two_paths() {
     };
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
-    let v = tb.perf("64M", 2, &["--streams", "2"], Duration::from_secs(60));
+    let v = tb.perf(
+        "64M",
+        2,
+        &["--streams", "2", "--scheduler", "none"],
+        Duration::from_secs(60),
+    );
     assert_eq!(v["verified"], true);
     let conns = v["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2, "{conns:?}");
@@ -398,4 +404,85 @@ fn key_updates_over_three_connections() {
 #[test]
 fn key_updates_survive_a_reset_mid_update() {
     key_updates("u", Some("rst"));
+}
+
+/// Aggregation is the default: one stream downloaded from a default
+/// `tcpls serve` with `perf --connections 2` over two 100 Mbit/s paths
+/// goes over both, each path carrying at least a quarter. (The goodput
+/// against MPTCP is testbed/aggregation-bench.sh's job.)
+#[test]
+fn one_stream_is_aggregated_over_two_paths_by_default() {
+    let Some(mut tb) = Testbed::up("g", 2, &["100mbit", "100mbit"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve(dir.path());
+    let v = tb.perf("48M", 2, &[], Duration::from_secs(60));
+    assert_eq!(v["verified"], true);
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    for c in conns {
+        assert!(
+            c["bytes_received"].as_u64().unwrap() > 12 << 20,
+            "each path carried at least a quarter: {conns:?}"
+        );
+    }
+}
+
+/// A middlebox drops (or resets) ClientHellos carrying the TCPLS
+/// extension: `tcpls get` retries once with plain TLS 1.3, says why in its
+/// JSON, and the file arrives intact; with `--no-fallback` it fails.
+fn hello_blocked(name: &str, fault: &str) {
+    let Some(mut tb) = Testbed::up(name, 1, &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("file.bin"), &body).unwrap();
+    tb.serve(dir.path());
+    let out = Command::new(testbed_script("fault.sh"))
+        .args([&tb.prefix, "1", fault])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: cannot install the middlebox rule (iptables string match): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let get = |extra: &[&str]| {
+        let mut cmd = tb.ns("cli");
+        cmd.args([
+            BIN,
+            "get",
+            "https://10.71.1.2:4443/file.bin",
+            "-k",
+            "--json",
+        ])
+        .args(["--fallback-after", "1s"])
+        .args(extra);
+        run_bounded(&mut cmd, b"", Duration::from_secs(40))
+    };
+    let v = json(&get(&[]));
+    let r = &v[0];
+    assert_eq!(r["tcpls"], false, "{r}");
+    assert!(r["fallback"].is_string(), "the fallback is reported: {r}");
+    assert_eq!(r["sha256"], hex::encode(sha2::Sha256::digest(&body)));
+    let refused = get(&["--no-fallback"]);
+    assert!(
+        !refused.status.success(),
+        "--no-fallback gives up: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+}
+
+#[test]
+fn dropped_tcpls_hello_falls_back_to_plain_tls() {
+    hello_blocked("hd", "hello-drop");
+}
+
+#[test]
+fn reset_tcpls_hello_falls_back_to_plain_tls() {
+    hello_blocked("hr", "hello-reset");
 }

@@ -175,6 +175,14 @@ pub struct ClientConfig {
     pub transport: TransportConfig,
     /// Offer TCPLS in the ClientHello (false: behave as a plain TLS client).
     pub enable_tcpls: bool,
+    /// When the first connection's ClientHello offering TCPLS gets a reset,
+    /// an EOF or no finished handshake within this time, retry once with
+    /// plain TLS 1.3 (some middleboxes drop or reset hellos with unknown
+    /// extensions). `None`: never fall back. Default 3 s. An on-path
+    /// attacker can force this downgrade (to plain TLS, never below it:
+    /// certificates are still verified); turn it off where TCPLS features
+    /// matter more than reachability.
+    pub plain_fallback: Option<std::time::Duration>,
     pub(crate) verify: bool,
 }
 
@@ -183,6 +191,7 @@ impl std::fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("transport", &self.transport)
             .field("enable_tcpls", &self.enable_tcpls)
+            .field("plain_fallback", &self.plain_fallback)
             .field("verify", &self.verify)
             .finish()
     }
@@ -198,6 +207,20 @@ impl ClientConfig {
             suites: CipherSuite::ALL.to_vec(),
             transport: TransportConfig::default(),
             enable_tcpls: true,
+            plain_fallback: Some(std::time::Duration::from_secs(3)),
+        }
+    }
+
+    /// The same configuration without TCPLS: a plain TLS 1.3 client (what
+    /// the explicit fallback retries with).
+    pub fn without_tcpls(&self) -> ClientConfig {
+        ClientConfig {
+            tls: self.tls.clone(),
+            tls_ordinary: self.tls_ordinary.clone(),
+            transport: self.transport.clone(),
+            enable_tcpls: false,
+            plain_fallback: None,
+            verify: self.verify,
         }
     }
 
@@ -220,6 +243,7 @@ pub struct ClientConfigBuilder {
     suites: Vec<CipherSuite>,
     transport: TransportConfig,
     enable_tcpls: bool,
+    plain_fallback: Option<std::time::Duration>,
 }
 
 impl ClientConfigBuilder {
@@ -272,6 +296,14 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Retry once with plain TLS 1.3 when the TCPLS hello gets a reset, an
+    /// EOF or no finished handshake within the time given (default 3 s);
+    /// `None` refuses to fall back. See [`ClientConfig::plain_fallback`].
+    pub fn plain_fallback(mut self, after: Option<std::time::Duration>) -> Self {
+        self.plain_fallback = after;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ClientConfig, Error> {
         self.transport.check()?;
@@ -296,6 +328,7 @@ impl ClientConfigBuilder {
             tls_ordinary: make(false)?,
             transport: self.transport,
             enable_tcpls: self.enable_tcpls,
+            plain_fallback: self.plain_fallback,
             verify: self.verify,
         })
     }

@@ -46,6 +46,7 @@ fn start(
             event_waiters: Vec::new(),
             app_events: VecDeque::new(),
             connected: None,
+            fallback: None,
             local_addr,
             peer_addr,
             me: Some(me.clone()),
@@ -88,7 +89,9 @@ async fn established(session: &Session) -> Result<(), Error> {
 
 /// Opens a session to `addr`, verifying the certificate against
 /// `server_name` (unless the config is insecure). Falls back to plain TLS
-/// when the server does not speak TCPLS ([`Session::is_tcpls`] tells).
+/// when the server does not speak TCPLS ([`Session::is_tcpls`] tells), and
+/// when a middlebox resets or drops the TCPLS hello (see
+/// [`ClientConfig::plain_fallback`]; [`Session::fallback_reason`] tells).
 pub async fn connect(
     addr: SocketAddr,
     server_name: &str,
@@ -104,14 +107,77 @@ pub async fn connect_from(
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
+    let fallback = config.plain_fallback.filter(|_| config.enable_tcpls);
+    let wait = fallback.unwrap_or(config.transport.handshake_timeout);
+    let e = match handshake(addr, bind, server_name, config.clone(), wait).await {
+        Ok(session) => return Ok(session),
+        Err(Attempt::Connect(e)) => return Err(e),
+        Err(Attempt::Handshake(e)) => e,
+    };
+    let reason = match (fallback, middlebox_reason(&e, wait)) {
+        (Some(_), Some(reason)) => reason,
+        _ => return Err(e),
+    };
+    tracing::warn!(%addr, %reason, "TCPLS hello failed; retrying once with plain TLS 1.3");
+    let plain = Arc::new(config.without_tcpls());
+    let timeout = config.transport.handshake_timeout;
+    let session = handshake(addr, bind, server_name, plain, timeout)
+        .await
+        .map_err(|a| match a {
+            Attempt::Connect(e) | Attempt::Handshake(e) => e,
+        })?;
+    session.shared().lock().fell_back(reason);
+    Ok(session)
+}
+
+/// How one connection attempt failed.
+enum Attempt {
+    /// TCP did not connect: nothing to retry differently.
+    Connect(Error),
+    /// TCP connected, the TLS handshake failed.
+    Handshake(Error),
+}
+
+/// One TCP connection and handshake, which must finish within `wait`.
+async fn handshake(
+    addr: SocketAddr,
+    bind: Option<SocketAddr>,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    wait: Duration,
+) -> Result<Session, Attempt> {
     let timeout = config.transport.handshake_timeout;
     let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind))
         .await
-        .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
-    let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())?;
+        .map_err(|_| Attempt::Connect(Error::Session(tcpls_proto::Error::HandshakeTimeout)))?
+        .map_err(|e| Attempt::Connect(e.into()))?;
+    let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())
+        .map_err(|e| Attempt::Connect(e.into()))?;
     let session = start(proto, tcp, BytesMut::new(), None, None);
-    established(&session).await?;
-    Ok(session)
+    match tokio::time::timeout(wait, established(&session)).await {
+        Ok(Ok(())) => Ok(session),
+        Ok(Err(e)) => Err(Attempt::Handshake(e)),
+        Err(_) => {
+            session.close(0, "handshake timeout");
+            Err(Attempt::Handshake(Error::Session(
+                tcpls_proto::Error::HandshakeTimeout,
+            )))
+        }
+    }
+}
+
+/// Why a failed TCPLS hello looks like a middlebox's doing (a reset, an
+/// EOF or silence before the handshake finished), or `None` when the
+/// server answered and refused (an alert, a bad certificate): falling back
+/// would not help.
+fn middlebox_reason(e: &Error, wait: Duration) -> Option<String> {
+    use tcpls_proto::Error as E;
+    match e {
+        Error::Session(E::HandshakeTimeout) => Some(format!("no handshake within {wait:?}")),
+        Error::Session(E::ConnectionLost(why)) => Some(format!("connection lost: {why}")),
+        Error::Io(io) => Some(format!("connection failed: {io}")),
+        _ => None,
+    }
 }
 
 /// How [`connect_any`] races its addresses.

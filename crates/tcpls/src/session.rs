@@ -40,6 +40,15 @@ impl Session {
         self.shared().lock().proto.is_tcpls()
     }
 
+    /// Client: why this session runs over plain TLS after its TCPLS hello
+    /// got a reset, an EOF or no answer (explicit fallback, see
+    /// `ClientConfig::plain_fallback`); `None` when it did not fall back
+    /// that way (it may still be plain TLS because the server does not
+    /// speak TCPLS: see [`Self::is_tcpls`]).
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.shared().lock().fallback.clone()
+    }
+
     /// True when both sides acknowledge records (failover is on).
     pub fn failover(&self) -> bool {
         self.shared().lock().proto.failover()

@@ -35,6 +35,13 @@ pub enum SessionEvent {
     },
     /// The session ended (by either side, or a failure).
     Closed(tcpls_proto::Error),
+    /// Client: the TCPLS hello got a reset, an EOF or no answer, and the
+    /// session runs over plain TLS 1.3 instead (the first event of such a
+    /// session; see `ClientConfig::plain_fallback`).
+    FellBack {
+        /// What happened to the TCPLS hello.
+        reason: String,
+    },
 }
 
 /// Most events kept for the application; older ones are dropped so a session
@@ -52,6 +59,9 @@ pub(crate) struct Inner {
     pub event_waiters: Vec<Waker>,
     pub app_events: VecDeque<SessionEvent>,
     pub connected: Option<bool>,
+    /// Client: why this session fell back to plain TLS after its TCPLS
+    /// hello failed (explicit fallback).
+    pub fallback: Option<String>,
     pub local_addr: Option<SocketAddr>,
     pub peer_addr: Option<SocketAddr>,
     /// Server side: the token registry and a weak handle on this session
@@ -227,6 +237,16 @@ impl Inner {
                 _ => {}
             }
         }
+    }
+
+    /// Records that this session is the plain TLS retry of a failed TCPLS
+    /// hello, and tells the application.
+    pub fn fell_back(&mut self, reason: String) {
+        self.app_events.push_front(SessionEvent::FellBack {
+            reason: reason.clone(),
+        });
+        self.fallback = Some(reason);
+        self.event_waiters.drain(..).for_each(Waker::wake);
     }
 
     pub fn push_app_event(&mut self, e: SessionEvent) {

@@ -1,7 +1,8 @@
 //! Failover over real sockets: a proxy on connection 0 cuts the flow in the
-//! middle of a transfer, with FINs (a middlebox ending the flow) or resets;
-//! the session replays what was not acknowledged on its other connection
-//! and every byte arrives exactly once.
+//! middle of a transfer, with FINs (a middlebox ending the flow) or resets,
+//! or corrupts one byte (a hostile or broken middlebox); the session
+//! replays what was not acknowledged on its other connection and every
+//! byte arrives exactly once.
 
 mod common;
 
@@ -17,31 +18,42 @@ use tokio::net::{TcpListener, TcpStream};
 enum Cut {
     Fin,
     Reset,
+    /// Flip one byte toward the client and keep forwarding.
+    Corrupt,
 }
 
 /// Forwards one client to `upstream`; after `after` bytes toward the
-/// client, cuts both sides as `cut` says.
+/// client, cuts both sides or corrupts the next byte as `cut` says.
 async fn proxy(listener: TcpListener, upstream: std::net::SocketAddr, after: usize, cut: Cut) {
     let (mut client, _) = listener.accept().await.unwrap();
     let mut server = TcpStream::connect(upstream).await.unwrap();
     let (mut a, mut b) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
     let mut toward_client = 0;
-    while toward_client < after {
+    loop {
+        if toward_client >= after && !matches!(cut, Cut::Corrupt) {
+            break;
+        }
         tokio::select! {
             r = client.read(&mut a) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(n) => server.write_all(&a[..n]).await.unwrap(),
+                Ok(n) => if server.write_all(&a[..n]).await.is_err() { return },
             },
             r = server.read(&mut b) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    client.write_all(&b[..n]).await.unwrap();
+                    if matches!(cut, Cut::Corrupt) && toward_client < after && toward_client + n > after {
+                        b[after - toward_client] ^= 0x40;
+                    }
+                    if client.write_all(&b[..n]).await.is_err() {
+                        return;
+                    }
                     toward_client += n;
                 }
             },
         }
     }
     match cut {
+        Cut::Corrupt => unreachable!("forwards until either side closes"),
         Cut::Fin => {
             // FIN both ways, then drain so closing sends no reset.
             let _ = client.shutdown().await;
@@ -112,6 +124,16 @@ async fn cut_in_the_middle(cut: Cut) {
 #[tokio::test]
 async fn unexpected_fin_fails_over_without_loss() {
     tokio::time::timeout(Duration::from_secs(60), cut_in_the_middle(Cut::Fin))
+        .await
+        .expect("timed out");
+}
+
+/// A byte flipped mid-transfer on connection 0 fails that connection's
+/// record authentication: the client fails it over like a reset (not the
+/// session) and the download completes intact on connection 1.
+#[tokio::test]
+async fn corrupted_record_fails_over_without_loss() {
+    tokio::time::timeout(Duration::from_secs(60), cut_in_the_middle(Cut::Corrupt))
         .await
         .expect("timed out");
 }

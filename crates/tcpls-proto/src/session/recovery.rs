@@ -271,7 +271,10 @@ impl Session {
                     reason: "TLS connection closed".into(),
                 });
             }
-            State::Handshake(_) => self.fail(Error::Handshake(
+            // The TCP connection ended, not the TLS negotiation: a client
+            // may retry without TCPLS (a middlebox that closes on unknown
+            // extensions), which it would not after a handshake error.
+            State::Handshake(_) => self.fail(Error::ConnectionLost(
                 "connection closed during handshake".into(),
             )),
             _ => self.fail(Error::Protocol("TCP connection closed without CLOSE")),
