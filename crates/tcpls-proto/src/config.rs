@@ -71,6 +71,13 @@ pub struct TransportConfig {
     pub keepalive: Option<Duration>,
     /// See `keepalive`.
     pub probe_timeout: Duration,
+    /// Client, with failover, without `keepalive`: while a stream waits
+    /// for data from the server (it has not seen the stream's end), probe
+    /// a connection on which nothing arrived for this long (default
+    /// 100 ms), so a download whose only path went silent (a blackhole)
+    /// fails over and rejoins within about this plus `probe_timeout`,
+    /// without periodic probes on idle sessions. `None`: off.
+    pub silence_probe: Option<Duration>,
     /// With failover, how long a session without any connection waits for
     /// the client to join a new one before it fails.
     pub rejoin_grace: Duration,
@@ -112,6 +119,7 @@ impl Default for TransportConfig {
             ack_delay: Duration::from_millis(20),
             keepalive: None,
             probe_timeout: Duration::from_millis(300),
+            silence_probe: Some(Duration::from_millis(100)),
             rejoin_grace: Duration::from_secs(10),
             key_update_records: 1 << 23,
             scheduler: Some(crate::session::scheduler::DEFAULT.to_string()),

@@ -430,3 +430,153 @@ fn an_unexpected_fin_fails_the_connection_over() {
     assert!(got == data, "{} of {} bytes", got.len(), data.len());
     assert!(net.c.error().is_none() && net.s.error().is_none());
 }
+
+/// A blackholed connection with an RTT estimate is found stalled within
+/// about 1.5 RTT plus the ACK delay: what it carried goes again on the
+/// other connection and the download completes while the blackhole lasts
+/// (no keepalive, no user timeout in this simulation: nothing else would
+/// move that data). When the path works again, the ACK of the probe
+/// brings the connection back into the schedule.
+#[test]
+fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
+    use tcpls_proto::session::scheduler::PathEstimate;
+    let mut net = Net::established();
+    net.drive();
+    net.burst = 64 << 10;
+    let joined = net.join_now();
+    net.drive();
+    let rtt = PathEstimate {
+        rtt: Some(Duration::from_millis(10)),
+        ..PathEstimate::default()
+    };
+    for id in [ConnectionId(0), joined] {
+        net.s.set_path_info(id, rtt);
+    }
+    let req = net.c.open_stream().unwrap();
+    net.c.write(req, b"go").unwrap();
+    net.run_for(Duration::from_millis(20));
+    let sid = net.s.accept_stream().unwrap();
+    let data = payload(5, 1, 6 << 20);
+    let (mut off, mut got) = (0, Vec::new());
+    let mut stalled_at = None;
+    for step in 0..20_000u32 {
+        if off < data.len() {
+            off += net.s.write(sid, &data[off..]).unwrap();
+            if off == data.len() {
+                net.s.finish(sid).unwrap();
+            }
+        }
+        if step == 20 {
+            for dir in Dir::BOTH {
+                net.hold(ConnectionId(0), dir);
+            }
+        }
+        if stalled_at.is_none() && net.s.stalls() > 0 {
+            stalled_at = Some(step);
+        }
+        net.step();
+        if read_stream(&mut net.c, req, &mut got) {
+            break;
+        }
+    }
+    let stalled_at = stalled_at.expect("connection 0 was found stalled");
+    // 1 ms per step: 10 ms RTT x 1.5 + 20 ms ACK delay + 10 ms slack.
+    assert!(
+        stalled_at - 20 <= 50,
+        "stalled after {} ms",
+        stalled_at - 20
+    );
+    assert!(
+        got == data,
+        "{} of {} bytes, or corrupted",
+        got.len(),
+        data.len()
+    );
+    assert_eq!(
+        net.s.connection_state(ConnectionId(0)),
+        Some(ConnectionState::Active),
+        "stalled, not failed"
+    );
+
+    // The path works again: the probe's ACK brings connection 0 back.
+    for dir in Dir::BOTH {
+        net.release(ConnectionId(0), dir);
+    }
+    net.run_for(Duration::from_millis(50));
+    let before = net.s.bytes_sent_per_connection();
+    let more = payload(6, 1, 2 << 20);
+    let sid2 = {
+        let r = net.c.open_stream().unwrap();
+        net.c.write(r, b"go").unwrap();
+        // (Not `drive`: the waiting client probes every 100 ms.)
+        net.run_for(Duration::from_millis(20));
+        (r, net.s.accept_stream().unwrap())
+    };
+    let (mut off, mut got) = (0, Vec::new());
+    for _ in 0..20_000u32 {
+        if off < more.len() {
+            off += net.s.write(sid2.1, &more[off..]).unwrap();
+            if off == more.len() {
+                net.s.finish(sid2.1).unwrap();
+            }
+        }
+        net.step();
+        if read_stream(&mut net.c, sid2.0, &mut got) {
+            break;
+        }
+    }
+    assert!(got == more);
+    let after = net.s.bytes_sent_per_connection();
+    let on0 = |v: &[(ConnectionId, u64)]| v.iter().find(|(i, _)| i.0 == 0).map_or(0, |x| x.1);
+    assert!(
+        on0(&after) > on0(&before),
+        "connection 0 carries data again: {before:?} -> {after:?}"
+    );
+}
+
+/// A client waiting for a response on its only connection notices when the
+/// path goes silent, without a keepalive configured: nothing arrives for
+/// the silence probe's 100 ms, its PING goes unanswered for the probe
+/// timeout, and the connection fails (the runtime then rejoins). A client
+/// that waits for nothing sends no probes.
+#[test]
+fn a_waiting_client_probes_a_silent_path_and_an_idle_one_does_not() {
+    let t = tcpls_proto::TransportConfig::default();
+    assert!(t.keepalive.is_none() && t.silence_probe.is_some());
+    let mut net = Net::new(
+        client_config_probing(t.clone()),
+        server_config(t.clone()),
+        4,
+    );
+    for _ in 0..200 {
+        net.step();
+    }
+    // Idle: a second of nothing, and no record from the client.
+    let sent = net.carried(ConnectionId(0)).0;
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.carried(ConnectionId(0)).0,
+        sent,
+        "an idle client is quiet"
+    );
+
+    let req = net.c.open_stream().unwrap();
+    net.c.write(req, b"GET").unwrap();
+    net.run_for(Duration::from_millis(20));
+    assert!(net.s.accept_stream().is_some());
+    for dir in Dir::BOTH {
+        net.hold(ConnectionId(0), dir);
+    }
+    let start = net.now;
+    let mut failed_after = None;
+    while net.now < start + Duration::from_secs(2) {
+        net.step();
+        if net.c.connection_state(ConnectionId(0)).is_none() {
+            failed_after = Some(net.now - start);
+            break;
+        }
+    }
+    let after = failed_after.expect("the silent connection failed");
+    let bound = t.silence_probe.unwrap() + t.probe_timeout + Duration::from_millis(30);
+    assert!(after <= bound, "failed after {after:?} (bound {bound:?})");
+}

@@ -76,6 +76,12 @@ pub(crate) struct Connection {
     pub estimate: PathEstimate,
     /// The peer said (CONNECTION_RESET) it lost this connection.
     pub peer_reset: bool,
+    /// No ACK for this connection's records for well over its RTT: what it
+    /// carried was sent again elsewhere and it takes no stream data until
+    /// an ACK shows the path works again (`recovery.rs`).
+    pub stalled: bool,
+    /// Records below this sequence number were acknowledged.
+    pub acked_up_to: u64,
     /// Server, a joined connection: the client has not yet shown that it
     /// receives on this TCP connection, so no stream data goes on it. (A
     /// join's first flight can be copied by an on-path observer and sent
@@ -120,6 +126,8 @@ impl Connection {
             unacked_bytes: 0,
             estimate: PathEstimate::default(),
             peer_reset: false,
+            stalled: false,
+            acked_up_to: 0,
             unproven: false,
             challenge: None,
             ack_here: false,
@@ -143,7 +151,7 @@ impl Connection {
     /// Stream data may go on it (records can be built, and for a join the
     /// client proved it receives on it).
     pub fn carries_data(&self) -> bool {
-        self.can_send() && !self.unproven
+        self.can_send() && !self.unproven && !self.stalled
     }
 
     /// Something arrived at `now` that proves the path works: the keepalive

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use super::connection::{Connection, ConnectionState};
-use super::timers::{ConnTimer, SessionTimer};
+use super::timers::{keepalive_interval, ConnTimer, SessionTimer};
 use super::transmit_buf::TransmitBuf;
 use super::{Event, Session, State};
 use crate::error::{CallError, Error};
@@ -159,7 +159,10 @@ impl Session {
         }
         c.unproven = true;
         c.timers.stop(ConnTimer::JoinAuth);
-        c.touch(self.now, self.cfg.keepalive);
+        c.touch(
+            self.now,
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+        );
         self.timers.stop(SessionTimer::Rejoin);
         if let Some(token) = c.token.take() {
             self.paths.tokens.outstanding.remove(&conn.0);

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::connection::{Connection, Connections, Sent};
 use super::record_builder::RecordBuilder;
-use super::timers::{ConnTimer, SessionTimer};
+use super::timers::{keepalive_interval, ConnTimer, SessionTimer};
 use super::{Event, Session, State};
 use crate::config::TransportConfig;
 use crate::error::{Error, ErrorCode};
@@ -32,6 +32,21 @@ pub(crate) struct Recovery {
     pub failed_conns: VecDeque<ConnectionId>,
     /// Connections failed over because a record arrived corrupted.
     pub corrupt_connections: u32,
+    /// Connections found stalled (`Session::stall_connection`).
+    pub stalls: u64,
+}
+
+/// Slack on top of 1.5 RTT and the ACK delay before a connection whose
+/// records go unacknowledged counts as stalled: timer and scheduling
+/// jitter.
+const STALL_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long `c`'s oldest unacknowledged record may wait for its ACK: the
+/// record's round trip (1.5 smoothed RTTs, for queueing), the peer's ACK
+/// delay (ours: the peer does not announce its own) and some slack.
+fn stall_limit(c: &Connection, ack_delay: std::time::Duration) -> Option<std::time::Duration> {
+    let rtt = c.estimate.rtt?;
+    Some(rtt + rtt / 2 + ack_delay + STALL_SLACK)
 }
 
 impl Recovery {
@@ -55,6 +70,7 @@ impl Recovery {
     /// Moves what `c` sent and nobody acknowledged to the replay queue.
     pub fn requeue_unacked(&mut self, c: &mut Connection) {
         c.unacked_bytes = 0;
+        c.timers.stop(ConnTimer::Stall);
         self.replay
             .extend(c.unacked.drain(..).map(|(_, sent)| sent));
     }
@@ -143,11 +159,29 @@ impl Session {
             c.timers.stop(ConnTimer::Probe);
         }
         // An acknowledgement proves the path works, wherever it came.
-        c.touch(self.now, self.cfg.keepalive);
+        c.touch(
+            self.now,
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+        );
+        let before = c.unacked.len();
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             if let Some((_, Sent::Stream { data, .. })) = c.unacked.pop_front() {
                 c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
             }
+        }
+        if c.unacked.is_empty() {
+            c.timers.stop(ConnTimer::Stall);
+        } else if c.unacked.len() < before {
+            // Progress: the stall clock starts again.
+            if let Some(limit) = stall_limit(c, self.cfg.ack_delay) {
+                c.timers.set(ConnTimer::Stall, self.now + limit);
+            }
+        }
+        let recovered = seq >= c.acked_up_to && std::mem::take(&mut c.stalled);
+        c.acked_up_to = c.acked_up_to.max(seq + 1);
+        if recovered {
+            tracing::debug!(side = ?self.side, %conn, "stalled connection acknowledged again");
+            self.streams.requeue_all();
         }
         if c.unproven && arrival == conn && c.challenge.is_some_and(|s| s <= seq) {
             // The client received our challenge on this very socket: the
@@ -327,6 +361,53 @@ impl Session {
         }
         // Credit and stream announcements may have died with it.
         self.reannounce();
+    }
+
+    /// How long `conn`'s oldest unacknowledged record may wait for its ACK
+    /// before the connection counts as stalled (`None`: no RTT yet).
+    pub(crate) fn stall_limit(&self, conn: ConnectionId) -> Option<std::time::Duration> {
+        stall_limit(self.paths.conns.get(&conn)?, self.cfg.ack_delay)
+    }
+
+    /// `conn`'s records went unacknowledged for well over its RTT (a
+    /// blackhole, or a path far slower than it was): with another
+    /// connection to carry data, send what it carried again there, stop
+    /// giving it stream data, and probe it with a PING whose ACK brings it
+    /// back. This acts within about 1.5 RTT, long before TCP's user timeout
+    /// (which still fails the connection if the path is dead).
+    pub(crate) fn stall_connection(&mut self, conn: ConnectionId) {
+        if !self.recovery.enabled {
+            return;
+        }
+        let others = self
+            .paths
+            .conns
+            .iter()
+            .any(|(id, c)| *id != conn && c.carries_data());
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return;
+        };
+        if !others || c.stalled || c.unacked.is_empty() {
+            return;
+        }
+        tracing::debug!(side = ?self.side, %conn, "connection stalled: its data goes again elsewhere");
+        c.stalled = true;
+        c.ping_due = true;
+        self.recovery.requeue_unacked(c);
+        self.recovery.stalls += 1;
+        if self.paths.primary == conn {
+            if let Some((id, _)) = self.paths.conns.iter().find(|(_, c)| c.carries_data()) {
+                self.paths.primary = *id;
+            }
+        }
+        self.streams.requeue_all();
+        // Credit and stream announcements may be stuck on it.
+        self.reannounce();
+    }
+
+    /// Connections found stalled so far (see [`Self::stall_connection`]).
+    pub fn stalls(&self) -> u64 {
+        self.recovery.stalls
     }
 
     /// The peer stopped sending on `conn` (retired or failed): stop using

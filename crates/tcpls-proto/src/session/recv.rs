@@ -13,7 +13,7 @@ use super::keys::{Generation, RecvKeys, SendKeys};
 use super::recovery::schedule_ack;
 use super::stream::Stream;
 use super::streams::Streams;
-use super::timers::SessionTimer;
+use super::timers::{keepalive_interval, SessionTimer};
 use super::{Event, Keys, Session, State};
 use crate::error::{CallError, Error, ErrorCode};
 use crate::handshake::Outcome;
@@ -284,7 +284,10 @@ impl Session {
                 Err(e) => return self.corrupt_record(conn, buf, e),
             };
             c.recv_seq += 1;
-            c.touch(self.now, self.cfg.keepalive);
+            c.touch(
+                self.now,
+                keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+            );
             if self.side == Side::Client && c.recv_seq == 1 && conn != ConnectionId::FIRST {
                 // The server's first record on a join carries its challenge:
                 // answer on this connection, failover or not.

@@ -82,6 +82,14 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
+    /// True while some stream has not seen the end (FIN or reset) of what
+    /// the peer sends on it: this side waits for data.
+    pub fn awaiting_data(&self) -> bool {
+        self.map
+            .values()
+            .any(|s| s.recv.final_size.is_none() && s.recv.reset.is_none())
+    }
+
     pub fn new(cfg: &TransportConfig) -> Self {
         Self {
             map: HashMap::new(),
@@ -200,6 +208,7 @@ impl Session {
         st.map
             .entry(id)
             .or_insert_with(|| Stream::new(credit, self.cfg.stream_window, self.paths.primary));
+        self.arm_silence_probe();
         Ok(id)
     }
 

@@ -3,12 +3,14 @@
 //! out, the last connection fails), so [`Session::poll_timeout`] is a lookup
 //! and [`Session::handle_timeout`] dispatches on the timers that fired.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connection::ConnectionState;
+use super::streams::Streams;
 use super::{Session, State};
+use crate::config::TransportConfig;
 use crate::error::Error;
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, Side};
 
 /// A kind of timer: a fixed set of slots in a [`TimerTable`].
 pub(crate) trait Timer: Copy + 'static {
@@ -46,6 +48,9 @@ pub(crate) enum ConnTimer {
     Probe,
     /// Nothing received for the keepalive interval: send a PING.
     Keepalive,
+    /// The oldest unacknowledged record must be acknowledged by then, or
+    /// the connection counts as stalled (`recovery.rs`).
+    Stall,
 }
 
 impl Timer for ConnTimer {
@@ -57,14 +62,14 @@ impl Timer for ConnTimer {
 /// Deadlines of one kind of timer, one slot each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TimerTable<T> {
-    at: [Option<Instant>; 4],
+    at: [Option<Instant>; 5],
     _kind: std::marker::PhantomData<T>,
 }
 
 impl<T> Default for TimerTable<T> {
     fn default() -> Self {
         Self {
-            at: [None; 4],
+            at: [None; 5],
             _kind: std::marker::PhantomData,
         }
     }
@@ -107,9 +112,29 @@ impl<T: Timer> TimerTable<T> {
 fn live_conn_timers(state: ConnectionState) -> &'static [ConnTimer] {
     match state {
         ConnectionState::PendingAuth => &[ConnTimer::JoinAuth],
-        ConnectionState::Active => &[ConnTimer::Ack, ConnTimer::Probe, ConnTimer::Keepalive],
+        ConnectionState::Active => &[
+            ConnTimer::Ack,
+            ConnTimer::Probe,
+            ConnTimer::Keepalive,
+            ConnTimer::Stall,
+        ],
         ConnectionState::Draining | ConnectionState::Closed => &[],
     }
+}
+
+/// How long a connection may receive nothing before it is probed with a
+/// PING: `keepalive` when configured; else, for a client with failover
+/// whose streams wait for data, `silence_probe`.
+pub(crate) fn keepalive_interval(
+    cfg: &TransportConfig,
+    side: Side,
+    failover: bool,
+    streams: &Streams,
+) -> Option<Duration> {
+    cfg.keepalive.or_else(|| {
+        let waiting = side == Side::Client && failover && streams.awaiting_data();
+        cfg.silence_probe.filter(|_| waiting)
+    })
 }
 
 /// Session timers that count before the session ended.
@@ -174,6 +199,23 @@ impl Session {
         }
     }
 
+    /// A client stream now waits for data: arm the silence probe on every
+    /// active connection not already timing one (the timer is otherwise
+    /// armed only when something arrives).
+    pub(crate) fn arm_silence_probe(&mut self) {
+        let Some(k) =
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams)
+        else {
+            return;
+        };
+        let now = self.now;
+        for c in self.paths.conns.values_mut() {
+            if c.state == ConnectionState::Active && c.timers.get(ConnTimer::Keepalive).is_none() {
+                c.touch(now, Some(k));
+            }
+        }
+    }
+
     fn on_timer(&mut self, timer: SessionTimer) {
         match timer {
             SessionTimer::Handshake => self.fail(Error::HandshakeTimeout),
@@ -195,7 +237,8 @@ impl Session {
     }
 
     fn on_conn_timer(&mut self, id: ConnectionId, timer: ConnTimer) {
-        let keepalive = self.cfg.keepalive;
+        let keepalive =
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams);
         let Some(c) = self.paths.conns.get_mut(&id) else {
             return;
         };
@@ -208,6 +251,7 @@ impl Session {
                     c.ping_due = true;
                 }
             }
+            ConnTimer::Stall => self.stall_connection(id),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::pending::Limits;
 use super::record_builder::RecordBuilder;
+use super::timers::ConnTimer;
 use super::transmit_buf::TransmitBuf;
 use super::{Session, State};
 use crate::error::{CallError, Error};
@@ -215,8 +216,14 @@ impl Session {
             self.maybe_remove(id);
         }
         self.seal_record(conn, out, built.start, built.lead.as_deref())?;
+        let stall_after = self.stall_limit(conn);
         if let Some(c) = self.paths.conns.get_mut(&conn) {
             self.recovery.record_sent(c, seq, self.scratch.sent_mut());
+            if let Some(limit) = stall_after {
+                if !c.unacked.is_empty() && c.timers.get(ConnTimer::Stall).is_none() {
+                    c.timers.set(ConnTimer::Stall, self.now + limit);
+                }
+            }
             if announce {
                 // The previous key is dropped by `update_due` once no
                 // connection uses it.

@@ -21,7 +21,18 @@ pub fn server_config(t: TransportConfig) -> Arc<ServerConfig> {
     )
 }
 
+/// A client with `t`, except that its silence probe is off: a client
+/// waiting for data would probe every 100 ms and `Net::drive` would never
+/// settle. Tests of the probe use [`client_config_probing`].
 pub fn client_config(t: TransportConfig) -> Arc<ClientConfig> {
+    client_config_probing(TransportConfig {
+        silence_probe: None,
+        ..t
+    })
+}
+
+/// A client with `t` as given.
+pub fn client_config_probing(t: TransportConfig) -> Arc<ClientConfig> {
     Arc::new(
         ClientConfig::builder()
             .insecure()
