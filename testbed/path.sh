@@ -195,12 +195,14 @@ tbf() { # parent...
     tc -n "$ns" qdisc add dev "$dev" "$@" tbf rate "$rate" burst 256kb latency 50ms
 }
 
-ip -n "$ns" link show dev "$dev" >/dev/null
-
-clear
+# clear works when the device or its namespace is gone too (a process
+# killed with SIGKILL leaves its pidfile).
 if [ "$rate" = clear ]; then
+    clear
     exit 0
 fi
+ip -n "$ns" link show dev "$dev" >/dev/null
+clear
 
 if none "$delay" && none "$loss"; then
     if ! none "$rate"; then tbf root; fi
@@ -211,8 +213,13 @@ emu=${PATH_EMU:-auto}
 netem_args=()
 if ! none "$delay"; then netem_args+=(delay "$delay"); fi
 if ! none "$loss"; then netem_args+=(loss "$loss"); fi
-if [ "$emu" != nfqueue ] &&
-    tc -n "$ns" qdisc add dev "$dev" root handle 1: netem "${netem_args[@]}" limit 100000 2>/dev/null; then
+# Whether the kernel has netem: adding a bare one succeeds. Then the real
+# parameters, whose errors are the user's, not a reason to fall back.
+if [ "$emu" != nfqueue ] && tc -n "$ns" qdisc add dev "$dev" root handle 1: netem 2>/dev/null; then
+    if ! tc -n "$ns" qdisc change dev "$dev" root handle 1: netem "${netem_args[@]}" limit 100000; then
+        clear
+        exit 1
+    fi
     # netem first, then the rate limit as its child.
     if ! none "$rate"; then tbf parent 1:1 handle 10:; fi
     exit 0
