@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond the Rust toolchain: the `openssl`
 # command (interop tests run `openssl s_server` and `openssl s_client`) and
 # iproute2 (`ip netns`, `tc`: the testbed's network namespaces) and
-# iptables (the testbed's fault injection), and the DejaVu font (charts).
+# iptables (the testbed's fault injection and delay lines), ping (the delay
+# line's test) and the DejaVu font (charts).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 { command -v ip && command -v tc; } >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # The font of `tcpls plot` and the benchmark's bar chart.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 
