@@ -53,6 +53,11 @@ pub struct ClientOpts {
     /// retry once with plain TLS 1.3 and say so.
     #[arg(long, default_value = "3s", value_parser = crate::units::parse_duration)]
     pub fallback_after: Duration,
+    /// This side's receive window for the whole session (e.g. 1M; default
+    /// 16M): how far the peer may send ahead of what was read. Small
+    /// windows show head-of-line blocking across paths.
+    #[arg(long, value_parser = crate::units::parse_bytes)]
+    pub window: Option<u64>,
     /// Never retry with plain TLS after a failed TCPLS hello (an on-path
     /// attacker can otherwise force the session down to plain TLS 1.3).
     #[arg(long)]
@@ -77,6 +82,10 @@ impl ClientOpts {
         }
         if let Some(n) = self.key_update_records {
             transport.key_update_records = n;
+        }
+        if let Some(w) = self.window {
+            transport.session_window = w;
+            transport.stream_window = transport.stream_window.min(w);
         }
         let mut b = ClientConfig::builder()
             .cipher_suites(&self.suites())

@@ -145,7 +145,7 @@ impl Session {
     /// unacknowledged once the record is sealed, counted here already).
     pub(crate) fn send_policy(&mut self, conn: ConnectionId, replayed: u64) -> SendPolicy {
         let coupled = self.paths.scheduler.is_some();
-        let waiting = (self.streams.budget.queued as u64).min(self.streams.send_credit.available());
+        let waiting = self.streams.waiting_to_send();
         let scheduled = self.paths.scheduler_allows(conn, replayed, waiting);
         // A peer that never acknowledges cannot make us keep more than
         // twice our own session window of sent data.

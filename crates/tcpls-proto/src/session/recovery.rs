@@ -110,9 +110,19 @@ pub(crate) fn encode_acks(
     limit: usize,
     wanted: impl Fn(&Connection) -> bool,
 ) {
+    let on_rtt = conns.get(&on).and_then(|c| c.estimate.rtt);
     for (id, c) in conns.iter_mut() {
         if ctl.len() + ACK_FRAME_LEN > limit {
             break;
+        }
+        // A fast connection's ACK does not wait on a much slower one: the
+        // sender would take the delay for a stall (and its scheduler would
+        // see the fast path as slow). It goes on its own connection, or
+        // another about as fast, unless its own cannot send.
+        let much_slower = matches!((on_rtt, c.estimate.rtt),
+            (Some(o), Some(r)) if o > r + r / 2 + std::time::Duration::from_millis(2));
+        if *id != on && much_slower && c.can_send() {
+            continue;
         }
         if wanted(c) && c.recv_seq > 0 && (!c.ack_here || *id == on) {
             c.ack_here = false;

@@ -82,6 +82,24 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
+    /// Stream bytes waiting to be sent that the peer's session credit
+    /// allows, for the scheduler; unbounded while a writer is blocked on a
+    /// full send buffer (a bulk sender has more than its buffer holds, and
+    /// a slow path is worth using), except that credit still bounds it.
+    pub fn waiting_to_send(&self) -> u64 {
+        let credit = self.send_credit.available();
+        let bulk = self.budget.blocked
+            || self
+                .send_queue
+                .iter()
+                .any(|id| self.map.get(id).is_some_and(|s| s.send.blocked));
+        if bulk {
+            credit
+        } else {
+            (self.budget.queued as u64).min(credit)
+        }
+    }
+
     /// True while some stream has not seen the end (FIN or reset) of what
     /// the peer sends on it: this side waits for data.
     pub fn awaiting_data(&self) -> bool {
