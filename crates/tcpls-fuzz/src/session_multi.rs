@@ -5,7 +5,8 @@
 //! connection 0 has already delivered the server's join tokens. The input
 //! is a program: one opcode byte, then that operation's argument bytes
 //! (missing bytes read as 0). Operations join a second and third
-//! connection, move bytes on any connection (all or part of what is in
+//! connection (and later ones in place of links both sides have closed),
+//! move bytes on any connection (all or part of what is in
 //! flight, corrupted or not), inject raw bytes or client-sealed records,
 //! signal EOF or a reset on a connection to either side, advance the clock
 //! and fire timers, and use the stream API on both sides. Keys update
@@ -17,12 +18,23 @@
 //! bound `send_buffered` documents; a `recv` that fails with `Closed`
 //! leaves its session failed, and once `poll_transmit` ran on its
 //! connections, drained.
+//!
+//! Cost: under ASan and sancov an operation costs tens of microseconds, so
+//! a program runs at most `MAX_OPS` operations, and the harness avoids
+//! work that checks nothing: sessions write into one reused `TransmitBuf`
+//! (`poll_transmit_buf`, as the runtime does) instead of a fresh zeroed
+//! `Vec` per call, and poll only when `has_transmit()` or failed (when
+//! the runtime wakes its writers), a link with nothing in flight is not
+//! handed to `recv` (a runtime calls it only when bytes arrived), a pump
+//! stops at the first round that moved and read nothing (the next rounds
+//! would repeat it exactly), and a write's buffer is never longer than a
+//! stream's send buffer (`write` takes no more than that).
 
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tcpls_proto::join::{probe_join, JoinProbe};
-use tcpls_proto::session::ConnectionState;
+use tcpls_proto::session::{ConnectionState, TransmitBuf};
 use tcpls_proto::wire::record::MAX_PLAINTEXT;
 use tcpls_proto::{
     CallError, CipherSuite, ConnectionId, ReadOutcome, Session, Side, StreamId, TransportConfig,
@@ -69,6 +81,10 @@ struct World {
     /// Streams each side knows: client-opened, then server-accepted.
     c_streams: Vec<StreamId>,
     s_streams: Vec<StreamId>,
+    /// Reused by every `poll_transmit_buf`, emptied after each.
+    tx: TransmitBuf,
+    /// Both sides' configuration (`transport()`).
+    cfg: TransportConfig,
 }
 
 /// Arguments of the current operation.
@@ -116,9 +132,13 @@ impl World {
     fn new() -> Self {
         let now = Instant::now();
         let t = transport();
-        let (c, s) =
-            Session::established_pair_for_testing(t.clone(), t, CipherSuite::Aes128GcmSha256, now)
-                .expect("fixed-key pair");
+        let (c, s) = Session::established_pair_for_testing(
+            t.clone(),
+            t.clone(),
+            CipherSuite::Aes128GcmSha256,
+            now,
+        )
+        .expect("fixed-key pair");
         let mut w = World {
             c,
             s,
@@ -130,6 +150,8 @@ impl World {
             }],
             c_streams: Vec::new(),
             s_streams: Vec::new(),
+            tx: TransmitBuf::new(),
+            cfg: t,
         };
         // The server's NEW_TOKEN frames reach the client.
         w.transmit_all();
@@ -144,21 +166,32 @@ impl World {
         }
     }
 
-    /// Both sides put what they have to send on their links.
-    fn transmit_all(&mut self) {
+    /// Both sides put what they have to send on their links; returns the
+    /// number of bytes.
+    fn transmit_all(&mut self) -> usize {
+        let mut total = 0;
+        // As the runtime wakes its writers: when the session has something
+        // to send or has failed (then polling lets it drain).
+        let due = |s: &Session| s.has_transmit() || s.error().is_some();
+        let (c_due, s_due) = (due(&self.c), due(&self.s));
         for l in &mut self.links {
-            for (from, pipe) in [
-                (&mut self.c, &mut l.to_server),
-                (&mut self.s, &mut l.to_client),
+            for (from, pipe, due) in [
+                (&mut self.c, &mut l.to_server, c_due),
+                (&mut self.s, &mut l.to_client, s_due),
             ] {
-                let mut wire = Vec::new();
+                if !due {
+                    continue;
+                }
+                self.tx.clear();
                 // Usage errors: the session forgot this connection.
-                let _ = from.poll_transmit(l.id, &mut wire, 64 << 10);
-                pipe.in_flight.extend_from_slice(&wire);
+                let _ = from.poll_transmit_buf(l.id, &mut self.tx, 64 << 10);
+                pipe.in_flight.extend_from_slice(&self.tx);
+                total += self.tx.len();
             }
         }
         check_drained(&self.c);
         check_drained(&self.s);
+        total
     }
 
     /// Delivers up to `n` bytes in flight on link `slot` to `to`, the
@@ -172,6 +205,10 @@ impl World {
             Side::Client => (&mut l.to_client, &mut self.c),
         };
         let n = n.min(pipe.in_flight.len());
+        if n == 0 {
+            // Nothing arrived: a runtime would not call `recv`.
+            return;
+        }
         let mut bytes = pipe.in_flight.split_to(n);
         if let Some(i) = corrupt {
             if let Some(b) = bytes.get_mut(i) {
@@ -186,9 +223,23 @@ impl World {
     /// The client joins a connection; the server probes its first bytes
     /// and accepts the token, as an endpoint would.
     fn join(&mut self) {
-        if self.links.len() >= 3 {
-            return;
-        }
+        // A new link, or one in place of a link that both sides have
+        // closed or forgotten (the socket is gone), so that a program can
+        // go through more than three connections.
+        let slot = if self.links.len() < 3 {
+            self.links.len()
+        } else {
+            let gone = |s: &Session, id| {
+                matches!(s.connection_state(id), None | Some(ConnectionState::Closed))
+            };
+            match (0..3).find(|&i| {
+                let id = self.links[i].id;
+                gone(&self.c, id) && gone(&self.s, id)
+            }) {
+                Some(i) => i,
+                None => return,
+            }
+        };
         let Ok((id, bytes)) = self.c.join() else {
             return;
         };
@@ -211,7 +262,21 @@ impl World {
             Err(CallError::JoinRefused(_)) | Err(CallError::Closed(_)) => {}
             Err(e) => panic!("accept_join: {e}"),
         }
-        self.links.push(l);
+        if slot == self.links.len() {
+            self.links.push(l);
+        } else {
+            self.links[slot] = l;
+        }
+    }
+
+    /// Whether each side has failed and drained.
+    fn ended(&self) -> [bool; 4] {
+        [
+            self.c.error().is_some(),
+            self.c.is_drained(),
+            self.s.error().is_some(),
+            self.s.is_drained(),
+        ]
     }
 
     fn stream(&self, side: Side, i: u8) -> Option<StreamId> {
@@ -222,32 +287,49 @@ impl World {
         (!v.is_empty()).then(|| v[i as usize % v.len()])
     }
 
-    /// The application on `side` reads everything readable.
-    fn read_all(&mut self, side: Side) {
+    /// The application on `side` reads everything readable; returns
+    /// whether anything happened (a stream accepted, bytes or an end read,
+    /// an event).
+    fn read_all(&mut self, side: Side) -> bool {
+        let mut moved = false;
         while let Some(id) = self.s.accept_stream() {
             self.s_streams.push(id);
+            moved = true;
         }
-        let ids = match side {
-            Side::Client => self.c_streams.clone(),
-            Side::Server => self.s_streams.clone(),
+        let (sess, ids) = match side {
+            Side::Client => (&mut self.c, &self.c_streams),
+            Side::Server => (&mut self.s, &self.s_streams),
         };
-        let sess = self.session(side);
-        for id in ids {
+        for &id in ids {
             // Bounded: each read consumes bytes or ends the loop.
             for _ in 0..64 {
                 match sess.read(id, 1500) {
-                    Ok(ReadOutcome::Data(d)) => assert!(!d.is_empty()),
+                    Ok(ReadOutcome::Data(d)) => {
+                        assert!(!d.is_empty());
+                        moved = true;
+                    }
+                    // A FIN or reset is reported once; a stream that has
+                    // ended answers with an error from then on.
+                    Ok(ReadOutcome::Fin) | Ok(ReadOutcome::Reset(_)) => {
+                        moved = true;
+                        break;
+                    }
                     _ => break,
                 }
             }
         }
-        while sess.poll_event().is_some() {}
+        while sess.poll_event().is_some() {
+            moved = true;
+        }
+        moved
     }
 
     fn step(&mut self, op: u8, a: &mut Args) {
         match op % 16 {
             0 => self.join(),
-            1 => self.transmit_all(),
+            1 => {
+                self.transmit_all();
+            }
             // Deliver all, or part, of what is in flight on a link.
             2 | 3 => {
                 let (slot, to) = (a.u8() as usize % 3, side(a.u8()));
@@ -336,7 +418,8 @@ impl World {
                 }
                 let (i, n) = (a.u8(), a.u16() as usize);
                 if let Some(id) = self.stream(sd, i) {
-                    let data = vec![i; n];
+                    // `write` takes at most `send_buffer` bytes.
+                    let data = vec![i; n.min(self.cfg.send_buffer)];
                     let _ = self.session(sd).write(id, &data);
                 }
             }
@@ -358,17 +441,27 @@ impl World {
             // Both sides move everything for a few rounds.
             _ => {
                 for _ in 0..(a.u8() % 4 + 1) {
-                    self.transmit_all();
+                    let ended = self.ended();
+                    let mut moved = self.transmit_all() > 0;
                     for slot in 0..self.links.len() {
+                        let l = &self.links[slot];
+                        // Bytes left from an earlier partial delivery count.
+                        moved |=
+                            !l.to_server.in_flight.is_empty() || !l.to_client.in_flight.is_empty();
                         self.deliver(slot, Side::Server, usize::MAX, None);
                         self.deliver(slot, Side::Client, usize::MAX, None);
                     }
-                    self.read_all(Side::Server);
-                    self.read_all(Side::Client);
+                    moved |= self.read_all(Side::Server);
+                    moved |= self.read_all(Side::Client);
+                    if !moved && self.ended() == ended {
+                        // Nothing was sent, delivered or read: another
+                        // round would do exactly the same nothing.
+                        break;
+                    }
                 }
             }
         }
-        let t = transport();
+        let t = &self.cfg;
         for s in [&self.c, &self.s] {
             assert!(
                 s.recv_held() <= s.recv_memory_limit(),
@@ -377,10 +470,10 @@ impl World {
                 s.recv_memory_limit()
             );
             assert!(
-                s.send_buffered() <= send_bound(&t),
+                s.send_buffered() <= send_bound(t),
                 "send side holds {} bytes, bound {}",
                 s.send_buffered(),
-                send_bound(&t)
+                send_bound(t)
             );
         }
     }
@@ -401,12 +494,15 @@ fn after_recv(s: &Session, r: &Result<(), CallError>) {
 
 /// After a failure, once `poll_transmit` ran, nothing is left to say.
 fn check_drained(s: &Session) {
+    let Some(e) = s.error() else {
+        return;
+    };
     // With no connection left that can carry it, the CLOSE stays unsent.
     let can_send = s
         .connections()
         .iter()
         .any(|(_, st)| *st == ConnectionState::Active);
-    if let (Some(e), true) = (s.error(), can_send) {
+    if can_send {
         // A graceful close may still be sending queued data.
         if !matches!(e, tcpls_proto::Error::LocallyClosed { .. }) {
             assert!(s.is_drained(), "failed session not drained: {e}");
@@ -418,9 +514,22 @@ fn check_drained(s: &Session) {
 pub fn session_multi(data: &[u8]) {
     let mut w = World::new();
     let mut a = Args(data);
-    // Bounded: every operation consumes its opcode byte.
-    while let Some(&op) = a.0.first() {
+    // Bounded: every operation consumes its opcode byte, and a program
+    // runs at most MAX_OPS of them.
+    for _ in 0..MAX_OPS {
+        let Some(&op) = a.0.first() else {
+            break;
+        };
         a.0 = &a.0[1..];
         w.step(op, &mut a);
     }
 }
+
+/// Operations a program runs at most; the rest of a longer input is
+/// ignored. Enough for deep states (dozens of key generations, several
+/// connections joined, failed and replaced, timers fired repeatedly),
+/// while keeping one input around a millisecond with ASan: libFuzzer lets
+/// inputs grow to `-max_len` (4096 bytes, well over 1,000 operations when
+/// most are zero bytes, i.e. joins), and such inputs made long campaigns
+/// slow.
+const MAX_OPS: usize = 128;
