@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Builds the fuzz crate and runs every target briefly on the committed
-# seeds (fuzz/seeds/<target>/), failing on the first crash. Meant for CI;
-# the long campaign is run by hand (see README.md and docs/security.md).
+# Builds the fuzz crate and runs every target briefly, coverage-guided, on
+# the committed seeds (fuzz/seeds/<target>/) and regression inputs
+# (fuzz/regressions/<target>/, where there are any), failing on the first
+# crash. Not part of CI (a cold cargo-fuzz build takes over 12 minutes
+# there): CI's `cargo test --workspace` runs crates/tcpls-fuzz's
+# fuzz_smoke test instead (the same target bodies on the seeds and blind
+# mutations of them). The long campaign is run by hand (see README.md and
+# docs/security.md).
 #
 #   fuzz/ci.sh            # 20 s per target
 #   FUZZ_SECONDS=30 fuzz/ci.sh
@@ -38,7 +43,9 @@ for t in frames extensions record_header join_probe session_recv session_multi; 
     echo "== $t (${seconds}s)"
     # libFuzzer exits non-zero on a crash, leak, timeout or OOM; the
     # reproducer goes to fuzz/artifacts/<t>/.
-    if ! cargo fuzz run "$t" "$work" "seeds/$t" -- \
+    dirs=("seeds/$t")
+    if [ -d "regressions/$t" ]; then dirs+=("regressions/$t"); fi
+    if ! cargo fuzz run "$t" "$work" "${dirs[@]}" -- \
         -max_total_time="$seconds" -max_len="${max_len[$t]}" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>"$work.log"; then
         tail -n 60 "$work.log"
