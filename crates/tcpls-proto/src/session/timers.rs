@@ -239,6 +239,10 @@ impl Session {
     fn on_conn_timer(&mut self, id: ConnectionId, timer: ConnTimer) {
         let keepalive =
             keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams);
+        // The silence probe is for a lone connection: with several, a
+        // quiet one is normal (the peer's scheduler may leave a slow path
+        // idle) and the sender's stall detection covers a dead one.
+        let silence_only = self.cfg.keepalive.is_none() && self.paths.conns.len() > 1;
         let Some(c) = self.paths.conns.get_mut(&id) else {
             return;
         };
@@ -247,7 +251,7 @@ impl Session {
             ConnTimer::Ack => c.ack_due = true,
             ConnTimer::Probe => self.connection_failed(id, "keepalive probe not acknowledged"),
             ConnTimer::Keepalive => {
-                if keepalive.is_some() && c.probe.is_none() {
+                if keepalive.is_some() && !silence_only && c.probe.is_none() {
                     c.ping_due = true;
                 }
             }
