@@ -115,13 +115,13 @@ pub(crate) fn encode_acks(
         if ctl.len() + ACK_FRAME_LEN > limit {
             break;
         }
-        // A fast connection's ACK does not wait on a much slower one: the
+        // A connection's ACK does not wait on a much slower one: the
         // sender would take the delay for a stall (and its scheduler would
-        // see the fast path as slow). It goes on its own connection, or
-        // another about as fast, unless its own cannot send.
-        let much_slower = matches!((on_rtt, c.estimate.rtt),
-            (Some(o), Some(r)) if o > r + r / 2 + std::time::Duration::from_millis(2));
-        if *id != on && much_slower && c.can_send() {
+        // see the path as slow). It goes on its own connection, or another
+        // known to be about as fast, unless its own cannot send.
+        let as_fast = matches!((on_rtt, c.estimate.rtt),
+            (Some(o), Some(r)) if o <= r + r / 2 + std::time::Duration::from_millis(2));
+        if *id != on && !as_fast && c.can_send() {
             continue;
         }
         if wanted(c) && c.recv_seq > 0 && (!c.ack_here || *id == on) {
@@ -189,16 +189,22 @@ impl Session {
         }
         let recovered = seq >= c.acked_up_to && std::mem::take(&mut c.stalled);
         c.acked_up_to = c.acked_up_to.max(seq + 1);
-        if recovered {
-            tracing::debug!(side = ?self.side, %conn, "stalled connection acknowledged again");
-            self.streams.requeue_all();
-        }
         if c.unproven && arrival == conn && c.challenge.is_some_and(|s| s <= seq) {
             // The client received our challenge on this very socket: the
             // connection may carry data now.
             c.unproven = false;
             tracing::debug!(%conn, "joined connection proven");
             self.adopt_primary_if_orphaned(conn);
+            self.streams.requeue_all();
+        }
+        if recovered {
+            tracing::debug!(side = ?self.side, %conn, "stalled connection acknowledged again");
+            // Control frames go on the primary: give the role back when the
+            // stall moved it to a slower connection.
+            let rtt = |id| self.paths.conns.get(&id).and_then(|c| c.estimate.rtt);
+            if matches!((rtt(conn), rtt(self.paths.primary)), (Some(a), Some(b)) if a < b) {
+                self.paths.primary = conn;
+            }
             self.streams.requeue_all();
         }
         Ok(())
