@@ -339,3 +339,46 @@ fn a_slow_path_carries_only_what_the_fast_one_cannot_deliver_sooner() {
         "long: both, mostly the fast one: {per:?}"
     );
 }
+
+/// After a connection fails, the state re-announced to the peer does not
+/// pin the streams nobody steered: the response still goes over both
+/// surviving connections.
+#[test]
+fn a_failover_does_not_pin_unsteered_streams() {
+    let mut n = net();
+    let a = n.join_now();
+    let b = n.join_now();
+    n.drive();
+    let req = n.c.open_stream().unwrap();
+    n.c.write(req, b"go").unwrap();
+    n.drive();
+    let sid = n.s.accept_stream().unwrap();
+    n.kill(b);
+    n.reset(b, Side::Client);
+    n.reset(b, Side::Server);
+    n.drive();
+    let data = vec![9u8; 4 << 20];
+    let before = n.s.bytes_sent_per_connection();
+    let (mut off, mut got) = (0, Vec::new());
+    for _ in 0..100_000 {
+        if off < data.len() {
+            off += n.s.write(sid, &data[off..]).unwrap();
+            if off == data.len() {
+                n.s.finish(sid).unwrap();
+            }
+        }
+        n.step();
+        if read_all(&mut n.c, req, &mut got) {
+            break;
+        }
+    }
+    assert_eq!(got, data);
+    let after = n.s.bytes_sent_per_connection();
+    for id in [ConnectionId(0), a] {
+        let d = sent_on(&after, id) - sent_on(&before, id);
+        assert!(
+            d >= data.len() as u64 / 4,
+            "{id} carried a share: {before:?} -> {after:?}"
+        );
+    }
+}

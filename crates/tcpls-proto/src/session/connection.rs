@@ -82,6 +82,9 @@ pub(crate) struct Connection {
     pub stalled: bool,
     /// Records below this sequence number were acknowledged.
     pub acked_up_to: u64,
+    /// When the last record arrived on it (a path that delivers to us is
+    /// not stalled, whatever its ACKs do).
+    pub last_recv: Option<Instant>,
     /// Server, a joined connection: the client has not yet shown that it
     /// receives on this TCP connection, so no stream data goes on it. (A
     /// join's first flight can be copied by an on-path observer and sent
@@ -128,6 +131,7 @@ impl Connection {
             peer_reset: false,
             stalled: false,
             acked_up_to: 0,
+            last_recv: None,
             unproven: false,
             challenge: None,
             ack_here: false,

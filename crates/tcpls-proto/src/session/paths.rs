@@ -126,6 +126,21 @@ impl Paths {
         sched.allow(conn, paths, waiting)
     }
 
+    /// The connection control frames (credit, tokens, addresses) go on:
+    /// the one with the lowest RTT among those that can send, else
+    /// `primary`.
+    pub fn control_connection(&self, primary: ConnectionId) -> ConnectionId {
+        if self.conns.len() == 1 {
+            return primary;
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.can_send())
+            .filter_map(|(id, c)| c.estimate.rtt.map(|r| (r, *id)))
+            .min()
+            .map_or(primary, |(_, id)| id)
+    }
+
     /// True if `conn`'s RTT is well above the fastest connection's.
     fn is_slow(&self, conn: ConnectionId) -> bool {
         let my_rtt = self.conns.get(&conn).and_then(|c| c.estimate.rtt);

@@ -140,9 +140,10 @@ impl Pending {
         self.address_updates.drain(..n);
     }
 
-    /// A STREAM_CHANGE travels on the connection it names, so it can never
-    /// arrive before that connection is attached at the peer.
-    fn write_stream_changes(
+    /// STREAM_CHANGE frames of streams now sent on `conn`. A STREAM_CHANGE
+    /// travels on the connection it names, so it can never arrive before
+    /// that connection is attached at the peer.
+    pub fn write_stream_changes(
         &mut self,
         ctl: &mut Vec<u8>,
         conn: ConnectionId,

@@ -202,7 +202,12 @@ impl Session {
             // Control frames go on the primary: give the role back when the
             // stall moved it to a slower connection.
             let rtt = |id| self.paths.conns.get(&id).and_then(|c| c.estimate.rtt);
-            if matches!((rtt(conn), rtt(self.paths.primary)), (Some(a), Some(b)) if a < b) {
+            let faster = match (rtt(conn), rtt(self.paths.primary)) {
+                (Some(a), Some(b)) => a < b,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if faster {
                 self.paths.primary = conn;
             }
             self.streams.requeue_all();
@@ -406,6 +411,15 @@ impl Session {
         if !others || c.stalled || c.unacked.is_empty() {
             return;
         }
+        // Records still arrive on it: the path works and its ACKs are only
+        // late (queued behind the data coming our way). Look again later.
+        let limit = stall_limit(c, self.cfg.ack_delay);
+        if let (Some(limit), Some(last)) = (limit, c.last_recv) {
+            if self.now < last + limit {
+                c.timers.set(ConnTimer::Stall, last + limit);
+                return;
+            }
+        }
         tracing::debug!(side = ?self.side, %conn, "connection stalled: its data goes again elsewhere");
         c.stalled = true;
         c.ping_due = true;
@@ -468,7 +482,12 @@ impl Session {
         p.max_streams = true;
         for (id, s) in self.streams.map.iter_mut() {
             p.max_stream_data(*id, s);
-            p.change_stream(*id, s);
+            // Only steering is re-sent: a STREAM_CHANGE pins the stream at
+            // the peer, and streams nobody steered stay spread over every
+            // connection by its scheduler.
+            if s.pinned {
+                p.change_stream(*id, s);
+            }
         }
         for c in &self.recovery.failed_conns {
             p.reset_connection(*c);

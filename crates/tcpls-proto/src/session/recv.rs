@@ -284,6 +284,7 @@ impl Session {
                 Err(e) => return self.corrupt_record(conn, buf, e),
             };
             c.recv_seq += 1;
+            c.last_recv = Some(self.now);
             c.touch(
                 self.now,
                 keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),

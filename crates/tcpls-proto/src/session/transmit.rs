@@ -237,6 +237,14 @@ impl Session {
     /// ACKs, the keepalive PING and the pending control frames.
     fn write_control_frames(&mut self, conn: ConnectionId, seq: u64, ctl: &mut Vec<u8>) {
         self.write_recovery_frames(conn, seq, ctl);
+        if conn != self.paths.control_connection(self.paths.primary) {
+            // Credit and the rest wait for the fastest connection: on a
+            // slow one they would hold the peer back (or, as a bulk
+            // sender's credit, keep it from using its slow paths at all).
+            self.pending
+                .write_stream_changes(ctl, conn, &mut self.streams.map);
+            return;
+        }
         let limits = Limits {
             max_data: self.streams.recv_credit.advertised(),
             max_streams: self.streams.peer_limit,
