@@ -160,7 +160,13 @@ impl Session {
     /// unacknowledged once the record is sealed, counted here already).
     pub(crate) fn send_policy(&mut self, conn: ConnectionId, replayed: u64) -> SendPolicy {
         let coupled = self.paths.scheduler.is_some();
-        let waiting = self.streams.waiting_to_send();
+        // Only a choice between connections needs it (no per-record cost
+        // on a lone connection).
+        let waiting = if self.paths.conns.len() > 1 {
+            self.streams.waiting_to_send()
+        } else {
+            0
+        };
         let scheduled = self.paths.scheduler_allows(conn, replayed, waiting);
         // A peer that never acknowledges cannot make us keep more than
         // twice our own session window of sent data.
