@@ -61,26 +61,30 @@ impl Testbed {
     }
 
     fn serve_with(&mut self, root: &Path, extra: &[&str]) {
+        let mut args = vec![
+            "--listen",
+            "0.0.0.0:4443",
+            "--advertise",
+            "10.71.2.2:4443",
+            "--advertise",
+            "10.71.3.2:4443",
+        ];
+        args.extend_from_slice(extra);
+        self.serve_on(root, &args);
+    }
+
+    /// Starts `tcpls serve --perf --root ROOT ARGS` (ARGS name the listen
+    /// and advertised addresses) and waits until it accepts on path 1.
+    fn serve_on(&mut self, root: &Path, args: &[&str]) {
         let log_path = std::env::temp_dir().join(format!("tcpls-netns-{}.log", self.prefix));
         let log = std::fs::File::create(&log_path).expect("server log file");
         self.server_log = Some(log_path);
         let child = self
             .ns("srv")
             .env("RUST_LOG", "tcpls=debug,tcpls_proto=debug")
-            .args([
-                BIN,
-                "serve",
-                "--listen",
-                "0.0.0.0:4443",
-                "--advertise",
-                "10.71.2.2:4443",
-                "--advertise",
-                "10.71.3.2:4443",
-                "--perf",
-                "--root",
-            ])
+            .args([BIN, "serve", "--perf", "--root"])
             .arg(root)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -485,4 +489,46 @@ fn dropped_tcpls_hello_falls_back_to_plain_tls() {
 #[test]
 fn reset_tcpls_hello_falls_back_to_plain_tls() {
     hello_blocked("hr", "hello-reset");
+}
+
+/// IPv6 and a mixed session: path 1 over IPv4 and path 2 over IPv6 (the
+/// server listens on both families and advertises its path-2 IPv6
+/// address), then both paths over IPv6 only. One aggregated stream each
+/// time; every byte verified, both paths carry a share.
+#[test]
+fn ipv6_and_mixed_v4_v6_paths() {
+    let Some(mut tb) = Testbed::up("v", 2, &["100mbit", "100mbit"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve_on(
+        dir.path(),
+        &["--listen", "[::]:4443", "--advertise", "[fd71:2::2]:4443"],
+    );
+    for (server, bind1) in [
+        ("10.71.1.2:4443", "10.71.1.1:0"),
+        ("[fd71:1::2]:4443", "[fd71:1::1]:0"),
+    ] {
+        let mut cmd = tb.ns("cli");
+        cmd.args([BIN, "perf", server, "-k", "--bytes", "32M", "--repeat", "1"])
+            .args([
+                "--connections",
+                "2",
+                "--bind",
+                bind1,
+                "--bind",
+                "[fd71:2::1]:0",
+            ])
+            .args(["--verify", "--json"]);
+        let v = json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)));
+        assert_eq!(v["verified"], true, "{server}");
+        let conns = v["connections"].as_array().unwrap();
+        assert_eq!(conns.len(), 2, "{server}: {conns:?}");
+        for c in conns {
+            assert!(
+                c["bytes_received"].as_u64().unwrap() > 8 << 20,
+                "{server}: each path carried a share: {conns:?}"
+            );
+        }
+    }
 }
