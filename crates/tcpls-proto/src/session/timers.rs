@@ -249,7 +249,18 @@ impl Session {
         match timer {
             ConnTimer::JoinAuth => self.abandon_join(id),
             ConnTimer::Ack => c.ack_due = true,
-            ConnTimer::Probe => self.connection_failed(id, "keepalive probe not acknowledged"),
+            ConnTimer::Probe => {
+                // Records that arrived on it since the PING went out show
+                // the path works: the ACK is only queued behind data (a
+                // slow-starting connection on a long path).
+                let sent = self.now.checked_sub(self.cfg.probe_timeout);
+                if sent.is_some_and(|sent| c.last_recv.is_some_and(|r| r >= sent)) {
+                    c.probe = None;
+                    c.touch(self.now, keepalive);
+                } else {
+                    self.connection_failed(id, "keepalive probe not acknowledged");
+                }
+            }
             ConnTimer::Keepalive => {
                 if keepalive.is_some() && !silence_only && c.probe.is_none() {
                     c.ping_due = true;
