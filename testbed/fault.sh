@@ -10,13 +10,15 @@
 #   hello-drop   a middlebox that drops TLS ClientHellos carrying the TCPLS
 #                extension (iptables -m string on its bytes), at the server
 #   hello-reset  the same, answering them with a TCP reset
+#   join-drop    a middlebox that drops join hellos (the tcpls_join
+#                extension), at the server: joins over the path get no answer
 #   restore      undo all of the above for that path
 # Needs root. Rules are tagged with a comment so `restore` removes only them.
 set -euo pipefail
 
 prefix=${1:?PREFIX}
 path=${2:?PATH number}
-fault=${3:?blackhole, rst, down, hello-drop, hello-reset or restore}
+fault=${3:?blackhole, rst, down, hello-drop, hello-reset, join-drop or restore}
 cli="$prefix-cli"
 srv="$prefix-srv"
 tag="tcpls-fault-$path"
@@ -24,6 +26,9 @@ tag="tcpls-fault-$path"
 # 55, version 1, then the first parameter's id (1) and length (8).
 # (crates/tcpls-proto/src/wire/extension.rs)
 tcpls_hello='|ff54 0037 0001 0001 0008|'
+# A join hello: supported_versions (TLS 1.3 only), then the tcpls_join
+# extension (0xff55) with its 32-byte token (wire/join.rs).
+join_hello='|002b 0003 0203 04ff 5500 20|'
 
 rules() { # ns dev action...
     local ns=$1 dev=$2
@@ -56,6 +61,10 @@ rst)
 down)
     ip -n "$cli" link set "${prefix}c$path" down
     ;;
+join-drop)
+    ip netns exec "$srv" iptables -A INPUT -i "${prefix}s$path" -p tcp \
+        -m string --algo bm --hex-string "$join_hello" -j DROP -m comment --comment "$tag"
+    ;;
 hello-drop | hello-reset)
     action=(-j DROP)
     [ "$fault" = hello-reset ] && action=(-j REJECT --reject-with tcp-reset)
@@ -68,7 +77,7 @@ restore)
     ip -n "$cli" link set "${prefix}c$path" up
     ;;
 *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac

@@ -532,3 +532,38 @@ fn ipv6_and_mixed_v4_v6_paths() {
         }
     }
 }
+
+/// A middlebox on path 2 swallows join hellos: the join toward the
+/// server's path-2 address gets no confirmation, is given up after 3 s,
+/// and the client joins toward the original address instead (from its
+/// path-2 address). The second connection then really carries data (a
+/// join the server never saw would carry none).
+#[test]
+fn a_swallowed_join_is_given_up_and_retried_elsewhere() {
+    let Some(mut tb) = Testbed::up("sj", 2, &["100mbit", "100mbit"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve(dir.path());
+    let out = Command::new(testbed_script("fault.sh"))
+        .args([&tb.prefix, "2", "join-drop"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: cannot install the middlebox rule (iptables string match): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let v = tb.perf("32M", 2, &[], Duration::from_secs(60));
+    assert_eq!(v["verified"], true);
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    for c in conns {
+        assert!(
+            c["bytes_received"].as_u64().unwrap() > 1 << 20,
+            "each connection carried data: {conns:?}"
+        );
+    }
+}

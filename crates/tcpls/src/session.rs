@@ -4,10 +4,16 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use tcpls_proto::{ConnectionId, ErrorCode};
 
 use crate::error::Error;
+
+/// How long [`Session::join`] waits for the server's first record on a
+/// joined connection (a swallowed hello gets none; TCP retransmits a lost
+/// one after about a second).
+const JOIN_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 use crate::shared::{Guard, SessionEvent, Shared};
 use crate::stream::Stream;
 
@@ -139,9 +145,11 @@ impl Session {
 
     /// Adds a TCP connection to the session (client side): connects to
     /// `remote` (from `bind` if given, e.g. another interface's address)
-    /// and joins with a one-time token; no new handshake. New streams still
-    /// use the primary connection until [`Self::migrate`] or
-    /// [`Stream::set_connection`].
+    /// and joins with a one-time token; no new handshake. Returns once the
+    /// server confirmed the join (its first record on the connection), or
+    /// fails with `JoinRefused` after 3 s without one (the connection is
+    /// given up; try another address). The scheduler spreads streams over
+    /// it; [`Stream::set_connection`] steers one onto it.
     pub async fn join(
         &self,
         remote: SocketAddr,
@@ -161,7 +169,29 @@ impl Session {
             bytes::BytesMut::new(),
             first,
         );
-        Ok(id)
+        // The server confirms a join with its first record on it (the join
+        // challenge). A hello that a middlebox swallowed, or a join the
+        // server dropped, gets none: give that connection up so the caller
+        // can try another address.
+        let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
+        loop {
+            match self.shared().lock().proto.join_confirmed(id) {
+                Some(true) => return Ok(id),
+                None => {
+                    return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+                        "the joined connection failed before the server confirmed it",
+                    )))
+                }
+                Some(false) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.close_connection(id);
+                return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+                    "the server did not confirm the join",
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Moves all streams, and new ones, to connection `conn`.

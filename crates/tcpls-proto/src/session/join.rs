@@ -25,6 +25,13 @@ impl Session {
         }
     }
 
+    /// Client: whether the server confirmed joined connection `conn` (its
+    /// first record on it, which carries the join challenge, arrived):
+    /// `Some(false)` while waiting, `None` when the connection is gone.
+    pub fn join_confirmed(&self, conn: ConnectionId) -> Option<bool> {
+        self.paths.conns.get(&conn).map(|c| c.recv_seq > 0)
+    }
+
     /// Client: takes an unused token and returns the new connection's id
     /// and the bytes to send first on a fresh TCP connection (the join
     /// ClientHello and a first record that proves the session keys). The
