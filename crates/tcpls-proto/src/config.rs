@@ -69,7 +69,9 @@ pub struct TransportConfig {
     /// long, and declare it failed when the PING is not acknowledged within
     /// `probe_timeout` (catches blackholes on idle connections).
     pub keepalive: Option<Duration>,
-    /// See `keepalive`.
+    /// See `keepalive`. The longest a probe waits: with an RTT figure it
+    /// waits four RTTs plus the ACK delay (at least 100 ms) when that is
+    /// shorter, and records arriving meanwhile count as an answer.
     pub probe_timeout: Duration,
     /// Client, with failover, without `keepalive`: while a stream waits
     /// for data from the server (it has not seen the stream's end), probe

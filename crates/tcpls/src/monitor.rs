@@ -114,11 +114,11 @@ async fn rejoin(me: Weak<Shared>) {
                 inner.rejoining = false;
                 return;
             }
-            inner
-                .peer_addr
-                .into_iter()
-                .chain(inner.joinable_addresses())
-                .collect()
+            // The server's other addresses first: the original one is
+            // most likely on the path that just failed.
+            let mut targets = inner.joinable_addresses();
+            targets.extend(inner.peer_addr.filter(|a| !targets.contains(a)));
+            targets
         };
         drop(shared);
         for addr in targets {

@@ -65,6 +65,8 @@ pub(crate) struct Connection {
     /// Sequence number of the record carrying the outstanding keepalive
     /// PING (its deadline is [`ConnTimer::Probe`]).
     pub probe: Option<u64>,
+    /// When that PING went out.
+    pub probe_sent: Option<Instant>,
     /// Join authentication, delayed ACK, probe and keepalive deadlines.
     pub timers: TimerTable<ConnTimer>,
     /// Stream bytes sent on this connection, and of them unacknowledged
@@ -124,6 +126,7 @@ impl Connection {
             ack_due: false,
             ping_due: false,
             probe: None,
+            probe_sent: None,
             timers: TimerTable::default(),
             sent_bytes: 0,
             unacked_bytes: 0,

@@ -36,6 +36,21 @@ pub(crate) struct Recovery {
     pub stalls: u64,
 }
 
+/// Shortest wait for a probe's ACK, whatever the RTT: timer and
+/// scheduling jitter, and the peer's own processing.
+const MIN_PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a PING probe on `c` may wait for its ACK before the connection
+/// fails: four RTTs plus the ACK delay when the RTT is known, at least
+/// 100 ms, at most `probe_timeout` (and `probe_timeout` without an RTT).
+/// Short on short paths; a late ACK behind data does not fail the
+/// connection anyway (records arriving on it count as an answer).
+fn probe_wait(c: &Connection, cfg: &TransportConfig) -> std::time::Duration {
+    c.estimate.rtt.map_or(cfg.probe_timeout, |rtt| {
+        (rtt * 4 + cfg.ack_delay).clamp(MIN_PROBE_WAIT, cfg.probe_timeout.max(MIN_PROBE_WAIT))
+    })
+}
+
 /// Slack on top of 1.5 RTT and the ACK delay before a connection whose
 /// records go unacknowledged counts as stalled: timer and scheduling
 /// jitter.
@@ -239,8 +254,9 @@ impl Session {
             if c.ping_due {
                 c.ping_due = false;
                 c.probe = Some(seq);
-                c.timers
-                    .set(ConnTimer::Probe, self.now + self.cfg.probe_timeout);
+                let wait = probe_wait(c, &self.cfg);
+                c.timers.set(ConnTimer::Probe, self.now + wait);
+                c.probe_sent = Some(self.now);
                 Frame::Ping.encode(ctl);
             }
         }

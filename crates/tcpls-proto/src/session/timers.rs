@@ -253,8 +253,9 @@ impl Session {
                 // Records that arrived on it since the PING went out show
                 // the path works: the ACK is only queued behind data (a
                 // slow-starting connection on a long path).
-                let sent = self.now.checked_sub(self.cfg.probe_timeout);
-                if sent.is_some_and(|sent| c.last_recv.is_some_and(|r| r >= sent)) {
+                if c.probe_sent
+                    .is_some_and(|sent| c.last_recv.is_some_and(|r| r >= sent))
+                {
                     c.probe = None;
                     c.touch(self.now, keepalive);
                 } else {
