@@ -27,6 +27,12 @@ pub struct ServerLimits {
     /// ClientHello that tells a join from a new session), all clients
     /// together.
     pub max_pending: usize,
+    /// Beyond `max_pending`, connections still admitted from addresses
+    /// that have a live session (most likely joins and rejoins): a flood
+    /// from addresses without sessions cannot keep live sessions from
+    /// adding or replacing connections. Bounded per address by
+    /// `max_handshakes_per_ip` like the rest.
+    pub max_pending_joins: usize,
     /// Connections in their opening phase (waiting for the first record,
     /// or in a new session's handshake) from one source IP address.
     pub max_handshakes_per_ip: usize,
@@ -43,6 +49,7 @@ impl Default for ServerLimits {
             max_sessions_per_ip: Some(64),
             max_handshakes: 256,
             max_pending: 1024,
+            max_pending_joins: 256,
             max_handshakes_per_ip: 32,
             first_record_timeout: Duration::from_secs(3),
         }
@@ -74,6 +81,8 @@ impl std::fmt::Display for Refusal {
 #[derive(Default)]
 struct Counts {
     pending: usize,
+    /// Pending connections admitted beyond `max_pending` (joins' budget).
+    pending_joins: usize,
     handshakes: usize,
     sessions: usize,
     opening_by_ip: HashMap<IpAddr, usize>,
@@ -141,7 +150,13 @@ impl Limiter {
     /// pending (no first record yet).
     pub fn open(self: &Arc<Self>, ip: IpAddr) -> Result<(Opening, Pending), Refusal> {
         let mut c = self.counts();
-        if c.pending >= self.limits.max_pending {
+        // Over the shared pool, an address with a live session still gets
+        // in, from the joins' own budget.
+        let join_budget = c.pending >= self.limits.max_pending;
+        if join_budget
+            && !(c.sessions_by_ip.contains_key(&ip)
+                && c.pending_joins < self.limits.max_pending_joins)
+        {
             return Err(Refusal::Pending);
         }
         let n = c.opening_by_ip.get(&ip).copied().unwrap_or(0);
@@ -149,7 +164,11 @@ impl Limiter {
             return Err(Refusal::HandshakesPerIp);
         }
         c.opening_by_ip.insert(ip, n + 1);
-        c.pending += 1;
+        if join_budget {
+            c.pending_joins += 1;
+        } else {
+            c.pending += 1;
+        }
         Ok((
             Opening {
                 limiter: self.clone(),
@@ -157,6 +176,7 @@ impl Limiter {
             },
             Pending {
                 limiter: self.clone(),
+                join_budget,
             },
         ))
     }
@@ -211,11 +231,18 @@ impl Drop for Opening {
 /// A connection that has not sent its first record yet.
 pub(crate) struct Pending {
     limiter: Arc<Limiter>,
+    /// Counted in the joins' budget rather than the shared pool.
+    join_budget: bool,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.limiter.counts().pending -= 1;
+        let mut c = self.limiter.counts();
+        if self.join_budget {
+            c.pending_joins -= 1;
+        } else {
+            c.pending -= 1;
+        }
     }
 }
 
@@ -260,6 +287,7 @@ mod tests {
             max_sessions_per_ip: Some(1),
             max_handshakes: 8,
             max_pending: 2,
+            max_pending_joins: 1,
             max_handshakes_per_ip: 1,
             first_record_timeout: Duration::from_secs(1),
         });
@@ -280,5 +308,34 @@ mod tests {
         assert_eq!(l.sessions(), 1);
         assert!(l.new_session(ip("10.0.0.1")).is_ok());
         assert!(l.counts().opening_by_ip.len() == 1, "10.0.0.1 forgotten");
+    }
+
+    /// With the shared pool full (of addresses without sessions), an
+    /// address with a live session still opens connections, from the
+    /// joins' budget; others are refused.
+    #[test]
+    fn joins_have_a_budget_of_their_own() {
+        let l = Limiter::new(ServerLimits {
+            max_pending: 2,
+            max_pending_joins: 1,
+            max_handshakes_per_ip: 4,
+            ..ServerLimits::default()
+        });
+        let (_hs, _slot) = l.new_session(ip("10.0.0.9")).unwrap();
+        let _flood: Vec<_> = ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|a| l.open(ip(a)).unwrap())
+            .collect();
+        assert_eq!(l.open(ip("10.0.0.3")).err(), Some(Refusal::Pending));
+        let join = l
+            .open(ip("10.0.0.9"))
+            .expect("a live session's address gets in");
+        assert_eq!(
+            l.open(ip("10.0.0.9")).err(),
+            Some(Refusal::Pending),
+            "budget used"
+        );
+        drop(join);
+        assert!(l.open(ip("10.0.0.9")).is_ok(), "released");
     }
 }
