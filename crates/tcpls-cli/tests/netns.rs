@@ -281,15 +281,7 @@ fn coupled_stream_uses_a_path_added_mid_transfer() {
     let dir = tempfile::tempdir().unwrap();
     tb.serve_with(dir.path(), &["--scheduler", "lowest-rtt"]);
     let v = tb.perf("60M", 2, &["--join-after", "1s"], Duration::from_secs(60));
-    assert_eq!(v["verified"], true);
-    let conns = v["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2);
-    for c in conns {
-        assert!(
-            c["bytes_received"].as_u64().unwrap() > 10 << 20,
-            "both paths carried the stream: {c}"
-        );
-    }
+    assert_paths_carried(&v, 2, 10 << 20, "both paths carried the stream");
     let window = tcpls::TransportConfig::default().session_window;
     assert!(v["peak_reassembly_bytes"].as_u64().unwrap() <= window);
 }
@@ -320,15 +312,7 @@ fn join_and_steer_across_two_paths() {
         &["--streams", "2", "--scheduler", "none"],
         Duration::from_secs(60),
     );
-    assert_eq!(v["verified"], true);
-    let conns = v["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2, "{conns:?}");
-    for c in conns {
-        assert!(
-            c["bytes_received"].as_u64().unwrap() > 16 << 20,
-            "both paths carried data: {c}"
-        );
-    }
+    assert_paths_carried(&v, 2, 16 << 20, "both paths carried data");
 }
 
 /// The measurement: a 200 MiB transfer moved between the two
@@ -364,7 +348,7 @@ fn migration_between_paths_never_stalls() {
     for c in v["connections"].as_array().unwrap() {
         assert!(
             c["bytes_received"].as_u64().unwrap() > 10 << 20,
-            "both paths carried data: {c}"
+            "both paths carried data"
         );
     }
 }
@@ -422,15 +406,7 @@ fn one_stream_is_aggregated_over_two_paths_by_default() {
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
     let v = tb.perf("48M", 2, &[], Duration::from_secs(60));
-    assert_eq!(v["verified"], true);
-    let conns = v["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2, "{conns:?}");
-    for c in conns {
-        assert!(
-            c["bytes_received"].as_u64().unwrap() > 12 << 20,
-            "each path carried at least a quarter: {conns:?}"
-        );
-    }
+    assert_paths_carried(&v, 2, 12 << 20, "each path carried at least a quarter");
 }
 
 /// A middlebox drops (or resets) ClientHellos carrying the TCPLS
@@ -521,15 +497,7 @@ fn ipv6_and_mixed_v4_v6_paths() {
             ])
             .args(["--verify", "--json"]);
         let v = json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)));
-        assert_eq!(v["verified"], true, "{server}");
-        let conns = v["connections"].as_array().unwrap();
-        assert_eq!(conns.len(), 2, "{server}: {conns:?}");
-        for c in conns {
-            assert!(
-                c["bytes_received"].as_u64().unwrap() > 8 << 20,
-                "{server}: each path carried a share: {conns:?}"
-            );
-        }
+        assert_paths_carried(&v, 2, 8 << 20, server);
     }
 }
 
@@ -557,13 +525,19 @@ fn a_swallowed_join_is_given_up_and_retried_elsewhere() {
         return;
     }
     let v = tb.perf("32M", 2, &[], Duration::from_secs(60));
-    assert_eq!(v["verified"], true);
+    assert_paths_carried(&v, 2, 1 << 20, "each connection carried data");
+}
+
+/// `perf --verify --json` output `v`: verified, `paths` connections, and
+/// each received more than `min` bytes.
+fn assert_paths_carried(v: &serde_json::Value, paths: usize, min: u64, what: &str) {
+    assert_eq!(v["verified"], true, "{what}");
     let conns = v["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert_eq!(conns.len(), paths, "{what}: {conns:?}");
     for c in conns {
         assert!(
-            c["bytes_received"].as_u64().unwrap() > 1 << 20,
-            "each connection carried data: {conns:?}"
+            c["bytes_received"].as_u64().unwrap() > min,
+            "{what}: each connection carried more than {min} bytes: {conns:?}"
         );
     }
 }

@@ -2,10 +2,9 @@
 //! ping's RTT is the delays added, and `clear` leaves no process, rule or
 //! qdisc. Needs root, iptables, NFQUEUE and ping; skips otherwise.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn testbed(script: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,45 +12,13 @@ fn testbed(script: &str) -> PathBuf {
         .join(script)
 }
 
+#[path = "../../tcpls-cli/tests/common/run.rs"]
+mod run;
+
 /// Runs a command to completion within `limit` (killed and failed past
 /// it), its output drained while it runs.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "command timed out: {cmd:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.join().unwrap()),
-                String::from_utf8_lossy(&err.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    run::run_bounded(cmd, b"", limit)
 }
 
 /// Runs `cmd` (bounded) and returns its stdout; panics on failure.

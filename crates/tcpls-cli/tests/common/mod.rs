@@ -1,54 +1,12 @@
 //! Helpers shared by the end-to-end tests of the `tcpls` binary.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+
+mod run;
+pub use run::run_bounded;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpls");
-
-/// Runs a command with a time limit, feeding it `stdin`. Its stdout and
-/// stderr are drained while it runs: a child that logs more than a pipe
-/// holds (64 KiB) would otherwise block on its next write and look hung.
-pub fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "command timed out: {cmd:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.join().unwrap()),
-                String::from_utf8_lossy(&err.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
 
 /// The JSON a successful command printed.
 pub fn json(out: &Output) -> serde_json::Value {
