@@ -50,6 +50,23 @@ impl Testbed {
         })
     }
 
+    /// Installs a middlebox rule (`testbed/fault.sh PREFIX PATH FAULT`,
+    /// an iptables string match); false, with a SKIP line, when this
+    /// kernel's iptables cannot.
+    fn middlebox(&self, path: &str, fault: &str) -> bool {
+        let out = Command::new(testbed_script("fault.sh"))
+            .args([&self.prefix, path, fault])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "SKIP: cannot install the middlebox rule (iptables string match): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out.status.success()
+    }
+
     fn ns(&self, side: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &format!("{}-{side}", self.prefix)]);
@@ -420,15 +437,7 @@ fn hello_blocked(name: &str, fault: &str) {
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(dir.path().join("file.bin"), &body).unwrap();
     tb.serve(dir.path());
-    let out = Command::new(testbed_script("fault.sh"))
-        .args([&tb.prefix, "1", fault])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "SKIP: cannot install the middlebox rule (iptables string match): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !tb.middlebox("1", fault) {
         return;
     }
     let get = |extra: &[&str]| {
@@ -513,15 +522,7 @@ fn a_swallowed_join_is_given_up_and_retried_elsewhere() {
     };
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
-    let out = Command::new(testbed_script("fault.sh"))
-        .args([&tb.prefix, "2", "join-drop"])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "SKIP: cannot install the middlebox rule (iptables string match): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !tb.middlebox("2", "join-drop") {
         return;
     }
     let v = tb.perf("32M", 2, &[], Duration::from_secs(60));
