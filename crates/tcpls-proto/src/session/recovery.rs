@@ -214,8 +214,9 @@ impl Session {
         }
         if recovered {
             tracing::debug!(side = ?self.side, %conn, "stalled connection acknowledged again");
-            // Control frames go on the primary: give the role back when the
-            // stall moved it to a slower connection.
+            // New streams (and control frames, until RTTs are known) go on
+            // the primary: give the role back when the stall moved it to a
+            // slower connection.
             let rtt = |id| self.paths.conns.get(&id).and_then(|c| c.estimate.rtt);
             let faster = match (rtt(conn), rtt(self.paths.primary)) {
                 (Some(a), Some(b)) => a < b,
