@@ -36,7 +36,8 @@ pub struct ClientOpts {
     pub binds: Vec<SocketAddr>,
     /// Probe each idle connection this often (e.g. 200ms) and fail it over
     /// when the probe is not acknowledged: finds blackholes on paths that
-    /// carry no data. Off by default.
+    /// carry no data. Off by default (a session with one connection still
+    /// probes it after 100 ms without data while it waits for a response).
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub keepalive: Option<Duration>,
     /// Start with one connection and join the other --connections this
