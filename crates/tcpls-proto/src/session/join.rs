@@ -168,7 +168,7 @@ impl Session {
         c.timers.stop(ConnTimer::JoinAuth);
         c.touch(
             self.now,
-            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled),
         );
         self.timers.stop(SessionTimer::Rejoin);
         if let Some(token) = c.token.take() {

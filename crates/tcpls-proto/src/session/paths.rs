@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use super::connection::{Connection, ConnectionState, Connections, Tokens};
 use super::recovery::Recovery;
 use super::scheduler::{PathEstimate, PathInfo, Scheduler};
+use super::streams::Streams;
 use super::{Event, Session, State};
 use crate::error::{CallError, Error};
 use crate::ids::{ConnectionId, Side, StreamId};
@@ -97,9 +98,10 @@ impl Paths {
     }
 
     /// Asks the scheduler (if any) whether `conn` takes stream data now;
-    /// `extra` unacknowledged bytes on `conn` are not yet recorded, and
-    /// `waiting` bytes of stream data wait to be sent.
-    fn scheduler_allows(&mut self, conn: ConnectionId, extra: u64, waiting: u64) -> bool {
+    /// `extra` unacknowledged bytes on `conn` are not yet recorded; what
+    /// waits to be sent comes from `streams`, asked only when there is a
+    /// choice to make.
+    fn scheduler_allows(&mut self, conn: ConnectionId, extra: u64, streams: &Streams) -> bool {
         let Some(sched) = self.scheduler.as_mut() else {
             return true;
         };
@@ -123,7 +125,7 @@ impl Paths {
                     loss: c.estimate.loss,
                 }),
         );
-        sched.allow(conn, paths, waiting)
+        sched.allow(conn, paths, streams.waiting_to_send())
     }
 
     /// The connection control frames (credit, tokens, addresses) go on:
@@ -160,14 +162,7 @@ impl Session {
     /// unacknowledged once the record is sealed, counted here already).
     pub(crate) fn send_policy(&mut self, conn: ConnectionId, replayed: u64) -> SendPolicy {
         let coupled = self.paths.scheduler.is_some();
-        // Only a choice between connections needs it (no per-record cost
-        // on a lone connection).
-        let waiting = if self.paths.conns.len() > 1 {
-            self.streams.waiting_to_send()
-        } else {
-            0
-        };
-        let scheduled = self.paths.scheduler_allows(conn, replayed, waiting);
+        let scheduled = self.paths.scheduler_allows(conn, replayed, &self.streams);
         // A peer that never acknowledges cannot make us keep more than
         // twice our own session window of sent data.
         let unacked = Recovery::unacked_total(&self.paths.conns) + replayed;

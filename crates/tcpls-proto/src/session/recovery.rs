@@ -186,7 +186,7 @@ impl Session {
         // An acknowledgement proves the path works, wherever it came.
         c.touch(
             self.now,
-            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+            keepalive_interval(&self.cfg, self.side, self.recovery.enabled),
         );
         let before = c.unacked.len();
         while c.unacked.front().is_some_and(|(s, _)| *s <= seq) {

@@ -287,7 +287,7 @@ impl Session {
             c.last_recv = Some(self.now);
             c.touch(
                 self.now,
-                keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams),
+                keepalive_interval(&self.cfg, self.side, self.recovery.enabled),
             );
             if self.side == Side::Client && c.recv_seq == 1 && conn != ConnectionId::FIRST {
                 // The server's first record on a join carries its challenge:

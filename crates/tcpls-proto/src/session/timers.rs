@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use super::connection::ConnectionState;
-use super::streams::Streams;
 use super::{Session, State};
 use crate::config::TransportConfig;
 use crate::error::Error;
@@ -122,18 +121,20 @@ fn live_conn_timers(state: ConnectionState) -> &'static [ConnTimer] {
     }
 }
 
-/// How long a connection may receive nothing before it is probed with a
-/// PING: `keepalive` when configured; else, for a client with failover
-/// whose streams wait for data, `silence_probe`.
+/// How long a connection may receive nothing before its keepalive timer
+/// fires: `keepalive` when configured; else, for a client with failover,
+/// `silence_probe`. Whether a silence-probe timer then sends a PING (only
+/// while a stream waits for data on a lone connection) is decided when it
+/// fires, so that arming it, on every record received, costs no look at
+/// the streams.
 pub(crate) fn keepalive_interval(
     cfg: &TransportConfig,
     side: Side,
     failover: bool,
-    streams: &Streams,
 ) -> Option<Duration> {
     cfg.keepalive.or_else(|| {
-        let waiting = side == Side::Client && failover && streams.awaiting_data();
-        cfg.silence_probe.filter(|_| waiting)
+        cfg.silence_probe
+            .filter(|_| side == Side::Client && failover)
     })
 }
 
@@ -203,9 +204,7 @@ impl Session {
     /// active connection not already timing one (the timer is otherwise
     /// armed only when something arrives).
     pub(crate) fn arm_silence_probe(&mut self) {
-        let Some(k) =
-            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams)
-        else {
+        let Some(k) = keepalive_interval(&self.cfg, self.side, self.recovery.enabled) else {
             return;
         };
         let now = self.now;
@@ -237,12 +236,15 @@ impl Session {
     }
 
     fn on_conn_timer(&mut self, id: ConnectionId, timer: ConnTimer) {
-        let keepalive =
-            keepalive_interval(&self.cfg, self.side, self.recovery.enabled, &self.streams);
-        // The silence probe is for a lone connection: with several, a
-        // quiet one is normal (the peer's scheduler may leave a slow path
-        // idle) and the sender's stall detection covers a dead one.
-        let silence_only = self.cfg.keepalive.is_none() && self.paths.conns.len() > 1;
+        let keepalive = keepalive_interval(&self.cfg, self.side, self.recovery.enabled);
+        // A keepalive always probes; the silence probe only while a stream
+        // waits for data on a lone connection: with several, a quiet one is
+        // normal (the peer's scheduler may leave a slow path idle) and the
+        // sender's stall detection covers a dead one.
+        let probe_due = timer == ConnTimer::Keepalive
+            && keepalive.is_some()
+            && (self.cfg.keepalive.is_some()
+                || (self.paths.conns.len() == 1 && self.streams.awaiting_data()));
         let Some(c) = self.paths.conns.get_mut(&id) else {
             return;
         };
@@ -263,7 +265,7 @@ impl Session {
                 }
             }
             ConnTimer::Keepalive => {
-                if keepalive.is_some() && !silence_only && c.probe.is_none() {
+                if probe_due && c.probe.is_none() {
                     c.ping_due = true;
                 }
             }
