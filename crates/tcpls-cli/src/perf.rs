@@ -89,6 +89,9 @@ pub struct ConnStats {
     pub delivery_rate_bps: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Local and remote addresses (which path the connection takes).
+    pub local: Option<String>,
+    pub peer: Option<String>,
 }
 
 /// Goodput over time of one run.
@@ -217,8 +220,16 @@ pub async fn run(args: PerfArgs) -> Result<()> {
         }
         for c in &report.connections {
             println!(
-                "connection {}: rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
-                c.conn, c.rtt_us, c.rttvar_us, c.cwnd, c.total_retrans, c.bytes_acked, c.bytes_received
+                "connection {} ({} -> {}): rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
+                c.conn,
+                c.local.as_deref().unwrap_or("?"),
+                c.peer.as_deref().unwrap_or("?"),
+                c.rtt_us,
+                c.rttvar_us,
+                c.cwnd,
+                c.total_retrans,
+                c.bytes_acked,
+                c.bytes_received
             );
         }
         if let Some(ms) = report.max_stall_ms {
@@ -337,6 +348,8 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                 delivery_rate_bps: c.delivery_rate.saturating_mul(8),
                 bytes_acked: c.bytes_acked,
                 bytes_received: c.bytes_received,
+                local: c.local_addr.map(|a| a.to_string()),
+                peer: c.peer_addr.map(|a| a.to_string()),
             })
             .collect();
         peak = peak.max(session.peak_buffered());
@@ -436,6 +449,12 @@ async fn sample(
         tokio::select! {
             _ = tick.tick() => {}
             _ = done.notified() => break,
+            Some(e) = session.next_event() => {
+                if let Some(what) = connection_event(&e) {
+                    t.events.push((start.elapsed().as_millis() as u64, what));
+                }
+                continue;
+            }
         }
         let now = progress.load(Ordering::Relaxed);
         t.bytes.push(now - last);
@@ -457,6 +476,18 @@ async fn sample(
     t.bytes.push(progress.load(Ordering::Relaxed) - last);
     t.max_stall_ms = max_stall(&t.bytes) * t.interval_ms;
     t
+}
+
+/// What a timeline notes of a session event: connections coming and going.
+fn connection_event(e: &tcpls::SessionEvent) -> Option<String> {
+    use tcpls::SessionEvent as E;
+    Some(match e {
+        E::ConnectionAdded(c) => format!("connection {c} added"),
+        E::ConnectionFailed(c) => format!("connection {c} failed"),
+        E::ConnectionClosed(c) => format!("connection {c} closed"),
+        E::FellBack { reason } => format!("fell back to plain TLS: {reason}"),
+        _ => return None,
+    })
 }
 
 /// Longest run of empty intervals between the first and the last non-empty one.

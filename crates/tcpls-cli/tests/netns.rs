@@ -133,6 +133,17 @@ impl Testbed {
         extra: &[&str],
         limit: Duration,
     ) -> serde_json::Value {
+        self.perf_with_log(bytes, paths, extra, limit).0
+    }
+
+    /// [`Self::perf`], also returning the client's log (stderr).
+    fn perf_with_log(
+        &self,
+        bytes: &str,
+        paths: usize,
+        extra: &[&str],
+        limit: Duration,
+    ) -> (serde_json::Value, String) {
         let mut args: Vec<String> = [
             "perf",
             "10.71.1.2:4443",
@@ -157,7 +168,10 @@ impl Testbed {
             .arg(BIN)
             .args(&args);
         let out = run_bounded(&mut cmd, b"", limit);
-        json(&out)
+        (
+            json(&out),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -244,6 +258,64 @@ fn failover_survives_blackhole() {
 #[test]
 fn failover_survives_link_down() {
     survive("d", "down");
+}
+
+/// The client's path-1 interface goes down 1.5 s into a download and
+/// comes back 1.5 s later. The kernel says so over rtnetlink: the client
+/// fails that connection over at once (its log says the local link was
+/// lost, not that acknowledgements stopped), and joins again from the
+/// path-1 address when the link is back; that new connection carries
+/// data, and every byte is verified.
+#[test]
+fn a_local_link_down_fails_over_at_once_and_joins_again_when_back() {
+    let Some(mut tb) = Testbed::up("lk", 2, &["100mbit", "100mbit"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve(dir.path());
+    let prefix = tb.prefix.clone();
+    let flap = std::thread::spawn(move || {
+        for (wait, fault) in [(1500, "down"), (1500, "restore")] {
+            std::thread::sleep(Duration::from_millis(wait));
+            let out = Command::new(testbed_script("fault.sh"))
+                .args([&prefix, "1", fault])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    let timeline = dir.path().join("timeline.json");
+    let (v, log) = tb.perf_with_log(
+        "120M",
+        2,
+        &["--timeline", timeline.to_str().unwrap()],
+        Duration::from_secs(90),
+    );
+    flap.join().unwrap();
+    assert_eq!(v["verified"], true);
+    assert!(
+        log.contains("local link lost"),
+        "the link-down notification failed the connection over:\n{log}"
+    );
+    let conns = v["connections"].as_array().unwrap();
+    assert!(
+        conns.iter().any(|c| {
+            c["local"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("10.71.1.1:"))
+                && c["bytes_received"].as_u64().unwrap() > 1 << 20
+        }),
+        "a connection joined again over path 1 and carried data: {conns:?}"
+    );
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
+    eprintln!(
+        "link down and up: longest stall {} ms, events {}",
+        t["max_stall_ms"], t["events"]
+    );
 }
 
 /// Three paths, all but one blackholed, the working one rotating every

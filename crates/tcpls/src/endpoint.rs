@@ -52,6 +52,7 @@ fn start(
             me: Some(me.clone()),
             registry,
             rejoining: false,
+            lost_links: Vec::new(),
             spawn_rejoin: monitor::spawn_rejoin,
             armed_timeout: None,
             writing: Default::default(),
@@ -67,6 +68,7 @@ fn start(
     });
     driver::spawn(shared.clone(), tcp, ConnectionId(0), input, Vec::new());
     tokio::spawn(monitor::health(Arc::downgrade(&shared)));
+    crate::links::register(&shared);
     Session {
         guard: Arc::new(Guard(shared)),
     }

@@ -39,6 +39,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod limits;
+mod links;
 mod monitor;
 mod session;
 mod shared;

@@ -96,6 +96,9 @@ pub(crate) async fn health(me: Weak<Shared>) {
     }
 }
 
+/// Connection attempts in one round of [`rejoin`].
+const MAX_REJOIN_ATTEMPTS: usize = 8;
+
 /// Client side, after the last connection failed: joins a new connection
 /// (to the original address or one the server advertised), retrying with
 /// backoff until it works or the session ends.
@@ -121,34 +124,35 @@ async fn rejoin(me: Weak<Shared>) {
             targets
         };
         drop(shared);
-        for addr in targets {
+        // Where the kernel routes first; then from the host's other
+        // addresses (another interface: a path can be dead while its
+        // interface and routes stay up).
+        let mut attempts: Vec<(SocketAddr, Option<SocketAddr>)> =
+            targets.iter().map(|t| (*t, None)).collect();
+        for t in &targets {
+            for ip in crate::links::usable_addresses(t.is_ipv4()) {
+                if attempts.len() < MAX_REJOIN_ATTEMPTS {
+                    attempts.push((*t, Some(SocketAddr::new(ip, 0))));
+                }
+            }
+        }
+        for (addr, bind) in attempts {
             let attempt = tokio::time::timeout(
                 delay.max(std::time::Duration::from_millis(200)),
-                crate::socket::tcp_connect(addr, None),
+                crate::socket::tcp_connect(addr, bind),
             )
             .await;
             let Ok(Ok(tcp)) = attempt else { continue };
             let Some(shared) = me.upgrade() else { return };
-            let joined = {
-                let mut inner = shared.lock();
-                let r = inner.proto.join();
-                inner.dispatch();
-                r
-            };
-            match joined {
-                Ok((id, first)) => {
-                    tracing::info!(conn = %id, %addr, "rejoined after losing every connection");
-                    shared.apply_user_timeout_to(&tcp);
-                    crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
-                    shared.lock().rejoining = false;
-                    return;
+            let r = crate::session::start_join(&shared, tcp);
+            shared.lock().rejoining = false;
+            match r {
+                Ok(id) => {
+                    tracing::info!(conn = %id, %addr, ?bind, "rejoined after losing every connection")
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot rejoin");
-                    shared.lock().rejoining = false;
-                    return;
-                }
+                Err(e) => tracing::warn!(error = %e, "cannot rejoin"),
             }
+            return;
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_millis(500));

@@ -17,6 +17,58 @@ const JOIN_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 use crate::shared::{Guard, SessionEvent, Shared};
 use crate::stream::Stream;
 
+/// Starts a joined connection over `tcp` (a fresh TCP connection to the
+/// server): the join hello goes first, then whatever the session sends on
+/// it.
+pub(crate) fn start_join(
+    shared: &Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+) -> Result<ConnectionId, Error> {
+    let (id, first) = {
+        let mut inner = shared.lock();
+        let r = inner.proto.join();
+        inner.dispatch();
+        r?
+    };
+    shared.apply_user_timeout_to(&tcp);
+    crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
+    Ok(id)
+}
+
+/// [`Session::join`] on the shared state (also used when a local link
+/// comes back).
+pub(crate) async fn join_connection(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> Result<ConnectionId, Error> {
+    let tcp = crate::socket::tcp_connect(remote, bind).await?;
+    let id = start_join(shared, tcp)?;
+    // The server confirms a join with its first record on it (the join
+    // challenge). A hello that a middlebox swallowed, or a join the
+    // server dropped, gets none: give that connection up so the caller
+    // can try another address.
+    let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
+    loop {
+        match shared.lock().proto.join_confirmed(id) {
+            Some(true) => return Ok(id),
+            None => {
+                return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+                    "the joined connection failed before the server confirmed it",
+                )))
+            }
+            Some(false) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = shared.with_proto(|p| p.close_connection(id));
+            return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+                "the server did not confirm the join",
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A TCPLS session (or a plain TLS session after fallback, with one stream).
 ///
 /// Cloning gives another handle on the same session. The session closes
@@ -155,43 +207,7 @@ impl Session {
         remote: SocketAddr,
         bind: Option<SocketAddr>,
     ) -> Result<ConnectionId, Error> {
-        let tcp = crate::socket::tcp_connect(remote, bind).await?;
-        let (id, first) = {
-            let mut inner = self.shared().lock();
-            let r = inner.proto.join();
-            inner.dispatch();
-            r?
-        };
-        crate::driver::spawn(
-            self.shared().clone(),
-            tcp,
-            id,
-            bytes::BytesMut::new(),
-            first,
-        );
-        // The server confirms a join with its first record on it (the join
-        // challenge). A hello that a middlebox swallowed, or a join the
-        // server dropped, gets none: give that connection up so the caller
-        // can try another address.
-        let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
-        loop {
-            match self.shared().lock().proto.join_confirmed(id) {
-                Some(true) => return Ok(id),
-                None => {
-                    return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
-                        "the joined connection failed before the server confirmed it",
-                    )))
-                }
-                Some(false) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = self.close_connection(id);
-                return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
-                    "the server did not confirm the join",
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        join_connection(self.shared(), remote, bind).await
     }
 
     /// Moves all streams, and new ones, to connection `conn`.
@@ -238,7 +254,12 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner());
         sockets
             .iter()
-            .filter_map(|(id, fd)| crate::socket::tcp_info(*id, &**fd).ok())
+            .filter_map(|(id, tcp)| {
+                let mut s = crate::socket::tcp_info(*id, &**tcp).ok()?;
+                s.local_addr = tcp.local_addr().ok();
+                s.peer_addr = tcp.peer_addr().ok();
+                Some(s)
+            })
             .collect()
     }
 

@@ -70,6 +70,10 @@ pub(crate) struct Inner {
     pub me: Option<Weak<Shared>>,
     /// Client: a rejoin task is running.
     pub rejoining: bool,
+    /// Client: local addresses whose link went down while a connection
+    /// used them, with where that connection went: joined again when the
+    /// link is back (`links`).
+    pub lost_links: Vec<(IpAddr, SocketAddr)>,
     /// Client: starts the rejoin task on the runtime when the last
     /// connection failed (`monitor::spawn_rejoin`; a hook, so this module
     /// does not depend on the tasks that drive connections).

@@ -43,6 +43,11 @@ pub struct ConnectionStats {
     pub last_ack_recv_ms: u32,
     /// Retransmission timeouts fired since the last ACK (0: none pending).
     pub rto_backoff: u8,
+    /// The connection's local address (filled by
+    /// [`crate::Session::connection_stats`]).
+    pub local_addr: Option<SocketAddr>,
+    /// The connection's remote address (likewise).
+    pub peer_addr: Option<SocketAddr>,
 }
 
 /// Linux's `struct tcp_info` up to `tcpi_delivery_rate` (include/uapi/
@@ -146,6 +151,8 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         unacked: info.unacked,
         last_ack_recv_ms: info.last_ack_recv,
         rto_backoff: info.retransmits.max(info.backoff),
+        local_addr: None,
+        peer_addr: None,
     })
 }
 
