@@ -741,3 +741,33 @@ fn a_misuse_is_a_call_error_and_the_session_goes_on() {
         other => panic!("expected the close reason, got {other:?}"),
     }
 }
+
+/// A connection's first records are small (one TCP segment each), so a
+/// fresh connection's first flight is readable at once; then records grow
+/// to the full 16 KiB.
+#[test]
+fn a_connection_starts_with_small_records() {
+    let mut p = Net::established();
+    let id = p.c.open_stream().unwrap();
+    assert_eq!(p.c.write(id, &[9; 300_000]).unwrap(), 300_000);
+    let mut wire = Vec::new();
+    p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 20)
+        .unwrap();
+    let mut lens = Vec::new();
+    let mut at = 0;
+    while at + 5 <= wire.len() {
+        let len = u16::from_be_bytes([wire[at + 3], wire[at + 4]]) as usize;
+        lens.push(len);
+        at += 5 + len;
+    }
+    assert!(lens.len() > 30, "{lens:?}");
+    // Record length: plaintext, content type byte and the 16-byte tag.
+    assert!(
+        lens[..20].iter().all(|l| *l <= 1400 + 17),
+        "small first records: {lens:?}"
+    );
+    assert!(
+        lens.iter().any(|l| *l > 16_000),
+        "full records later: {lens:?}"
+    );
+}

@@ -231,7 +231,7 @@ impl Session {
             }
         }
         if tell_peer {
-            self.pending.reset_connection(conn);
+            self.pending.reset_connection(conn, None);
         }
     }
 

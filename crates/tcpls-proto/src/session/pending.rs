@@ -31,8 +31,9 @@ pub(crate) struct Pending {
     pub max_stream_data: VecDeque<StreamId>,
     /// Server: NEW_TOKEN frames (sequence number, token).
     pub new_tokens: VecDeque<(u32, [u8; TOKEN_LEN])>,
-    /// CONNECTION_RESET for connections this side stopped using.
-    pub conn_resets: VecDeque<ConnectionId>,
+    /// CONNECTION_RESET for connections this side stopped using, each
+    /// with the last record received on it (its final ACK), if any.
+    pub conn_resets: VecDeque<(ConnectionId, Option<u64>)>,
     /// Address advertisements (address, true = NEW, false = REMOVE).
     pub address_updates: VecDeque<(SocketAddr, bool)>,
     /// Streams whose connection changed: STREAM_CHANGE frames.
@@ -59,10 +60,11 @@ impl Pending {
             && self.stream_changes.is_empty()
     }
 
-    /// Queues a CONNECTION_RESET for `conn` unless one is queued.
-    pub fn reset_connection(&mut self, conn: ConnectionId) {
-        if !self.conn_resets.contains(&conn) {
-            self.conn_resets.push_back(conn);
+    /// Queues a CONNECTION_RESET for `conn` unless one is queued, with
+    /// `final_ack`, the last record received on it.
+    pub fn reset_connection(&mut self, conn: ConnectionId, final_ack: Option<u64>) {
+        if !self.conn_resets.iter().any(|(c, _)| *c == conn) {
+            self.conn_resets.push_back((conn, final_ack));
         }
     }
 
@@ -101,8 +103,16 @@ impl Pending {
         while ctl.len() < CONTROL_LIMIT {
             if let Some((seq, token)) = self.new_tokens.pop_front() {
                 Frame::NewToken { seq, token }.encode(ctl);
-            } else if let Some(c) = self.conn_resets.pop_front() {
+            } else if let Some((c, final_ack)) = self.conn_resets.pop_front() {
                 Frame::ConnectionReset { conn: c }.encode(ctl);
+                // After the reset, so the peer (which reads frames from the
+                // end) applies it first: what arrived on `c` is then not
+                // sent again, only what was lost with it. A rejoining
+                // client spares itself the replay of everything the
+                // server had in flight.
+                if let Some(seq) = final_ack {
+                    Frame::Ack { conn: c, seq }.encode(ctl);
+                }
             } else {
                 break;
             }

@@ -42,7 +42,19 @@ pub(crate) struct RecordBuilder<'a> {
     track: bool,
     /// Streams whose last frame (FIN or RESET_STREAM) is in this record.
     pub finished: Vec<StreamId>,
+    /// Most plaintext bytes of the record (see [`SMALL_RECORD`]).
+    limit: usize,
 }
+
+/// Plaintext bytes of the first [`SMALL_RECORDS`] records of a connection:
+/// one record per TCP segment of a 1500-byte MTU. A fresh connection's
+/// first flight (ten segments) then delivers data at once, where a
+/// 16 KiB record would wait for the second flight, one more round trip
+/// (TLS dynamic record sizing, as in nginx's `ssl_dyn_rec`).
+pub(crate) const SMALL_RECORD: usize = 1400;
+
+/// Records of a connection that start small (about two initial windows).
+pub(crate) const SMALL_RECORDS: u64 = 24;
 
 /// A record whose plaintext is complete, ready to be sealed.
 pub(crate) struct Built {
@@ -53,7 +65,8 @@ pub(crate) struct Built {
 
 impl<'a> RecordBuilder<'a> {
     /// Starts a record at the end of `out` (room for its header first).
-    pub fn new(out: &'a mut TransmitBuf, scratch: Scratch, track: bool) -> Self {
+    /// `limit`: most plaintext bytes (`MAX_PLAINTEXT`, or less).
+    pub fn new(out: &'a mut TransmitBuf, scratch: Scratch, track: bool, limit: usize) -> Self {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         let body = out.len();
@@ -74,12 +87,16 @@ impl<'a> RecordBuilder<'a> {
             sent,
             track,
             finished: Vec::new(),
+            limit: limit.min(MAX_PLAINTEXT),
         }
     }
 
     /// Plaintext bytes still free in the record.
     pub fn room(&self) -> usize {
-        MAX_PLAINTEXT - (self.out.len() - self.body) - self.ctl.len()
+        // Control frames may fill a small record (they are bounded on
+        // their own): no room for data then.
+        self.limit
+            .saturating_sub(self.out.len() - self.body + self.ctl.len())
     }
 
     /// Stream bytes put in the record so far and kept for replay.

@@ -26,10 +26,13 @@ const FAILED_REMEMBERED: usize = 64;
 pub(crate) struct Recovery {
     /// Both sides acknowledge records and replay after failures.
     pub enabled: bool,
-    /// Sent data of failed connections, to send again first.
-    pub replay: VecDeque<Sent>,
+    /// Sent data of failed (or stalled) connections, to send again first,
+    /// with the connection and record that carried it: an ACK that still
+    /// comes for that record (a rejoining client's final ACK, a stalled
+    /// connection's late one) takes it off the queue.
+    pub replay: VecDeque<(ConnectionId, u64, Sent)>,
     /// Connections that failed recently.
-    pub failed_conns: VecDeque<ConnectionId>,
+    pub failed_conns: VecDeque<(ConnectionId, Option<u64>)>,
     /// Connections failed over because a record arrived corrupted.
     pub corrupt_connections: u32,
     /// Connections found stalled (`Session::stall_connection`).
@@ -41,15 +44,19 @@ pub(crate) struct Recovery {
 const MIN_PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a PING probe on `c` may wait for its ACK before the connection
-/// fails: four RTTs plus the ACK delay when the RTT is known, at least
-/// 100 ms, at most `probe_timeout` (and `probe_timeout` without an RTT).
-/// Short on short paths; a late ACK behind data does not fail the
-/// connection anyway (records arriving on it count as an answer).
+/// fails: two RTTs (the peer answers a PING at once) and some slack when
+/// the RTT is known, at least 100 ms, at most `probe_timeout` (and
+/// `probe_timeout` without an RTT). A late ACK queued behind data does not
+/// fail the connection anyway: records arriving on it count as an answer.
 fn probe_wait(c: &Connection, cfg: &TransportConfig) -> std::time::Duration {
     c.estimate.rtt.map_or(cfg.probe_timeout, |rtt| {
-        (rtt * 4 + cfg.ack_delay).clamp(MIN_PROBE_WAIT, cfg.probe_timeout.max(MIN_PROBE_WAIT))
+        (rtt * 2 + PROBE_SLACK).clamp(MIN_PROBE_WAIT, cfg.probe_timeout.max(MIN_PROBE_WAIT))
     })
 }
+
+/// Slack on top of a probe's two RTTs: the peer's own processing and
+/// timer jitter.
+const PROBE_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Slack on top of 1.5 RTT and the ACK delay before a connection whose
 /// records go unacknowledged counts as stalled: timer and scheduling
@@ -82,12 +89,21 @@ impl Recovery {
         }
     }
 
-    /// Moves what `c` sent and nobody acknowledged to the replay queue.
-    pub fn requeue_unacked(&mut self, c: &mut Connection) {
+    /// Moves what `c` (connection `conn`) sent and nobody acknowledged to
+    /// the replay queue.
+    pub fn requeue_unacked(&mut self, conn: ConnectionId, c: &mut Connection) {
         c.unacked_bytes = 0;
         c.timers.stop(ConnTimer::Stall);
         self.replay
-            .extend(c.unacked.drain(..).map(|(_, sent)| sent));
+            .extend(c.unacked.drain(..).map(|(seq, sent)| (conn, seq, sent)));
+    }
+
+    /// The peer acknowledged `conn`'s records up to `seq`: what of them
+    /// waits for replay need not go again.
+    fn acked_replay(&mut self, conn: ConnectionId, seq: u64) {
+        if !self.replay.is_empty() {
+            self.replay.retain(|(c, s, _)| *c != conn || *s > seq);
+        }
     }
 
     /// True while some sent stream data waits for acknowledgement.
@@ -173,6 +189,7 @@ impl Session {
         seq: u64,
         arrival: ConnectionId,
     ) -> Result<(), Error> {
+        self.recovery.acked_replay(conn, seq);
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return Ok(()); // a connection already gone
         };
@@ -265,10 +282,10 @@ impl Session {
 
     /// Data of failed connections goes first, on whatever connection.
     pub(crate) fn write_replay(&mut self, rb: &mut RecordBuilder<'_>) {
-        while let Some(sent) = self.recovery.replay.pop_front() {
+        while let Some((from, from_seq, sent)) = self.recovery.replay.pop_front() {
             let room = rb.room();
             if room < STREAM_HEADER_LEN + 16 {
-                self.recovery.replay.push_front(sent);
+                self.recovery.replay.push_front((from, from_seq, sent));
                 break;
             }
             match sent {
@@ -282,12 +299,13 @@ impl Session {
                     let head = data.split_to(k);
                     let last = data.is_empty();
                     if !last {
-                        self.recovery.replay.push_front(Sent::Stream {
+                        let rest = Sent::Stream {
                             id,
                             offset: offset + k as u64,
                             data,
                             fin,
-                        });
+                        };
+                        self.recovery.replay.push_front((from, from_seq, rest));
                     }
                     rb.put_stream(id, offset, head, fin && last);
                 }
@@ -378,6 +396,13 @@ impl Session {
     /// the peer, and wait for a new one if it was the last.
     pub(crate) fn connection_failed(&mut self, conn: ConnectionId, reason: &str) {
         tracing::debug!(side = ?self.side, %conn, reason, "connection failed");
+        // The last record that arrived on it, acknowledged with the reset.
+        let final_ack = self
+            .paths
+            .conns
+            .get(&conn)
+            .and_then(|c| c.recv_seq.checked_sub(1))
+            .filter(|_| self.recovery.enabled);
         self.retire_connection(conn, false);
         self.requeue_unacked(conn);
         self.paths.conns.remove(&conn);
@@ -391,7 +416,7 @@ impl Session {
         if self.recovery.failed_conns.len() >= FAILED_REMEMBERED {
             self.recovery.failed_conns.pop_front();
         }
-        self.recovery.failed_conns.push_back(conn);
+        self.recovery.failed_conns.push_back((conn, final_ack));
         if !self.paths.any_can_send() {
             self.timers
                 .set(SessionTimer::Rejoin, self.now + self.cfg.rejoin_grace);
@@ -440,7 +465,7 @@ impl Session {
         tracing::debug!(side = ?self.side, %conn, "connection stalled: its data goes again elsewhere");
         c.stalled = true;
         c.ping_due = true;
-        self.recovery.requeue_unacked(c);
+        self.recovery.requeue_unacked(conn, c);
         self.recovery.stalls += 1;
         if self.paths.primary == conn {
             if let Some((id, _)) = self.paths.conns.iter().find(|(_, c)| c.carries_data()) {
@@ -483,7 +508,7 @@ impl Session {
 
     pub(crate) fn requeue_unacked(&mut self, conn: ConnectionId) {
         if let Some(c) = self.paths.conns.get_mut(&conn) {
-            self.recovery.requeue_unacked(c);
+            self.recovery.requeue_unacked(conn, c);
         }
     }
 
@@ -506,8 +531,8 @@ impl Session {
                 p.change_stream(*id, s);
             }
         }
-        for c in &self.recovery.failed_conns {
-            p.reset_connection(*c);
+        for (c, final_ack) in &self.recovery.failed_conns {
+            p.reset_connection(*c, *final_ack);
         }
         for &addr in &self.paths.local_addresses {
             if !p.address_updates.contains(&(addr, true)) {

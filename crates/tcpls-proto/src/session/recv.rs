@@ -11,6 +11,17 @@ use super::fallback::{Fallback, FallbackRead};
 use super::flow::{RecvCredit, SendCredit};
 use super::keys::{Generation, RecvKeys, SendKeys};
 use super::recovery::schedule_ack;
+
+/// Whether a received record asks for an ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum AckWanted {
+    /// Only ACK and PADDING frames.
+    No,
+    /// Within the ACK delay, or with the next few records.
+    Soon,
+    /// At once: it carries a PING.
+    Now,
+}
 use super::stream::Stream;
 use super::streams::Streams;
 use super::timers::{keepalive_interval, SessionTimer};
@@ -355,10 +366,14 @@ impl Session {
     ) -> Result<(), Error> {
         match ct {
             ContentType::ApplicationData => {
-                let eliciting = self.on_frames(&plain, conn)?;
-                if eliciting && self.recovery.enabled {
+                let ack = self.on_frames(&plain, conn)?;
+                if ack != AckWanted::No && self.recovery.enabled {
                     if let Some(c) = self.paths.conns.get_mut(&conn) {
                         schedule_ack(c, plain.len(), &self.cfg, self.now);
+                        // A probe (keepalive, silence or stall PING, a join
+                        // challenge) is answered at once: the peer times
+                        // its answer in RTTs, without our ACK delay.
+                        c.ack_due |= ack == AckWanted::Now;
                     }
                 }
                 Ok(())
@@ -378,16 +393,21 @@ impl Session {
         }
     }
 
-    /// Processes a record's frames; true if the record asks for an ACK
-    /// (anything but ACK and PADDING).
-    fn on_frames(&mut self, plain: &Bytes, arrival: ConnectionId) -> Result<bool, Error> {
-        let mut eliciting = false;
+    /// Processes a record's frames; says whether the record asks for an
+    /// ACK (anything but ACK and PADDING does; a PING at once).
+    fn on_frames(&mut self, plain: &Bytes, arrival: ConnectionId) -> Result<AckWanted, Error> {
+        let mut ack = AckWanted::No;
         for frame in FrameIter::new(plain) {
             let frame = frame?;
-            eliciting |= !matches!(frame, Frame::Ack { .. } | Frame::Padding);
+            let wants = match frame {
+                Frame::Ack { .. } | Frame::Padding => AckWanted::No,
+                Frame::Ping => AckWanted::Now,
+                _ => AckWanted::Soon,
+            };
+            ack = ack.max(wants);
             self.on_frame(frame, plain, arrival)?;
         }
-        Ok(eliciting)
+        Ok(ack)
     }
 
     /// Hands one frame to the sub-state it concerns.

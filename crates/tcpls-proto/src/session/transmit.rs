@@ -5,7 +5,7 @@
 //! for replay is recorded once it is sealed.
 
 use super::pending::Limits;
-use super::record_builder::RecordBuilder;
+use super::record_builder::{RecordBuilder, SMALL_RECORD, SMALL_RECORDS};
 use super::timers::ConnTimer;
 use super::transmit_buf::TransmitBuf;
 use super::{Session, State};
@@ -184,7 +184,12 @@ impl Session {
             return Ok(false);
         }
         let scratch = std::mem::take(&mut self.scratch);
-        let mut rb = RecordBuilder::new(out, scratch, self.recovery.enabled);
+        let limit = if seq < SMALL_RECORDS {
+            SMALL_RECORD
+        } else {
+            MAX_PLAINTEXT
+        };
+        let mut rb = RecordBuilder::new(out, scratch, self.recovery.enabled, limit);
         // Control frames go to their own buffer so stream data can lead
         // the record (the receiver then hands it out from offset 0).
         self.write_control_frames(conn, seq, &mut rb.ctl);
@@ -265,7 +270,7 @@ impl Session {
         (code, reason): (u32, Vec<u8>),
     ) -> Result<bool, Error> {
         let scratch = std::mem::take(&mut self.scratch);
-        let mut rb = RecordBuilder::new(out, scratch, false);
+        let mut rb = RecordBuilder::new(out, scratch, false, MAX_PLAINTEXT);
         rb.put_frame(Frame::Close {
             code,
             reason: &reason,
