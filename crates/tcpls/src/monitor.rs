@@ -68,12 +68,18 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 // Unacknowledged data, no ACK for the user timeout, and at
                 // least one retransmission timeout fired: a connection that
                 // just sent after being idle has a stale last-ACK time but
-                // no RTO yet.
+                // no RTO yet. And nothing received for as long: a path
+                // that still delivers the peer's data is alive, only
+                // congested (a burst of replayed data overflowing its
+                // bottleneck queue costs an RTO of 200 ms or more, which
+                // killed the healthy connection right after a failover).
                 .filter(|i| {
                     limit.is_some_and(|limit| {
+                        let ms = limit.as_millis();
                         i.unacked > 0
                             && i.rto_backoff > 0
-                            && i.last_ack_recv_ms as u128 >= limit.as_millis()
+                            && i.last_ack_recv_ms as u128 >= ms
+                            && i.last_data_recv_ms as u128 >= ms
                     })
                 })
                 .map(|i| (i.conn, i.last_ack_recv_ms))

@@ -41,6 +41,8 @@ pub struct ConnectionStats {
     pub unacked: u32,
     /// Milliseconds since the last ACK arrived.
     pub last_ack_recv_ms: u32,
+    /// Milliseconds since the last data arrived.
+    pub last_data_recv_ms: u32,
     /// Retransmission timeouts fired since the last ACK (0: none pending).
     pub rto_backoff: u8,
     /// The connection's local address (filled by
@@ -150,6 +152,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         notsent_bytes: info.notsent_bytes,
         unacked: info.unacked,
         last_ack_recv_ms: info.last_ack_recv,
+        last_data_recv_ms: info.last_data_recv,
         rto_backoff: info.retransmits.max(info.backoff),
         local_addr: None,
         peer_addr: None,
