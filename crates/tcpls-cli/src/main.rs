@@ -11,6 +11,7 @@ mod perf;
 mod plot;
 mod serve;
 mod soak;
+mod tunnel;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,11 @@ enum Cmd {
     /// The same download over the kernel's MPTCP, for comparisons.
     #[command(subcommand)]
     Mptcp(mptcp::MptcpCmd),
+    /// Carry unmodified applications' TCP connections over one TCPLS
+    /// session (like stunnel, with failover and aggregation), optionally
+    /// as a SOCKS5 proxy.
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCmd),
 }
 
 /// Raises the open-file limit to its hard maximum: a server (or the idle
@@ -93,6 +99,10 @@ async fn main() -> std::process::ExitCode {
         Cmd::Plot(a) => plot::run(a),
         Cmd::Idle(a) => idle::run(a).await,
         Cmd::Soak(a) => soak::run(a).await,
+        Cmd::Tunnel(c) => {
+            raise_fd_limit();
+            tunnel::run(c).await
+        }
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

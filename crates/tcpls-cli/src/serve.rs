@@ -23,6 +23,29 @@ pub const PERF_PREFIX: &str = "/_perf";
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Directory whose files are served (none without it). Files and
+    /// directories whose name starts with '.' are never served.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Enable the perf endpoints used by `tcpls perf`: `GET /_perf/N`
+    /// sends N bytes, `PUT /_perf` discards the body.
+    #[arg(long)]
+    pub perf: bool,
+    /// Largest perf transfer one request may ask for (e.g. 16G, 100M).
+    #[arg(long, default_value = "16G", value_parser = parse_bytes)]
+    pub perf_max: u64,
+    /// Longest a stream may take to send its request head (e.g. 10s,
+    /// 500ms); a client that sends part of one and goes quiet is dropped.
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Server-side options shared by `serve` and `tunnel server`: where to
+/// listen, the certificate, the session limits, what each session gets.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerOpts {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4443")]
     pub listen: SocketAddr,
@@ -35,17 +58,6 @@ pub struct ServeArgs {
     /// Write the (generated) certificate here, for clients' --ca.
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
-    /// Directory whose files are served (none without it). Files and
-    /// directories whose name starts with '.' are never served.
-    #[arg(long)]
-    pub root: Option<PathBuf>,
-    /// Enable the perf endpoints used by `tcpls perf`: `GET /_perf/N`
-    /// sends N bytes, `PUT /_perf` discards the body.
-    #[arg(long)]
-    pub perf: bool,
-    /// Largest perf transfer one request may ask for (e.g. 16G, 100M).
-    #[arg(long, default_value = "16G", value_parser = parse_bytes)]
-    pub perf_max: u64,
     /// Close a session when nothing arrives from the client for this long
     /// (e.g. 60s, 500ms; 0: never).
     #[arg(long, default_value = "60s", value_parser = parse_optional_duration)]
@@ -72,15 +84,60 @@ pub struct ServeArgs {
     /// or none (each stream on one connection unless the client steers it).
     #[arg(long, value_parser = crate::client::parse_scheduler)]
     pub scheduler: Option<String>,
-    /// Longest a stream may take to send its request head (e.g. 10s,
-    /// 500ms); a client that sends part of one and goes quiet is dropped.
-    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
-    pub request_timeout: Duration,
     /// Move the server's sending key to a new generation every N records
     /// (default 8388608, half the AES-GCM limit); small values exercise
     /// key updates.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub key_update_records: Option<u64>,
+}
+
+impl ServerOpts {
+    /// Binds the server these options describe (writing `--cert-out`).
+    pub async fn bind(&self) -> Result<Server> {
+        let defaults = TransportConfig::default();
+        let transport = TransportConfig {
+            idle_timeout: self.idle_timeout.0,
+            key_update_records: self
+                .key_update_records
+                .unwrap_or(defaults.key_update_records),
+            ..defaults
+        };
+        let builder = ServerConfig::builder().transport(transport);
+        let builder = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => builder.pem_files(c, k)?,
+            _ => builder.self_signed(&["localhost", "127.0.0.1", "::1"])?,
+        };
+        let config = Arc::new(builder.build()?);
+        if let Some(out) = &self.cert_out {
+            std::fs::write(out, &config.certificate_pem)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        let limit = |n: usize| (n > 0).then_some(n);
+        let limits = ServerLimits {
+            max_sessions: limit(self.max_sessions),
+            max_sessions_per_ip: limit(self.max_sessions_per_ip),
+            max_handshakes_per_ip: limit(self.max_handshakes_per_ip).unwrap_or(usize::MAX),
+            ..ServerLimits::default()
+        };
+        Server::bind_with_limits(self.listen, config, limits)
+            .await
+            .with_context(|| format!("listening on {}", self.listen))
+    }
+
+    /// What every accepted TCPLS session gets: the advertised addresses
+    /// and the scheduler choice.
+    pub fn configure(&self, session: &tcpls::Session) -> Result<()> {
+        configure_session(session, &self.advertise, self.scheduler.as_deref())
+    }
+
+    /// Tells the operator about a generated certificate.
+    pub fn note_self_signed(&self) {
+        if self.cert.is_none() {
+            eprintln!(
+                "tcpls: self-signed certificate: clients need --insecure or --ca (see --cert-out)"
+            );
+        }
+    }
 }
 
 /// A duration where 0 means "never" (clap needs a named type for it).
@@ -112,24 +169,6 @@ pub struct Site {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let defaults = TransportConfig::default();
-    let transport = TransportConfig {
-        idle_timeout: args.idle_timeout.0,
-        key_update_records: args
-            .key_update_records
-            .unwrap_or(defaults.key_update_records),
-        ..defaults
-    };
-    let builder = ServerConfig::builder().transport(transport);
-    let builder = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => builder.pem_files(c, k)?,
-        _ => builder.self_signed(&["localhost", "127.0.0.1", "::1"])?,
-    };
-    let config = Arc::new(builder.build()?);
-    if let Some(out) = &args.cert_out {
-        std::fs::write(out, &config.certificate_pem)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
     let root = match &args.root {
         Some(r) => Some(
             r.canonicalize()
@@ -137,16 +176,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let limit = |n: usize| (n > 0).then_some(n);
-    let limits = ServerLimits {
-        max_sessions: limit(args.max_sessions),
-        max_sessions_per_ip: limit(args.max_sessions_per_ip),
-        max_handshakes_per_ip: limit(args.max_handshakes_per_ip).unwrap_or(usize::MAX),
-        ..ServerLimits::default()
-    };
-    let server = Server::bind_with_limits(args.listen, config, limits)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let server = args.server.bind().await?;
     eprintln!(
         "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}{}",
         server.local_addr()?,
@@ -156,17 +186,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .to_string()),
         if args.perf { ", perf endpoints on" } else { "" }
     );
-    if args.cert.is_none() {
-        eprintln!(
-            "tcpls: self-signed certificate: clients need --insecure or --ca (see --cert-out)"
-        );
-    }
+    args.server.note_self_signed();
     let site = Site {
         root,
         perf_max: args.perf.then_some(args.perf_max),
         request_timeout: args.request_timeout,
     };
-    serve(server, site, args.advertise, args.scheduler).await
+    serve(server, site, args.server.advertise, args.server.scheduler).await
+}
+
+/// Gives an accepted TCPLS session the advertised addresses and the
+/// scheduler choice (`--scheduler`).
+pub fn configure_session(
+    session: &tcpls::Session,
+    advertise: &[SocketAddr],
+    scheduler: Option<&str>,
+) -> Result<()> {
+    if session.is_tcpls() {
+        for a in advertise {
+            session.advertise_address(*a)?;
+        }
+        if let Some(name) = scheduler {
+            session.set_scheduler(crate::client::scheduler_choice(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Accepts sessions forever; each stream carries one request.
@@ -179,14 +223,7 @@ pub async fn serve(
     let site = Arc::new(site);
     loop {
         let session = server.accept().await?;
-        if session.is_tcpls() {
-            for a in &advertise {
-                session.advertise_address(*a)?;
-            }
-            if let Some(name) = &scheduler {
-                session.set_scheduler(crate::client::scheduler_choice(name))?;
-            }
-        }
+        configure_session(&session, &advertise, scheduler.as_deref())?;
         let site = site.clone();
         tokio::spawn(async move {
             tracing::info!(peer = ?session.peer_addr(), tcpls = session.is_tcpls(), "session");

@@ -1,9 +1,12 @@
 //! Helpers shared by the end-to-end tests of the `tcpls` binary.
-#![allow(dead_code)]
+// Each test crate uses some of these.
+#![allow(dead_code, unused_imports)]
 
 use std::process::Output;
 
+mod procs;
 mod run;
+pub use procs::{free_port, wait_listening, Reaper};
 pub use run::run_bounded;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpls");

@@ -1,0 +1,176 @@
+//! `tcpls tunnel client`: each accepted local TCP connection becomes one
+//! stream of a TCPLS session to the tunnel server, shared by all of them
+//! and opened again when it ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tcpls::{ClientConfig, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::header::{Destination, Status};
+use super::{relay, socks5};
+use crate::client::ClientOpts;
+
+#[derive(clap::Args, Debug)]
+pub struct TunnelClientArgs {
+    /// Local address to accept connections on; each becomes one stream of
+    /// the session.
+    #[arg(long, default_value = "127.0.0.1:1080")]
+    pub listen: SocketAddr,
+    /// The tunnel server, HOST:PORT.
+    #[arg(long)]
+    pub connect: String,
+    /// Name to verify the server's certificate against (default: the host
+    /// of --connect).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Take SOCKS5 CONNECT requests on --listen (e.g. `curl
+    /// --socks5-hostname`, a browser's proxy setting): each names its
+    /// destination, which the tunnel server connects to if its --allow
+    /// permits. Without it every connection goes to the server's --to.
+    #[arg(long)]
+    pub socks5: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The session all local connections share, and how to open it again.
+struct Tunnel {
+    addrs: Vec<SocketAddr>,
+    name: String,
+    cfg: Arc<ClientConfig>,
+    opts: ClientOpts,
+    socks5: bool,
+    session: tokio::sync::Mutex<Option<tcpls::Session>>,
+}
+
+impl Tunnel {
+    /// The live session, or a new one.
+    async fn session(&self) -> Result<tcpls::Session> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| s.close_reason().is_none()) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .opts
+            .open_session(&self.addrs, &self.name, self.cfg.clone())
+            .await?;
+        if !s.is_tcpls() {
+            bail!(
+                "{} answered with plain TLS{}: a tunnel needs a TCPLS server (`tcpls tunnel server`)",
+                self.name,
+                s.fallback_reason()
+                    .map(|r| format!(" (fell back: {r})"))
+                    .unwrap_or_default()
+            );
+        }
+        tracing::info!(peer = ?s.peer_addr(), connections = s.connections().len(), "tunnel session open");
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+}
+
+pub async fn run(args: TunnelClientArgs) -> Result<()> {
+    let (host, _) = split_host_port(&args.connect)?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.connect)
+        .await
+        .with_context(|| format!("resolving {}", args.connect))?
+        .collect();
+    if addrs.is_empty() {
+        bail!("{} has no address", args.connect);
+    }
+    let cfg = args.client.tcpls_config(TransportConfig::default())?;
+    let tunnel = Arc::new(Tunnel {
+        addrs,
+        name: args.server_name.clone().unwrap_or(host),
+        cfg,
+        opts: args.client.clone(),
+        socks5: args.socks5,
+        session: Default::default(),
+    });
+    // Open the session now: configuration and certificate problems show at
+    // once, not at the first local connection.
+    tunnel.session().await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    eprintln!(
+        "tcpls: tunnel client on {}{} -> {} over TCPLS",
+        listener.local_addr()?,
+        if args.socks5 { " (SOCKS5)" } else { "" },
+        args.connect
+    );
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        let t = tunnel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(&t, tcp, peer).await {
+                tracing::warn!(%peer, error = %format!("{e:#}"), "tunnel connection failed");
+            }
+        });
+    }
+}
+
+/// "host:port" or "[v6]:port" -> (host, port).
+fn split_host_port(s: &str) -> Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?}: expected HOST:PORT"))?;
+    let port = port.parse().with_context(|| format!("{s:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+/// Carries one local connection through the tunnel.
+async fn handle(t: &Tunnel, mut tcp: TcpStream, peer: SocketAddr) -> Result<()> {
+    let dest = if t.socks5 {
+        socks5::accept(&mut tcp).await?
+    } else {
+        Destination::Default
+    };
+    let opened = async {
+        let session = t.session().await?;
+        let stream = session.open_stream().await?;
+        let (mut send, mut recv) = stream.split();
+        send.write_all(&dest.encode()?).await?;
+        let mut status = [0u8; 1];
+        recv.read_exact(&mut status)
+            .await
+            .context("the tunnel server closed the stream")?;
+        anyhow::Ok((send, recv, Status::from_u8(status[0])))
+    }
+    .await;
+    let (send, recv, status) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            if t.socks5 {
+                let _ = socks5::reply(&mut tcp, Status::GeneralFailure).await;
+            }
+            relay::refuse(tcp);
+            return Err(e);
+        }
+    };
+    if t.socks5 {
+        socks5::reply(&mut tcp, status).await?;
+    }
+    if status != Status::Connected {
+        relay::refuse(tcp);
+        bail!("{dest}: {}", status.describe());
+    }
+    let start = Instant::now();
+    let moved = relay::relay(tcp, send, recv).await;
+    tracing::info!(
+        %peer,
+        %dest,
+        up = moved.up,
+        down = moved.down,
+        reset = moved.reset,
+        ms = start.elapsed().as_millis() as u64,
+        "tunnel connection done"
+    );
+    Ok(())
+}
