@@ -21,6 +21,9 @@ use crate::http;
 /// with a Content-Length discards the body.
 pub const PERF_PREFIX: &str = "/_perf";
 
+/// `serve`'s default `--idle-timeout`.
+const SERVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -59,9 +62,11 @@ pub struct ServerOpts {
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
     /// Close a session when nothing arrives from the client for this long
-    /// (e.g. 60s, 500ms; 0: never).
-    #[arg(long, default_value = "60s", value_parser = parse_optional_duration)]
-    pub idle_timeout: OptionalDuration,
+    /// (e.g. 60s, 500ms; 0: never). Default: 60s for `serve`, 12h for
+    /// `tunnel server` (an idle ssh session is normal there; stunnel's
+    /// default too).
+    #[arg(long, value_parser = parse_optional_duration)]
+    pub idle_timeout: Option<OptionalDuration>,
     /// Sessions at once, all clients together (0: no limit); more are
     /// refused (the connection is closed).
     #[arg(long, default_value_t = 10_000)]
@@ -92,11 +97,13 @@ pub struct ServerOpts {
 }
 
 impl ServerOpts {
-    /// Binds the server these options describe (writing `--cert-out`).
-    pub async fn bind(&self) -> Result<Server> {
+    /// Binds the server these options describe (writing `--cert-out`);
+    /// sessions idle for `idle_default` are closed unless --idle-timeout
+    /// says otherwise.
+    pub async fn bind(&self, idle_default: Duration) -> Result<Server> {
         let defaults = TransportConfig::default();
         let transport = TransportConfig {
-            idle_timeout: self.idle_timeout.0,
+            idle_timeout: self.idle_timeout.map_or(Some(idle_default), |t| t.0),
             key_update_records: self
                 .key_update_records
                 .unwrap_or(defaults.key_update_records),
@@ -176,7 +183,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let server = args.server.bind().await?;
+    let server = args.server.bind(SERVE_IDLE_TIMEOUT).await?;
     eprintln!(
         "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}{}",
         server.local_addr()?,

@@ -34,6 +34,12 @@ pub struct TunnelClientArgs {
     /// permits. Without it every connection goes to the server's --to.
     #[arg(long)]
     pub socks5: bool,
+    /// How this side spreads what the local applications send over the
+    /// connections: earliest-arrival (the default), round-robin,
+    /// lowest-rtt, weighted:W0,W1,... or none. What comes back follows the
+    /// tunnel server's --scheduler.
+    #[arg(long, value_parser = crate::client::parse_scheduler)]
+    pub scheduler: Option<String>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -45,6 +51,7 @@ struct Tunnel {
     cfg: Arc<ClientConfig>,
     opts: ClientOpts,
     socks5: bool,
+    scheduler: Option<String>,
     session: tokio::sync::Mutex<Option<tcpls::Session>>,
 }
 
@@ -68,6 +75,19 @@ impl Tunnel {
                     .unwrap_or_default()
             );
         }
+        if let Some(name) = &self.scheduler {
+            s.set_scheduler(crate::client::scheduler_choice(name))?;
+        }
+        if let (Some(after), Some(addr)) = (self.opts.join_after, s.peer_addr()) {
+            // `--join-after`: the other connections join later.
+            let (opts, later) = (self.opts.clone(), s.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let Err(e) = opts.join_more(&later, addr, 1).await {
+                    tracing::warn!(error = %format!("{e:#}"), "joining the other connections");
+                }
+            });
+        }
         tracing::info!(peer = ?s.peer_addr(), connections = s.connections().len(), "tunnel session open");
         *slot = Some(s.clone());
         Ok(s)
@@ -90,6 +110,7 @@ pub async fn run(args: TunnelClientArgs) -> Result<()> {
         cfg,
         opts: args.client.clone(),
         socks5: args.socks5,
+        scheduler: args.scheduler.clone(),
         session: Default::default(),
     });
     // Open the session now: configuration and certificate problems show at

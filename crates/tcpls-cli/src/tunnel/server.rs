@@ -15,6 +15,10 @@ use super::header::{Destination, Status};
 use super::relay;
 use crate::serve::ServerOpts;
 
+/// `tunnel server`'s default `--idle-timeout`: tunnelled connections may
+/// rightly be quiet for long (an idle ssh), so like stunnel's default.
+const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
 /// How long a client may take to send a stream's destination header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,7 +53,7 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
     if args.to.is_none() && allow.is_empty() {
         anyhow::bail!("nothing to connect streams to: give --to HOST:PORT, --allow RULE, or both");
     }
-    let server = args.server.bind().await?;
+    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT).await?;
     eprintln!(
         "tcpls: tunnel server on {} -> {}{}",
         server.local_addr()?,
