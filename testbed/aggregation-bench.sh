@@ -8,8 +8,9 @@
 #   asym     100 + 25 Mbit/s, no added delay
 #   het      60 Mbit/s at 10 ms RTT + 30 Mbit/s at 60 ms RTT and 0.2 % loss
 #   het2     100 Mbit/s at 5 ms RTT + 25 Mbit/s at 80 ms RTT
-#   het-win  het, with the client's receive window at 1 MiB (TCPLS only:
-#            head-of-line blocking across paths)
+#   het-win  het, with the client's receive window at 1 MiB (head-of-line
+#            blocking across paths; MPTCP gets SO_RCVBUF 1 MiB, a window
+#            of 1-1.8 MiB: `tcpls mptcp perf --window`)
 #
 # Prints goodput, its ratio to the sum of the path rates and TCPLS's peak
 # reassembly memory, and writes goodput timelines and a plot per scenario
@@ -84,6 +85,7 @@ run() {
     else
         local flag=()
         [ "$kind" = tcp ] && flag=(--tcp)
+        [ "$win" != - ] && flag+=(--window "$win")
         out=$(timeout 180 ip netns exec "$P-cli" "$BIN" mptcp perf 10.71.1.2:5443 "${flag[@]}" \
             --bytes "$BYTES" --timeline "$tl" --json 2>/dev/null |
             python3 -c "import json,sys; v=json.load(sys.stdin); print(v['gbps'], '-')")
@@ -116,7 +118,7 @@ for name in "${names[@]}"; do
     [ "$win" != - ] && desc="$desc, window $win"
     w="weighted:$(mbit "$r1"),$(mbit "$r2")"
     kinds=("tcpls default" "tcpls round-robin" "tcpls lowest-rtt" "tcpls $w" "mptcp" "tcp")
-    [ "$win" != - ] && kinds=("tcpls default" "tcpls round-robin")
+    [ "$win" != - ] && kinds=("tcpls default" "tcpls round-robin" "mptcp")
     [ -n "${KINDS:-}" ] && IFS=';' read -r -a kinds <<<"$KINDS"
     rm -f "$OUT/$name-"*.json
     for k in "${kinds[@]}"; do

@@ -51,6 +51,13 @@ pub enum MptcpCmd {
         /// Plain single-path TCP instead of MPTCP (a baseline).
         #[arg(long)]
         tcp: bool,
+        /// Bound the receive window, like TCPLS's `perf --window` (e.g.
+        /// 1M): SO_RCVBUF of this size. The kernel doubles it for its
+        /// bookkeeping and advertises that times its measured payload
+        /// ratio (one half to nine tenths), so the window is this size or
+        /// up to about 1.8 times it: never smaller than TCPLS's.
+        #[arg(long, value_parser = parse_bytes)]
+        window: Option<u64>,
     },
 }
 
@@ -79,7 +86,8 @@ pub async fn run(cmd: MptcpCmd) -> Result<()> {
             timeline,
             json,
             tcp,
-        } => perf(addr, bytes, bind, timeline, json, tcp).await,
+            window,
+        } => perf(addr, bytes, bind, timeline, json, tcp, window).await,
     }
 }
 
@@ -136,8 +144,13 @@ async fn perf(
     timeline: Option<PathBuf>,
     json: bool,
     tcp: bool,
+    window: Option<u64>,
 ) -> Result<()> {
     let s = mptcp_socket(&addr, tcp)?;
+    if let Some(w) = window {
+        // Before connecting, so the window scale fits it.
+        s.set_recv_buffer_size(usize::try_from(w).context("--window")?)?;
+    }
     if let Some(b) = bind {
         s.bind(&b.into())?;
     }
