@@ -63,6 +63,102 @@ pub struct ClientOpts {
     /// attacker can otherwise force the session down to plain TLS 1.3).
     #[arg(long)]
     pub no_fallback: bool,
+    #[command(flatten)]
+    pub options: TransportOptionArgs,
+}
+
+/// Congestion control and transport options, for clients and servers.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TransportOptionArgs {
+    /// Congestion controller of this side's connections (TCP_CONGESTION),
+    /// e.g. bbr, cubic, reno.
+    #[arg(long, value_name = "NAME")]
+    pub cc: Option<String>,
+    /// Ask the peer to send to us with this congestion controller (an
+    /// encrypted TRANSPORT_OPTION; applied if the peer's --accept-cc
+    /// allows it, and the answer is reported).
+    #[arg(long, value_name = "NAME")]
+    pub peer_cc: Option<String>,
+    /// Ask the peer to use this TCP user timeout (e.g. 2s) on the session's
+    /// connections: TCP_USER_TIMEOUT there, and the threshold at which it
+    /// declares a connection failed (clamped by the peer to 100 ms-30 s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub peer_user_timeout: Option<Duration>,
+    /// Congestion controllers the peer may ask this side to use
+    /// (comma-separated; "none" refuses all).
+    #[arg(long, value_name = "NAMES", default_value = "reno,cubic,bbr")]
+    pub accept_cc: String,
+}
+
+impl TransportOptionArgs {
+    /// The local policy, into a transport configuration.
+    pub fn configure(&self, transport: &mut TransportConfig) {
+        transport.peer_congestion_controls = if self.accept_cc.trim() == "none" {
+            Vec::new()
+        } else {
+            self.accept_cc
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        };
+    }
+
+    /// Applies `--cc` and sends the `--peer-*` requests on a new session.
+    pub fn apply(&self, session: &tcpls::Session) -> Result<()> {
+        if !session.is_tcpls() {
+            return Ok(());
+        }
+        if let Some(name) = &self.cc {
+            session
+                .set_congestion_control(name)
+                .with_context(|| format!("--cc {name}"))?;
+        }
+        if let Some(name) = &self.peer_cc {
+            session.set_peer_option(None, tcpls::PeerOption::CongestionControl(name.clone()))?;
+        }
+        if let Some(t) = self.peer_user_timeout {
+            session.set_peer_option(None, tcpls::PeerOption::UserTimeout(t))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a session event says about transport options, for logs and
+/// reports: `None` for other events.
+pub fn option_event(e: &tcpls::SessionEvent) -> Option<String> {
+    let scope = |c: &Option<tcpls::ConnectionId>| match c {
+        Some(c) => format!("connection {c}"),
+        None => "all connections".to_string(),
+    };
+    let outcome = |r: &Result<(), String>| match r {
+        Ok(()) => "applied".to_string(),
+        Err(why) => format!("refused ({why})"),
+    };
+    Some(match e {
+        tcpls::SessionEvent::PeerOption {
+            conn,
+            option,
+            applied,
+        } => format!(
+            "peer asked {} on {}: {}",
+            option.describe(),
+            scope(conn),
+            outcome(applied)
+        ),
+        tcpls::SessionEvent::PeerOptionAnswered {
+            conn,
+            option,
+            answer,
+            ..
+        } => format!(
+            "asked the peer {} on {}: {}",
+            option.describe(),
+            scope(conn),
+            outcome(answer)
+        ),
+        _ => return None,
+    })
 }
 
 fn parse_suite(s: &str) -> Result<CipherSuite, String> {
@@ -88,6 +184,7 @@ impl ClientOpts {
             transport.session_window = w;
             transport.stream_window = transport.stream_window.min(w);
         }
+        self.options.configure(&mut transport);
         let mut b = ClientConfig::builder()
             .cipher_suites(&self.suites())
             .transport(transport)
@@ -128,6 +225,7 @@ impl ClientOpts {
                 .await
                 .with_context(|| format!("connecting to {addr}"))?
         };
+        self.options.apply(&session)?;
         let addr = session.peer_addr().unwrap_or(addr);
         if self.join_after.is_some() {
             // `perf --join-after`: the caller joins the rest later.

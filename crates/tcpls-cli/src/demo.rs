@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         perf_max: None,
         request_timeout: std::time::Duration::from_secs(10),
     };
-    tokio::spawn(crate::serve::serve(server, site, Vec::new(), None));
+    tokio::spawn(crate::serve::serve(server, site, None));
     if !args.json {
         eprintln!(
             "demo: server on {addr}, {} files of {}",

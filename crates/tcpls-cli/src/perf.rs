@@ -89,6 +89,8 @@ pub struct ConnStats {
     pub delivery_rate_bps: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Its congestion controller (TCP_CONGESTION).
+    pub congestion_control: Option<String>,
     /// Local and remote addresses (which path the connection takes).
     pub local: Option<String>,
     pub peer: Option<String>,
@@ -145,6 +147,10 @@ pub struct PerfReport {
     /// sending key and the newest of the server's (each key update, every
     /// `--key-update-records` records, adds one).
     pub key_generations: Option<[u32; 2]>,
+    /// What happened to the last TCPLS run's session, with milliseconds
+    /// since its start: connections added, failed or closed, migrations,
+    /// transport options asked and answered.
+    pub events: Vec<(u64, String)>,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_stall_ms: Option<u64>,
@@ -220,10 +226,11 @@ pub async fn run(args: PerfArgs) -> Result<()> {
         }
         for c in &report.connections {
             println!(
-                "connection {} ({} -> {}): rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
+                "connection {} ({} -> {}, {}): rtt {} us (var {}), cwnd {}, retransmits {}, acked {} B, received {} B",
                 c.conn,
                 c.local.as_deref().unwrap_or("?"),
                 c.peer.as_deref().unwrap_or("?"),
+                c.congestion_control.as_deref().unwrap_or("?"),
                 c.rtt_us,
                 c.rttvar_us,
                 c.cwnd,
@@ -231,6 +238,9 @@ pub async fn run(args: PerfArgs) -> Result<()> {
                 c.bytes_acked,
                 c.bytes_received
             );
+        }
+        for (ms, what) in &report.events {
+            println!("at {ms} ms: {what}");
         }
         if let Some(ms) = report.max_stall_ms {
             println!("longest stall: {ms} ms");
@@ -264,6 +274,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut cipher = None;
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
+    let mut events = Vec::new();
     for _ in 0..args.repeat {
         let session = args
             .client
@@ -348,11 +359,13 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                 delivery_rate_bps: c.delivery_rate.saturating_mul(8),
                 bytes_acked: c.bytes_acked,
                 bytes_received: c.bytes_received,
+                congestion_control: c.congestion_control,
                 local: c.local_addr.map(|a| a.to_string()),
                 peer: c.peer_addr.map(|a| a.to_string()),
             })
             .collect();
         peak = peak.max(session.peak_buffered());
+        events = timeline.events.clone();
         key_generations = session.key_generations().map(|(s, r)| [s, r]);
         close(&session).await;
 
@@ -420,6 +433,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         key_generations,
         verified: args.verify && !args.upload,
         max_stall_ms: args.timeline.as_ref().map(|_| timeline.max_stall_ms),
+        events,
     })
 }
 
@@ -478,9 +492,13 @@ async fn sample(
     t
 }
 
-/// What a timeline notes of a session event: connections coming and going.
+/// What a timeline notes of a session event: connections coming and
+/// going, transport options.
 fn connection_event(e: &tcpls::SessionEvent) -> Option<String> {
     use tcpls::SessionEvent as E;
+    if let Some(what) = crate::client::option_event(e) {
+        return Some(what);
+    }
     Some(match e {
         E::ConnectionAdded(c) => format!("connection {c} added"),
         E::ConnectionFailed(c) => format!("connection {c} failed"),

@@ -94,6 +94,8 @@ pub struct ServerOpts {
     /// key updates.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub key_update_records: Option<u64>,
+    #[command(flatten)]
+    pub options: crate::client::TransportOptionArgs,
 }
 
 impl ServerOpts {
@@ -102,13 +104,14 @@ impl ServerOpts {
     /// says otherwise.
     pub async fn bind(&self, idle_default: Duration) -> Result<Server> {
         let defaults = TransportConfig::default();
-        let transport = TransportConfig {
+        let mut transport = TransportConfig {
             idle_timeout: self.idle_timeout.map_or(Some(idle_default), |t| t.0),
             key_update_records: self
                 .key_update_records
                 .unwrap_or(defaults.key_update_records),
             ..defaults
         };
+        self.options.configure(&mut transport);
         let builder = ServerConfig::builder().transport(transport);
         let builder = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => builder.pem_files(c, k)?,
@@ -134,7 +137,8 @@ impl ServerOpts {
     /// What every accepted TCPLS session gets: the advertised addresses
     /// and the scheduler choice.
     pub fn configure(&self, session: &tcpls::Session) -> Result<()> {
-        configure_session(session, &self.advertise, self.scheduler.as_deref())
+        configure_session(session, &self.advertise, self.scheduler.as_deref())?;
+        self.options.apply(session)
     }
 
     /// Tells the operator about a generated certificate.
@@ -199,7 +203,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         perf_max: args.perf.then_some(args.perf_max),
         request_timeout: args.request_timeout,
     };
-    serve(server, site, args.server.advertise, args.server.scheduler).await
+    serve(server, site, Some(args.server)).await
 }
 
 /// Gives an accepted TCPLS session the advertised addresses and the
@@ -220,20 +224,19 @@ pub fn configure_session(
     Ok(())
 }
 
-/// Accepts sessions forever; each stream carries one request.
-pub async fn serve(
-    server: Server,
-    site: Site,
-    advertise: Vec<SocketAddr>,
-    scheduler: Option<String>,
-) -> Result<()> {
+/// Accepts sessions forever; each stream carries one request. `opts`
+/// gives each session its advertised addresses, scheduler and options.
+pub async fn serve(server: Server, site: Site, opts: Option<ServerOpts>) -> Result<()> {
     let site = Arc::new(site);
     loop {
         let session = server.accept().await?;
-        configure_session(&session, &advertise, scheduler.as_deref())?;
+        if let Some(opts) = &opts {
+            opts.configure(&session)?;
+        }
         let site = site.clone();
         tokio::spawn(async move {
             tracing::info!(peer = ?session.peer_addr(), tcpls = session.is_tcpls(), "session");
+            log_option_events(&session);
             while let Ok(stream) = session.accept_stream().await {
                 let site = site.clone();
                 tokio::spawn(async move {
@@ -245,6 +248,19 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Logs the session's transport option events (the answers to
+/// `--peer-cc`, the client's requests) until it ends.
+pub fn log_option_events(session: &tcpls::Session) {
+    let session = session.clone();
+    tokio::spawn(async move {
+        while let Some(e) = session.next_event().await {
+            if let Some(what) = crate::client::option_event(&e) {
+                tracing::info!(peer = ?session.peer_addr(), "{what}");
+            }
+        }
+    });
 }
 
 /// The bytes `GET /_perf/N` sends, repeated.

@@ -318,3 +318,77 @@ fn soak_moves_verified_data_and_loses_nothing() {
         "server sampled"
     );
 }
+
+/// A congestion controller this process may set that is not the system's
+/// default (so that seeing it in use proves someone set it).
+fn non_default_cc() -> Option<String> {
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}")).ok();
+    let default = read("tcp_congestion_control")?;
+    let allowed = read("tcp_allowed_congestion_control")?;
+    ["reno", "cubic", "bbr"]
+        .into_iter()
+        .find(|n| *n != default.trim() && allowed.split_whitespace().any(|a| a == *n))
+        .map(String::from)
+}
+
+/// Transport options over the secure channel (TRANSPORT_OPTION): the
+/// server asks each client to send with a congestion controller; the
+/// client's upload connection then uses it (read back with getsockopt),
+/// unless the client's --accept-cc refuses it, in which case the session
+/// goes on with the default and both sides say why. The client's own
+/// request to the server is answered too.
+#[test]
+fn the_server_chooses_the_clients_congestion_controller() {
+    let Some(cc) = non_default_cc() else {
+        eprintln!("SKIP: no congestion controller besides the default may be set here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &["--perf", "--peer-cc", &cc]);
+    let perf = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["perf", &format!("127.0.0.1:{port}"), "-k", "--bytes", "4M"])
+            .args(["--repeat", "1", "--upload", "--json"])
+            .args(extra);
+        json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)))
+    };
+    let events = |v: &serde_json::Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = perf(&["--peer-cc", "cubic"]);
+    assert_eq!(
+        v["connections"][0]["congestion_control"],
+        cc.as_str(),
+        "{v}"
+    );
+    let ev = events(&v);
+    let asked = format!("peer asked congestion_control={cc} on all connections: applied");
+    assert!(ev.contains(&asked), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.starts_with("asked the peer congestion_control=cubic")
+                && e.ends_with("applied")),
+        "the server answered the client's request: {ev:?}"
+    );
+
+    let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let v = perf(&["--accept-cc", default.trim()]);
+    assert_eq!(
+        v["connections"][0]["congestion_control"],
+        default.trim(),
+        "{v}"
+    );
+    let ev = events(&v);
+    assert!(
+        ev.iter().any(
+            |e| e.starts_with(&format!("peer asked congestion_control={cc}"))
+                && e.contains("refused")
+        ),
+        "the refusal is reported: {ev:?}"
+    );
+}

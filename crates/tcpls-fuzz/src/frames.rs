@@ -2,8 +2,8 @@
 //!
 //! Checks, besides "never panics":
 //! - every decoded frame re-encodes to exactly `encoded_len()` bytes and
-//!   decodes back to itself (a CLOSE reason is cut to `MAX_REASON_LEN` by the
-//!   encoder, so only that prefix must survive);
+//!   decodes back to itself (a CLOSE or TRANSPORT_OPTION_ACK reason is cut
+//!   to `MAX_REASON_LEN` by the encoder, so only that prefix must survive);
 //! - the iterator yields nothing after its first error;
 //! - when the whole input decodes, re-encoding the frames in record order
 //!   reproduces the input byte for byte (the encoding is canonical).
@@ -37,6 +37,21 @@ fn check_round_trip(frame: &Frame<'_>) {
             assert_eq!(code, code2);
             assert_eq!(&reason[..reason.len().min(MAX_REASON_LEN)], *reason2);
         }
+        (
+            Frame::TransportOptionAck {
+                request,
+                status,
+                reason,
+            },
+            Frame::TransportOptionAck {
+                request: request2,
+                status: status2,
+                reason: reason2,
+            },
+        ) => {
+            assert_eq!((request, status), (request2, status2));
+            assert_eq!(&reason[..reason.len().min(MAX_REASON_LEN)], *reason2);
+        }
         _ => assert_eq!(frame, &decoded),
     }
 }
@@ -51,7 +66,9 @@ pub fn frames(data: &[u8]) {
         match item {
             Ok(frame) => {
                 check_round_trip(&frame);
-                if let Frame::Close { reason, .. } = &frame {
+                if let Frame::Close { reason, .. } | Frame::TransportOptionAck { reason, .. } =
+                    &frame
+                {
                     canonical &= reason.len() <= MAX_REASON_LEN;
                 }
                 frames.push(frame);

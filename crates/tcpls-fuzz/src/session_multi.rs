@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tcpls_proto::join::{probe_join, JoinProbe};
-use tcpls_proto::session::{ConnectionState, TransmitBuf};
+use tcpls_proto::session::options::{OptionStatus, PeerOption};
+use tcpls_proto::session::{ConnectionState, Event, TransmitBuf};
 use tcpls_proto::wire::record::MAX_PLAINTEXT;
 use tcpls_proto::{
     CallError, CipherSuite, ConnectionId, ReadOutcome, Session, Side, StreamId, TransportConfig,
@@ -318,7 +319,22 @@ impl World {
                 }
             }
         }
-        while sess.poll_event().is_some() {
+        while let Some(ev) = sess.poll_event() {
+            // The runtime's part: apply (or fail to apply) what the peer
+            // asks, and answer.
+            if let Event::PeerOption {
+                request,
+                conn,
+                option,
+            } = ev
+            {
+                let answer = if request.is_multiple_of(3) {
+                    Err((OptionStatus::Failed, "fuzz".to_string()))
+                } else {
+                    Ok(())
+                };
+                sess.answer_peer_option(request, conn, &option, answer);
+            }
             moved = true;
         }
         moved
@@ -429,9 +445,19 @@ impl World {
             }
             13 => {
                 let (sd, i, how, code) = (side(a.u8()), a.u8(), a.u8(), a.u8() as u32);
-                if let Some(id) = self.stream(sd, i) {
+                if how % 5 >= 3 {
+                    // A transport option request, on a connection or all.
+                    let conn = (code % 4 != 3).then_some(ConnectionId(code % 4));
+                    let option = if how % 5 == 3 {
+                        let names = ["bbr", "cubic", "vegas", "", "a-b_c"];
+                        PeerOption::CongestionControl(names[i as usize % names.len()].into())
+                    } else {
+                        PeerOption::UserTimeout(Duration::from_millis(code as u64 * 997))
+                    };
+                    let _ = self.session(sd).set_peer_option(conn, option);
+                } else if let Some(id) = self.stream(sd, i) {
                     let s = self.session(sd);
-                    let _ = match how % 3 {
+                    let _ = match how % 5 {
                         0 => s.finish(id),
                         1 => s.reset(id, code),
                         _ => s.stop_reading(id),

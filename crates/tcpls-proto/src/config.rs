@@ -52,6 +52,13 @@ pub struct TransportConfig {
     /// (default 30 s): a peer cannot make a dead connection linger for
     /// days (the field allows 49).
     pub max_peer_user_timeout: Duration,
+    /// The least user timeout a peer may ask for with a TRANSPORT_OPTION
+    /// (default 100 ms); smaller requests are raised to it.
+    pub min_peer_user_timeout: Duration,
+    /// Congestion controllers a peer may ask this side's connections to
+    /// use (TRANSPORT_OPTION; default reno, cubic and bbr); other names are
+    /// refused with a reason and the session goes on. Empty: none.
+    pub peer_congestion_controls: Vec<String>,
     /// TCP connections per session (the first plus joins); the session
     /// uses the smaller of both sides' values.
     pub max_connections: u32,
@@ -70,8 +77,9 @@ pub struct TransportConfig {
     /// `probe_timeout` (catches blackholes on idle connections).
     pub keepalive: Option<Duration>,
     /// See `keepalive`. The longest a probe waits: with an RTT figure it
-    /// waits four RTTs plus the ACK delay (at least 100 ms) when that is
-    /// shorter, and records arriving meanwhile count as an answer.
+    /// waits two RTTs plus 10 ms (at least 100 ms; the peer acknowledges a
+    /// PING at once) when that is shorter, and records arriving meanwhile
+    /// count as an answer.
     pub probe_timeout: Duration,
     /// Client, with failover, without `keepalive`: while a stream waits
     /// for data from the server (it has not seen the stream's end), probe
@@ -114,6 +122,8 @@ impl Default for TransportConfig {
             idle_timeout: None,
             user_timeout: Some(Duration::from_millis(250)),
             max_peer_user_timeout: Duration::from_secs(30),
+            min_peer_user_timeout: Duration::from_millis(100),
+            peer_congestion_controls: ["reno", "cubic", "bbr"].map(String::from).to_vec(),
             max_connections: 8,
             failover: true,
             ack_every_records: 64,

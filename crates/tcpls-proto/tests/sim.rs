@@ -771,3 +771,126 @@ fn a_connection_starts_with_small_records() {
         "full records later: {lens:?}"
     );
 }
+
+fn option_events(s: &mut tcpls_proto::Session) -> Vec<Event> {
+    drain_events(s)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::PeerOption { .. } | Event::PeerOptionAnswered { .. }
+            )
+        })
+        .collect()
+}
+
+/// TRANSPORT_OPTION end to end in the core: the server asks for a
+/// congestion controller and a user timeout; the client's runtime gets
+/// them (the user timeout clamped to local bounds), answers, and the
+/// server learns each answer. A controller outside the client's allowed
+/// list is refused by the core itself, and the session goes on.
+#[test]
+fn transport_options_are_requested_applied_and_answered() {
+    use tcpls_proto::session::options::{OptionStatus, PeerOption};
+    let mut p = Net::established();
+    drain_events(&mut p.c);
+    drain_events(&mut p.s);
+    let bbr =
+        p.s.set_peer_option(None, PeerOption::CongestionControl("bbr".into()))
+            .unwrap();
+    let ut =
+        p.s.set_peer_option(
+            Some(ConnectionId(0)),
+            PeerOption::UserTimeout(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let vegas =
+        p.s.set_peer_option(None, PeerOption::CongestionControl("vegas".into()))
+            .unwrap();
+    p.drive();
+    let asked = option_events(&mut p.c);
+    assert_eq!(asked.len(), 2, "vegas never reaches the runtime: {asked:?}");
+    for e in asked {
+        let Event::PeerOption {
+            request,
+            conn,
+            option,
+        } = e
+        else {
+            unreachable!()
+        };
+        match &option {
+            PeerOption::CongestionControl(n) => assert_eq!(n, "bbr"),
+            PeerOption::UserTimeout(d) => {
+                assert_eq!(
+                    *d,
+                    Duration::from_secs(30),
+                    "clamped to max_peer_user_timeout"
+                );
+                assert_eq!(conn, Some(ConnectionId(0)));
+            }
+            other => panic!("{other:?}"),
+        }
+        p.c.answer_peer_option(request, conn, &option, Ok(()));
+    }
+    assert_eq!(
+        p.c.user_timeout_of(ConnectionId(0)),
+        Some(Duration::from_secs(30)),
+        "the applied user timeout is the connection's failure threshold"
+    );
+    p.drive();
+    let mut answers: Vec<(u32, bool)> = option_events(&mut p.s)
+        .into_iter()
+        .map(|e| match e {
+            Event::PeerOptionAnswered { request, answer, .. } => {
+                if request == vegas {
+                    assert!(
+                        matches!(&answer, Err((OptionStatus::NotAllowed, why)) if why.contains("vegas")),
+                        "{answer:?}"
+                    );
+                }
+                (request, answer.is_ok())
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    answers.sort();
+    assert_eq!(answers, vec![(bbr, true), (ut, true), (vegas, false)]);
+    // The session goes on.
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"still here").unwrap();
+    p.drive();
+    assert_eq!(p.s.accept_stream(), Some(id));
+}
+
+/// Malformed or unknown options are answered with a typed status, never
+/// an error of the session; a hostile peer's flood of requests is bounded.
+#[test]
+fn bad_and_excess_transport_options_are_refused() {
+    use tcpls_proto::session::options::PeerOption;
+    let mut p = Net::established();
+    assert!(p
+        .s
+        .set_peer_option(None, PeerOption::CongestionControl("no spaces".into()))
+        .is_err());
+    assert!(p
+        .s
+        .set_peer_option(
+            Some(ConnectionId(9)),
+            PeerOption::UserTimeout(Duration::from_secs(1))
+        )
+        .is_err());
+    let mut sent = 0;
+    while p
+        .s
+        .set_peer_option(None, PeerOption::UserTimeout(Duration::from_secs(1)))
+        .is_ok()
+    {
+        sent += 1;
+        assert!(sent <= 16, "requests are bounded");
+    }
+    p.drive();
+    // The client's runtime does not answer: the core holds at most 16.
+    assert_eq!(option_events(&mut p.c).len(), 16);
+    assert!(p.c.error().is_none() && p.s.error().is_none());
+}

@@ -34,6 +34,7 @@ pub(crate) fn spawn(
     first: Vec<u8>,
 ) {
     let _ = tcp.set_nodelay(true);
+    shared.apply_session_options(conn, &tcp);
     // One socket shared by both tasks (tokio's TcpStream reads and writes
     // through `&self`), and by the session for TCP_INFO: no duplicate
     // descriptor, so a session costs one file descriptor per connection.

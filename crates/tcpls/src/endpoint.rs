@@ -58,6 +58,7 @@ fn start(
             writing: Default::default(),
             leftover: Default::default(),
             inline_out: Default::default(),
+            congestion_control: None,
         }),
         writers: Default::default(),
         rx: Default::default(),

@@ -41,6 +41,7 @@ mod error;
 mod limits;
 mod links;
 mod monitor;
+mod options;
 mod session;
 mod shared;
 mod socket;
@@ -53,6 +54,7 @@ pub use session::Session;
 pub use shared::SessionEvent;
 pub use socket::ConnectionStats;
 pub use stream::{RecvStream, SendStream, Stream};
+pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
     CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, ServerConfig, StreamId,

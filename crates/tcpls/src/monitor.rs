@@ -28,7 +28,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
             let inner = shared.lock();
             busy = inner.proto.has_unacked() || inner.proto.aggregating();
         }
-        let limit = {
+        let failover = {
             let mut inner = shared.lock();
             if inner.proto.is_drained() {
                 return;
@@ -43,10 +43,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 shared.wake_writers();
                 inner = shared.lock();
             }
-            inner
-                .proto
-                .user_timeout()
-                .filter(|_| inner.proto.failover())
+            inner.proto.failover()
         };
         let infos: Vec<crate::socket::ConnectionStats> = {
             let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,16 +52,23 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 .filter_map(|(id, fd)| crate::socket::tcp_info(*id, &**fd).ok())
                 .collect()
         };
-        {
+        // Each connection's user timeout (the peer may have asked for one
+        // per connection).
+        let limits: Vec<Option<std::time::Duration>> = {
             // Schedulers choose paths by RTT, rate and loss.
             let mut inner = shared.lock();
             for i in &infos {
                 inner.proto.set_path_info(i.conn, i.estimate());
             }
-        }
+            infos
+                .iter()
+                .map(|i| inner.proto.user_timeout_of(i.conn).filter(|_| failover))
+                .collect()
+        };
         let dead: Vec<(ConnectionId, u32)> = {
             infos
                 .into_iter()
+                .zip(limits)
                 // Unacknowledged data, no ACK for the user timeout, and at
                 // least one retransmission timeout fired: a connection that
                 // just sent after being idle has a stale last-ACK time but
@@ -73,7 +77,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
                 // congested (a burst of replayed data overflowing its
                 // bottleneck queue costs an RTO of 200 ms or more, which
                 // killed the healthy connection right after a failover).
-                .filter(|i| {
+                .filter(|(i, limit)| {
                     limit.is_some_and(|limit| {
                         let ms = limit.as_millis();
                         i.unacked > 0
@@ -82,7 +86,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
                             && i.last_data_recv_ms as u128 >= ms
                     })
                 })
-                .map(|i| (i.conn, i.last_ack_recv_ms))
+                .map(|(i, _)| (i.conn, i.last_ack_recv_ms))
                 .collect()
         };
         if dead.is_empty() {

@@ -245,6 +245,47 @@ impl Session {
         self.shared().lock().joinable_addresses()
     }
 
+    /// Asks the peer to apply a transport option on connection `conn`
+    /// (`None`: all of the session's connections, later ones too), e.g.
+    /// to send to us with another congestion controller. The option
+    /// travels encrypted, so middleboxes cannot strip it. Returns the
+    /// request's id; the answer arrives as
+    /// [`SessionEvent::PeerOptionAnswered`].
+    ///
+    /// ```no_run
+    /// # fn f(session: &tcpls::Session) -> Result<(), tcpls::Error> {
+    /// use tcpls::PeerOption;
+    /// session.set_peer_option(None, PeerOption::CongestionControl("bbr".into()))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_peer_option(
+        &self,
+        conn: Option<ConnectionId>,
+        option: tcpls_proto::session::options::PeerOption,
+    ) -> Result<u32, Error> {
+        self.with_proto(|p| p.set_peer_option(conn, option))
+    }
+
+    /// Uses congestion controller `name` (`TCP_CONGESTION`, e.g. `bbr`) on
+    /// every connection of this side, later ones too. The kernel refuses
+    /// names it does not have, and (without CAP_NET_ADMIN) those outside
+    /// `net.ipv4.tcp_allowed_congestion_control`.
+    pub fn set_congestion_control(&self, name: &str) -> Result<(), Error> {
+        let sockets: Vec<_> = {
+            let s = self
+                .shared()
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            s.values().cloned().collect()
+        };
+        for tcp in sockets {
+            crate::options::set_congestion_control(&tcp, name)?;
+        }
+        self.shared().lock().congestion_control = Some(name.to_string());
+        Ok(())
+    }
+
     /// Kernel TCP statistics of each live connection.
     pub fn connection_stats(&self) -> Vec<crate::socket::ConnectionStats> {
         let sockets = self
@@ -258,6 +299,7 @@ impl Session {
                 let mut s = crate::socket::tcp_info(*id, &**tcp).ok()?;
                 s.local_addr = tcp.local_addr().ok();
                 s.peer_addr = tcp.peer_addr().ok();
+                s.congestion_control = crate::options::congestion_control(tcp);
                 Some(s)
             })
             .collect()

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
+use tcpls_proto::session::options::PeerOption;
 use tcpls_proto::{ConnectionId, ErrorCode, Event, StreamId};
 use tokio::sync::Notify;
 
@@ -41,6 +42,28 @@ pub enum SessionEvent {
     FellBack {
         /// What happened to the TCPLS hello.
         reason: String,
+    },
+    /// The peer asked this side to apply a transport option (on one
+    /// connection, or all): `applied` says whether it was, or why not.
+    PeerOption {
+        /// The connection, or `None` for all of them.
+        conn: Option<ConnectionId>,
+        /// What the peer asked for.
+        option: PeerOption,
+        /// Applied, or why not.
+        applied: Result<(), String>,
+    },
+    /// The peer answered [`crate::Session::set_peer_option`] request
+    /// `request`.
+    PeerOptionAnswered {
+        /// The request's id.
+        request: u32,
+        /// The connection it named, or `None` for all.
+        conn: Option<ConnectionId>,
+        /// What was asked.
+        option: PeerOption,
+        /// Applied by the peer, or why not.
+        answer: Result<(), String>,
     },
 }
 
@@ -90,6 +113,10 @@ pub(crate) struct Inner {
     pub leftover: BTreeMap<ConnectionId, Vec<u8>>,
     /// Output buffer of inline transmits, kept between calls.
     pub inline_out: tcpls_proto::session::TransmitBuf,
+    /// The congestion controller for every connection of the session,
+    /// later ones too (this side's `Session::set_congestion_control`, or
+    /// the peer's request for all connections).
+    pub congestion_control: Option<String>,
 }
 
 /// See [`Inner::writing`].
@@ -103,9 +130,6 @@ pub(crate) enum Writing {
     /// it must be woken again when the inline transmit ends.
     InlineWriterWaiting,
 }
-
-/// The least TCP_USER_TIMEOUT given to the kernel when failover is on.
-const KERNEL_USER_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// True for addresses that name this host or its link rather than a
 /// remote server: a peer may not steer joins there.
@@ -146,11 +170,20 @@ impl Inner {
     /// with 1,000 sessions on two cores).
     pub fn kernel_user_timeout(&self) -> Option<std::time::Duration> {
         let t = self.proto.user_timeout()?;
-        Some(if self.proto.failover() {
-            t.max(KERNEL_USER_TIMEOUT_FLOOR)
-        } else {
-            t
-        })
+        Some(crate::options::kernel_user_timeout(
+            t,
+            self.proto.failover(),
+        ))
+    }
+
+    /// [`Self::kernel_user_timeout`] of connection `conn` (the peer may
+    /// have asked for another one with a TRANSPORT_OPTION).
+    pub fn kernel_user_timeout_of(&self, conn: ConnectionId) -> Option<std::time::Duration> {
+        let t = self.proto.user_timeout_of(conn)?;
+        Some(crate::options::kernel_user_timeout(
+            t,
+            self.proto.failover(),
+        ))
     }
 
     /// The peer's advertised addresses a join may go to.
@@ -226,6 +259,56 @@ impl Inner {
                         self.rejoining = true;
                         (self.spawn_rejoin)(&rt, me);
                     }
+                }
+                Event::PeerOption {
+                    request,
+                    conn,
+                    option,
+                } => {
+                    let answer = match self.me.as_ref().and_then(Weak::upgrade) {
+                        Some(me) => crate::options::apply(&me, self, conn, &option),
+                        None => Err((
+                            tcpls_proto::session::options::OptionStatus::Failed,
+                            "session ending".into(),
+                        )),
+                    };
+                    tracing::info!(?conn, option = %option.describe(), ?answer, "peer's transport option");
+                    let applied = answer.clone().map_err(|(_, why)| why);
+                    self.proto
+                        .answer_peer_option(request, conn, &option, answer);
+                    self.push_app_event(SessionEvent::PeerOption {
+                        conn,
+                        option,
+                        applied,
+                    });
+                }
+                Event::PeerOptionRefused {
+                    conn,
+                    option,
+                    reason,
+                } => {
+                    tracing::info!(?conn, ?option, %reason, "peer's transport option refused");
+                    if let Some(option) = option {
+                        self.push_app_event(SessionEvent::PeerOption {
+                            conn,
+                            option,
+                            applied: Err(reason),
+                        });
+                    }
+                }
+                Event::PeerOptionAnswered {
+                    request,
+                    conn,
+                    option,
+                    answer,
+                } => {
+                    tracing::info!(?conn, option = %option.describe(), ?answer, "transport option answered");
+                    self.push_app_event(SessionEvent::PeerOptionAnswered {
+                        request,
+                        conn,
+                        option,
+                        answer: answer.map_err(|(status, why)| format!("{status:?}: {why}")),
+                    });
                 }
                 Event::Closed(e) => {
                     self.readers.drain().for_each(|(_, w)| w.wake());
@@ -330,6 +413,26 @@ impl Shared {
     /// Applies the session's TCP User Timeout to a new socket.
     pub fn apply_user_timeout_to(&self, tcp: &tokio::net::TcpStream) {
         if let Some(t) = self.lock().kernel_user_timeout() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
+        }
+    }
+
+    /// Gives a new connection `conn` the session-wide socket options: the
+    /// congestion controller and (a peer's request) user timeout.
+    pub fn apply_session_options(&self, conn: ConnectionId, tcp: &tokio::net::TcpStream) {
+        let (cc, t) = {
+            let inner = self.lock();
+            (
+                inner.congestion_control.clone(),
+                inner.kernel_user_timeout_of(conn),
+            )
+        };
+        if let Some(name) = cc {
+            if let Err(e) = crate::options::set_congestion_control(tcp, &name) {
+                tracing::warn!(%conn, %name, error = %e, "cannot set the congestion controller");
+            }
+        }
+        if let Some(t) = t {
             let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
         }
     }

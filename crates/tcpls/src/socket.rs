@@ -50,6 +50,8 @@ pub struct ConnectionStats {
     pub local_addr: Option<SocketAddr>,
     /// The connection's remote address (likewise).
     pub peer_addr: Option<SocketAddr>,
+    /// Its congestion controller (`TCP_CONGESTION`; likewise).
+    pub congestion_control: Option<String>,
 }
 
 /// Linux's `struct tcp_info` up to `tcpi_delivery_rate` (include/uapi/
@@ -156,6 +158,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         rto_backoff: info.retransmits.max(info.backoff),
         local_addr: None,
         peer_addr: None,
+        congestion_control: None,
     })
 }
 

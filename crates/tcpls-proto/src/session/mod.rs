@@ -63,6 +63,7 @@ mod fallback;
 pub mod flow;
 mod join;
 pub(crate) mod keys;
+pub mod options;
 mod paths;
 mod pending;
 mod record_builder;
@@ -147,6 +148,40 @@ pub enum Event {
     },
     /// The session ended.
     Closed(Error),
+    /// The peer asks that `option` be applied on connection `conn` (`None`:
+    /// all of them, later ones too). Already checked against local policy
+    /// (user timeout clamped, congestion controller allowed); the runtime
+    /// applies it and answers with [`Session::answer_peer_option`].
+    PeerOption {
+        /// The request's id, for the answer.
+        request: u32,
+        /// The connection, or all.
+        conn: Option<ConnectionId>,
+        /// What to apply.
+        option: options::PeerOption,
+    },
+    /// The core refused the peer's request by itself (local policy: a
+    /// congestion controller not allowed; or a malformed or excess
+    /// request, `option` `None`); the peer was told why.
+    PeerOptionRefused {
+        /// The connection it named, or all.
+        conn: Option<ConnectionId>,
+        /// What was asked, if it could be decoded.
+        option: Option<options::PeerOption>,
+        /// Why not.
+        reason: String,
+    },
+    /// The peer answered our [`Session::set_peer_option`] request.
+    PeerOptionAnswered {
+        /// The request's id.
+        request: u32,
+        /// The connection it named, or all.
+        conn: Option<ConnectionId>,
+        /// What was asked.
+        option: options::PeerOption,
+        /// Applied, or why not.
+        answer: options::OptionAnswer,
+    },
 }
 
 /// Result of [`Session::read`].
@@ -197,6 +232,8 @@ pub struct Session {
     suite: Option<CipherSuite>,
     /// Buffers reused by every record built.
     scratch: Scratch,
+    /// Transport option requests, both ways.
+    options: options::Options,
 }
 
 impl std::fmt::Debug for Session {
@@ -264,6 +301,7 @@ impl Session {
             peer_params: None,
             suite: None,
             scratch: Scratch::default(),
+            options: Default::default(),
             cfg,
         }
     }

@@ -534,6 +534,8 @@ impl Session {
         for (c, final_ack) in &self.recovery.failed_conns {
             p.reset_connection(*c, *final_ack);
         }
+        // Option requests whose answer may have been lost with it.
+        self.options.resend();
         for &addr in &self.paths.local_addresses {
             if !p.address_updates.contains(&(addr, true)) {
                 p.address_updates.push_back((addr, true));

@@ -452,8 +452,23 @@ impl Session {
             Frame::Ack { conn, seq } => self.on_ack(conn, seq, arrival),
             Frame::NewAddress(addr) => self.on_peer_address(addr, true),
             Frame::RemoveAddress(addr) => self.on_peer_address(addr, false),
-            // Transport options: valid on the wire, not acted on yet.
-            Frame::TransportOption { .. } => Ok(()),
+            Frame::TransportOption {
+                request,
+                conn,
+                option,
+                value,
+            } => {
+                self.on_transport_option(request, conn, option, value);
+                Ok(())
+            }
+            Frame::TransportOptionAck {
+                request,
+                status,
+                reason,
+            } => {
+                self.on_transport_option_ack(request, status, reason);
+                Ok(())
+            }
             Frame::KeyUpdate { gen } => self.on_key_update(arrival, gen),
         }
     }

@@ -96,6 +96,7 @@ impl Session {
                         .values()
                         .any(|c| c.ack_due || c.ping_due || c.challenge_due() || c.key_update_due)
                     || !self.pending.is_empty()
+                    || !self.options.is_empty()
                     || self.streams.data_sendable()
             }
         }
@@ -257,6 +258,8 @@ impl Session {
         let credited = self
             .pending
             .write_control_frames(ctl, conn, &mut self.streams.map, limits);
+        self.options
+            .write_frames(ctl, super::pending::CONTROL_LIMIT);
         for id in credited {
             self.maybe_remove(id);
         }

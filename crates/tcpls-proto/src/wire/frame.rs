@@ -54,6 +54,7 @@ pub enum FrameType {
     Close = 0x0e,
     MaxStreams = 0x0f,
     KeyUpdate = 0x10,
+    TransportOptionAck = 0x11,
 }
 
 impl FrameType {
@@ -77,6 +78,7 @@ impl FrameType {
             0x0e => Close,
             0x0f => MaxStreams,
             0x10 => KeyUpdate,
+            0x11 => TransportOptionAck,
             _ => return None,
         })
     }
@@ -90,6 +92,15 @@ pub const ACK_FRAME_LEN: usize = 4 + 8 + 1;
 pub const MAX_REASON_LEN: usize = 1024;
 /// Length of a join token.
 pub const TOKEN_LEN: usize = 32;
+
+/// TRANSPORT_OPTION's connection field for "every connection of the
+/// session".
+pub const ALL_CONNECTIONS: u32 = u32::MAX;
+
+/// Longest option value (and answer reason) this side puts in a
+/// TRANSPORT_OPTION (or TRANSPORT_OPTION_ACK) frame; a receiver takes any
+/// length that fits the record.
+pub const MAX_OPTION_LEN: usize = 256;
 
 /// Transport options exchanged in TRANSPORT_OPTION frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,9 +152,21 @@ pub enum Frame<'a> {
         code: u32,
         final_size: u64,
     },
+    /// A request that the peer apply a transport option, on connection
+    /// `conn` or (`None`) on all of the session's connections; answered by
+    /// a TRANSPORT_OPTION_ACK with the same `request`.
     TransportOption {
+        request: u32,
+        conn: Option<ConnectionId>,
         option: TransportOptionId,
         value: &'a [u8],
+    },
+    /// The answer to TRANSPORT_OPTION `request`: `status` 0 applied, else
+    /// why not (see `OptionStatus`), with a reason text.
+    TransportOptionAck {
+        request: u32,
+        status: u8,
+        reason: &'a [u8],
     },
     Close {
         code: u32,
@@ -258,11 +281,31 @@ impl Frame<'_> {
                 out.extend_from_slice(&final_size.to_be_bytes());
                 out.push(FrameType::ResetStream as u8);
             }
-            Frame::TransportOption { option, value } => {
+            Frame::TransportOption {
+                request,
+                conn,
+                option,
+                value,
+            } => {
+                debug_assert!(value.len() <= u16::MAX as usize);
                 out.extend_from_slice(value);
                 out.extend_from_slice(&(value.len() as u16).to_be_bytes());
                 out.extend_from_slice(&option.0.to_be_bytes());
+                out.extend_from_slice(&conn.map_or(ALL_CONNECTIONS, |c| c.0).to_be_bytes());
+                out.extend_from_slice(&request.to_be_bytes());
                 out.push(FrameType::TransportOption as u8);
+            }
+            Frame::TransportOptionAck {
+                request,
+                status,
+                reason,
+            } => {
+                let reason = &reason[..reason.len().min(MAX_REASON_LEN)];
+                out.extend_from_slice(reason);
+                out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+                out.push(*status);
+                out.extend_from_slice(&request.to_be_bytes());
+                out.push(FrameType::TransportOptionAck as u8);
             }
             Frame::Close { code, reason } => {
                 let reason = &reason[..reason.len().min(MAX_REASON_LEN)];
@@ -296,7 +339,8 @@ impl Frame<'_> {
             Frame::MaxData(_) => 8,
             Frame::MaxStreamData { .. } => 12,
             Frame::ResetStream { .. } => 16,
-            Frame::TransportOption { value, .. } => value.len() + 4,
+            Frame::TransportOption { value, .. } => value.len() + 12,
+            Frame::TransportOptionAck { reason, .. } => reason.len().min(MAX_REASON_LEN) + 7,
             Frame::Close { reason, .. } => reason.len().min(MAX_REASON_LEN) + 6,
             Frame::MaxStreams(_) | Frame::KeyUpdate { .. } => 4,
         }
@@ -391,12 +435,35 @@ impl<'a> FrameIter<'a> {
                 }
             }
             FrameType::TransportOption => {
+                let request = r.u32("option request")?;
+                let conn = match r.u32("option connection")? {
+                    ALL_CONNECTIONS => None,
+                    c => Some(ConnectionId(c)),
+                };
                 let option = TransportOptionId(r.u16("option id")?);
                 let len = r.u16("option length")? as usize;
                 let value = r
                     .take(len, "option value")
                     .map_err(|_| DecodeError::BadLength("option value"))?;
-                Frame::TransportOption { option, value }
+                Frame::TransportOption {
+                    request,
+                    conn,
+                    option,
+                    value,
+                }
+            }
+            FrameType::TransportOptionAck => {
+                let request = r.u32("option ack request")?;
+                let status = r.u8("option ack status")?;
+                let len = r.u16("option ack reason length")? as usize;
+                let reason = r
+                    .take(len, "option ack reason")
+                    .map_err(|_| DecodeError::BadLength("option ack reason"))?;
+                Frame::TransportOptionAck {
+                    request,
+                    status,
+                    reason,
+                }
             }
             FrameType::Close => {
                 let code = r.u32("close code")?;
@@ -442,7 +509,7 @@ mod tests {
     /// Owned description of a frame, so proptest can generate borrowed ones.
     fn arb_frame() -> impl Strategy<Value = (u8, u64, u64, u32, Vec<u8>, SocketAddr, [u8; 32])> {
         (
-            0u8..17,
+            0u8..18,
             any::<u64>(),
             0u64..(u64::MAX / 2),
             any::<u32>(),
@@ -495,8 +562,15 @@ mod tests {
                 final_size: off,
             },
             13 => Frame::TransportOption {
+                request: a as u32,
+                conn: (!b.is_multiple_of(3)).then_some(ConnectionId(b / 2)),
                 option: TransportOptionId(b as u16),
-                value: data,
+                value: &data[..data.len().min(MAX_OPTION_LEN)],
+            },
+            17 => Frame::TransportOptionAck {
+                request: b,
+                status: a as u8,
+                reason: data,
             },
             14 => Frame::Close {
                 code: b,
