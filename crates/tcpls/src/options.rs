@@ -5,49 +5,28 @@
 use std::time::Duration;
 
 use tcpls_proto::session::options::{OptionAnswer, OptionStatus, PeerOption};
-use tcpls_proto::ConnectionId;
-
-use crate::shared::{Inner, Shared};
 
 /// The least `TCP_USER_TIMEOUT` given to the kernel when failover is on
 /// (see `Inner::kernel_user_timeout`).
 pub(crate) const KERNEL_USER_TIMEOUT_FLOOR: Duration = Duration::from_secs(10);
 
-/// Applies `option` to connection `conn`'s socket, or to every socket of
-/// the session (and, through `Inner`, to later ones).
+/// Applies `option` to the sockets `targets` (one connection's, or every
+/// one of the session); `failover` as the session has it.
 pub(crate) fn apply(
-    shared: &Shared,
-    inner: &mut Inner,
-    conn: Option<ConnectionId>,
+    targets: &[std::sync::Arc<tokio::net::TcpStream>],
     option: &PeerOption,
+    failover: bool,
 ) -> OptionAnswer {
-    let sockets = shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
-    let targets: Vec<_> = match conn {
-        Some(c) => match sockets.get(&c) {
-            Some(s) => vec![s.clone()],
-            None => {
-                return Err((
-                    OptionStatus::NoSuchConnection,
-                    format!("connection {c} has no socket here"),
-                ))
-            }
-        },
-        None => sockets.values().cloned().collect(),
-    };
-    drop(sockets);
     match option {
         PeerOption::CongestionControl(name) => {
-            for tcp in &targets {
+            for tcp in targets {
                 set_congestion_control(tcp, name)
                     .map_err(|e| (OptionStatus::Failed, format!("TCP_CONGESTION {name}: {e}")))?;
             }
-            if conn.is_none() {
-                inner.congestion_control = Some(name.clone());
-            }
         }
         PeerOption::UserTimeout(t) => {
-            let kernel = kernel_user_timeout(*t, inner.proto.failover());
-            for tcp in &targets {
+            let kernel = kernel_user_timeout(*t, failover);
+            for tcp in targets {
                 socket2::SockRef::from(&**tcp)
                     .set_tcp_user_timeout(Some(kernel))
                     .map_err(|e| (OptionStatus::Failed, format!("TCP_USER_TIMEOUT: {e}")))?;

@@ -265,13 +265,7 @@ impl Inner {
                     conn,
                     option,
                 } => {
-                    let answer = match self.me.as_ref().and_then(Weak::upgrade) {
-                        Some(me) => crate::options::apply(&me, self, conn, &option),
-                        None => Err((
-                            tcpls_proto::session::options::OptionStatus::Failed,
-                            "session ending".into(),
-                        )),
-                    };
+                    let answer = self.apply_peer_option(conn, &option);
                     tracing::info!(?conn, option = %option.describe(), ?answer, "peer's transport option");
                     let applied = answer.clone().map_err(|(_, why)| why);
                     self.proto
@@ -324,6 +318,37 @@ impl Inner {
                 _ => {}
             }
         }
+    }
+
+    /// Applies the peer's transport option to connection `conn`'s socket,
+    /// or to every socket of the session (and then to later ones too).
+    fn apply_peer_option(
+        &mut self,
+        conn: Option<ConnectionId>,
+        option: &PeerOption,
+    ) -> tcpls_proto::session::options::OptionAnswer {
+        use tcpls_proto::session::options::OptionStatus;
+        let Some(me) = self.me.as_ref().and_then(Weak::upgrade) else {
+            return Err((OptionStatus::Failed, "session ending".into()));
+        };
+        let targets: Vec<_> = {
+            let sockets = me.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            match conn {
+                Some(c) => sockets.get(&c).cloned().into_iter().collect(),
+                None => sockets.values().cloned().collect(),
+            }
+        };
+        if let (Some(c), true) = (conn, targets.is_empty()) {
+            return Err((
+                OptionStatus::NoSuchConnection,
+                format!("connection {c} has no socket here"),
+            ));
+        }
+        crate::options::apply(&targets, option, self.proto.failover())?;
+        if let (None, PeerOption::CongestionControl(name)) = (conn, option) {
+            self.congestion_control = Some(name.clone());
+        }
+        Ok(())
     }
 
     /// Records that this session is the plain TLS retry of a failed TCPLS
