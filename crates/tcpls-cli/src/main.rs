@@ -1,6 +1,7 @@
 //! The `tcpls` command: serve files, fetch them, measure goodput, demo,
 //! and the benchmark tools (idle sessions, plots, the MPTCP baseline).
 
+mod access_log;
 mod client;
 mod demo;
 mod get;
@@ -10,6 +11,7 @@ mod mptcp;
 mod perf;
 mod plot;
 mod serve;
+mod service;
 mod soak;
 mod tunnel;
 mod units;

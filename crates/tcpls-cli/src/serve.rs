@@ -49,7 +49,8 @@ pub struct ServeArgs {
 /// listen, the certificate, the session limits, what each session gets.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOpts {
-    /// Address to listen on.
+    /// Address to listen on (unless systemd passes a listening socket:
+    /// socket activation, LISTEN_FDS).
     #[arg(long, default_value = "127.0.0.1:4443")]
     pub listen: SocketAddr,
     /// Certificate chain (PEM). Without it a self-signed one is generated.
@@ -94,6 +95,10 @@ pub struct ServerOpts {
     /// key updates.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub key_update_records: Option<u64>,
+    /// On SIGTERM or SIGINT, how long to wait for every session's CLOSE to
+    /// go out before exiting (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = crate::units::parse_duration)]
+    pub shutdown_timeout: Duration,
     #[command(flatten)]
     pub options: crate::client::TransportOptionArgs,
 }
@@ -129,6 +134,14 @@ impl ServerOpts {
             max_handshakes_per_ip: limit(self.max_handshakes_per_ip).unwrap_or(usize::MAX),
             ..ServerLimits::default()
         };
+        if let Some(listener) = crate::service::inherited_listener()? {
+            // systemd socket activation: --listen is the socket unit's.
+            eprintln!(
+                "tcpls: using the inherited listener on {} (LISTEN_FDS)",
+                listener.local_addr()?
+            );
+            return Ok(Server::from_listener(listener, config, limits)?);
+        }
         Server::bind_with_limits(self.listen, config, limits)
             .await
             .with_context(|| format!("listening on {}", self.listen))
@@ -224,25 +237,55 @@ pub fn configure_session(
     Ok(())
 }
 
-/// Accepts sessions forever; each stream carries one request. `opts`
-/// gives each session its advertised addresses, scheduler and options.
+/// Accepts sessions; each stream carries one request. `opts` gives each
+/// session its advertised addresses, scheduler and options; with it,
+/// SIGTERM or SIGINT stops the server gracefully (see `service`), and the
+/// function returns.
 pub async fn serve(server: Server, site: Site, opts: Option<ServerOpts>) -> Result<()> {
     let site = Arc::new(site);
+    let drain = opts
+        .as_ref()
+        .map_or(Duration::from_secs(5), |o| o.shutdown_timeout);
+    let mut sessions = crate::service::Sessions::new(drain);
+    let mut signals = match &opts {
+        Some(_) => Some(crate::service::StopSignals::new()?),
+        None => None,
+    };
     loop {
-        let session = server.accept().await?;
+        let stop = async {
+            match signals.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let session = tokio::select! {
+            s = server.accept() => s?,
+            sig = stop => {
+                drop(server);
+                let n = sessions.stop().await;
+                eprintln!("tcpls: {sig}: stopped accepting, closed {n} session(s)");
+                return Ok(());
+            }
+        };
         if let Some(opts) = &opts {
             opts.configure(&session)?;
         }
         let site = site.clone();
-        tokio::spawn(async move {
-            tracing::info!(peer = ?session.peer_addr(), tcpls = session.is_tcpls(), "session");
-            log_option_events(&session);
-            while let Ok(stream) = session.accept_stream().await {
+        let s = session.clone();
+        sessions.spawn(session, async move {
+            tracing::info!(peer = ?s.peer_addr(), tcpls = s.is_tcpls(), "session");
+            log_option_events(&s);
+            while let Ok(stream) = s.accept_stream().await {
                 let site = site.clone();
+                let peer = s.peer_addr();
                 tokio::spawn(async move {
                     let id = stream.id();
-                    if let Err(e) = handle(stream, &site).await {
-                        tracing::debug!(stream = %id, error = %e, "request failed");
+                    let mut counted = crate::access_log::Counted::new(stream);
+                    let start = std::time::Instant::now();
+                    match handle(&mut counted, &site).await {
+                        Ok(Some(request)) => counted.log(peer, &request, start.elapsed()),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(stream = %id, error = %e, "request failed"),
                     }
                 });
             }
@@ -293,21 +336,26 @@ pub fn pattern_mismatch(offset: u64, data: &[u8]) -> Option<u64> {
     None
 }
 
-/// Serves one request on `s` and finishes it.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) -> Result<()> {
+/// Serves one request on `s` and finishes it; returns its method and
+/// path (`None`: the stream ended before a request).
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    site: &Site,
+) -> Result<Option<(String, String)>> {
     let Some((head, body_start)) = http::read_head_within(&mut s, site.request_timeout).await?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let (method, target) = match head.start.as_slice() {
         [m, t, ..] => (m.as_str(), t.as_str()),
         _ => {
             http::write_text_response(&mut s, 400, "Bad Request", "bad request line\n").await?;
-            return finish(s).await;
+            finish(s).await?;
+            return Ok(Some(("-".into(), "-".into())));
         }
     };
     let path = target.split(['?', '#']).next().unwrap_or("/");
-    tracing::info!(method, path, "request");
+    let request = (method.to_string(), path.to_string());
     let perf_max = site.perf_max.filter(|_| is_perf(path));
     match method {
         "GET" if perf_max.is_some() => {
@@ -327,7 +375,8 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) ->
             let len = head.content_length()?.unwrap_or(0);
             if perf_max.is_some_and(|m| len > m) {
                 too_large(&mut s, perf_max).await?;
-                return finish(s).await;
+                finish(s).await?;
+                return Ok(Some(request));
             }
             // The body is compared with the perf pattern (cheap beside the
             // decryption), so `tcpls soak` can verify uploads too.
@@ -362,7 +411,8 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, site: &Site) ->
             .await?
         }
     }
-    finish(s).await
+    finish(s).await?;
+    Ok(Some(request))
 }
 
 /// True for the perf endpoints' paths (`/_perf`, `/_perf/...`).

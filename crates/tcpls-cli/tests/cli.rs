@@ -392,3 +392,101 @@ fn the_server_chooses_the_clients_congestion_controller() {
         "the refusal is reported: {ev:?}"
     );
 }
+
+/// `serve` as a service: it takes the listening socket systemd passes
+/// (socket activation: LISTEN_FDS, fd 3), logs each request with its
+/// status, bytes and duration, and on SIGTERM stops accepting, closes
+/// every session with a reason the client sees (a clean close, not a
+/// failure it would rejoin after) and exits with success.
+#[test]
+fn serve_runs_as_a_service() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.bin"), vec![7u8; 100_000]).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#,
+        BIN,
+        "serve",
+        "-v",
+    ])
+    .arg("--root")
+    .arg(dir.path())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log_path).unwrap());
+    let fd = listener.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec; the
+    // listening socket becomes fd 3 without close-on-exec (dup's copy has
+    // none), as systemd passes it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let copy = libc::dup(fd);
+            if copy < 0 || (copy != 3 && libc::dup2(copy, 3) < 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = Reaper(cmd.spawn().unwrap());
+    drop(listener);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = std::sync::Arc::new(tcpls::ClientConfig::builder().insecure().build().unwrap());
+    let session = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let session = tcpls::connect(addr, "localhost", cfg).await.unwrap();
+            let mut s = session.open_stream().await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /a.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            s.shutdown().await.unwrap();
+            let mut response = Vec::new();
+            s.read_to_end(&mut response).await.unwrap();
+            assert!(
+                response.starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                &response[..20]
+            );
+            session
+        })
+        .await
+        .expect("the request through the inherited listener timed out")
+    });
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let why = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), session.closed()).await })
+        .expect("the session was not closed");
+    assert!(
+        matches!(&why, tcpls_proto::Error::PeerClosed { reason, .. } if reason == "server shutting down"),
+        "a clean close with the reason: {why:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = server.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("inherited listener"), "{log}");
+    let sent: Option<u64> = log
+        .lines()
+        .find_map(|l| l.split_once("GET /a.bin 200 "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
+    assert!(
+        sent.is_some_and(|n| n > 100_000),
+        "the request's log line, with status and bytes: {log}"
+    );
+    assert!(log.contains("closed 1 session"), "{log}");
+}

@@ -321,6 +321,33 @@ impl Server {
         limits: ServerLimits,
     ) -> Result<Server, Error> {
         let listener = TcpListener::bind(addr).await?;
+        Self::serve_listener(listener, config, limits)
+    }
+
+    /// A server on a listening socket made elsewhere: one inherited from
+    /// systemd (socket activation) or a supervisor, or bound with options
+    /// of the caller's choosing.
+    ///
+    /// ```no_run
+    /// # async fn f(config: std::sync::Arc<tcpls::ServerConfig>) -> Result<(), tcpls::Error> {
+    /// let listener = std::net::TcpListener::bind("[::]:4443")?;
+    /// let server = tcpls::Server::from_listener(listener, config, tcpls::ServerLimits::default())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Arc<ServerConfig>,
+        limits: ServerLimits,
+    ) -> Result<Server, Error> {
+        listener.set_nonblocking(true)?;
+        Self::serve_listener(TcpListener::from_std(listener)?, config, limits)
+    }
+
+    fn serve_listener(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        limits: ServerLimits,
+    ) -> Result<Server, Error> {
         let local_addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let task = tokio::spawn(accept_loop(listener, config, tx, Limiter::new(limits)));

@@ -70,14 +70,26 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
         allow,
         connect_timeout: args.connect_timeout,
     });
+    let mut sessions = crate::service::Sessions::new(args.server.shutdown_timeout);
+    let mut signals = crate::service::StopSignals::new()?;
     loop {
-        let session = server.accept().await?;
+        let session = tokio::select! {
+            s = server.accept() => s?,
+            sig = signals.recv() => {
+                drop(server);
+                let n = sessions.stop().await;
+                eprintln!("tcpls: {sig}: stopped accepting, closed {n} session(s)");
+                return Ok(());
+            }
+        };
         args.server.configure(&session)?;
         let targets = targets.clone();
-        tokio::spawn(async move {
-            let peer = session.peer_addr();
-            tracing::info!(?peer, tcpls = session.is_tcpls(), "tunnel session");
-            while let Ok(stream) = session.accept_stream().await {
+        let s = session.clone();
+        sessions.spawn(session, async move {
+            let peer = s.peer_addr();
+            tracing::info!(?peer, tcpls = s.is_tcpls(), "tunnel session");
+            crate::serve::log_option_events(&s);
+            while let Ok(stream) = s.accept_stream().await {
                 let targets = targets.clone();
                 tokio::spawn(async move {
                     if let Err(e) = handle(&targets, stream).await {
