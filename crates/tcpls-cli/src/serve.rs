@@ -117,6 +117,9 @@ impl ServerOpts {
             ..defaults
         };
         self.options.configure(&mut transport);
+        // Sent with the first join tokens (a client behind a load
+        // balancer must not join before it knows them).
+        transport.advertised_addresses = self.advertise.clone();
         let builder = ServerConfig::builder().transport(transport);
         let builder = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => builder.pem_files(c, k)?,
@@ -147,10 +150,13 @@ impl ServerOpts {
             .with_context(|| format!("listening on {}", self.listen))
     }
 
-    /// What every accepted TCPLS session gets: the advertised addresses
-    /// and the scheduler choice.
+    /// What every accepted TCPLS session gets: the scheduler choice and
+    /// the transport option requests.
     pub fn configure(&self, session: &tcpls::Session) -> Result<()> {
-        configure_session(session, &self.advertise, self.scheduler.as_deref())?;
+        // The addresses went with the handshake (`advertised_addresses`).
+        if let (true, Some(name)) = (session.is_tcpls(), &self.scheduler) {
+            session.set_scheduler(crate::client::scheduler_choice(name))?;
+        }
         self.options.apply(session)
     }
 
@@ -217,24 +223,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         request_timeout: args.request_timeout,
     };
     serve(server, site, Some(args.server)).await
-}
-
-/// Gives an accepted TCPLS session the advertised addresses and the
-/// scheduler choice (`--scheduler`).
-pub fn configure_session(
-    session: &tcpls::Session,
-    advertise: &[SocketAddr],
-    scheduler: Option<&str>,
-) -> Result<()> {
-    if session.is_tcpls() {
-        for a in advertise {
-            session.advertise_address(*a)?;
-        }
-        if let Some(name) = scheduler {
-            session.set_scheduler(crate::client::scheduler_choice(name))?;
-        }
-    }
-    Ok(())
 }
 
 /// Accepts sessions; each stream carries one request. `opts` gives each

@@ -739,3 +739,95 @@ fn curl_through_a_tunnel_survives_a_blackholed_path() {
         hex::encode(sha2::Sha256::digest(&body))
     );
 }
+
+/// Two `tcpls serve` behind one virtual address (testbed/lb.sh: DNAT with
+/// iptables `statistic`, kube-proxy style), each advertising its own
+/// address in the handshake's record: 20 clients at once, two connections
+/// each. Every join goes to the advertised address of the backend that
+/// holds its session (through the virtual address half of them would
+/// reach the other backend, which knows nothing of their tokens), every
+/// download verifies, and both backends serve sessions.
+#[test]
+fn twenty_clients_behind_a_load_balancer() {
+    if unsafe_uid() != 0 {
+        eprintln!("SKIP: network-namespace tests need root");
+        return;
+    }
+    struct Lb(String);
+    impl Drop for Lb {
+        fn drop(&mut self) {
+            let _ = Command::new(testbed_script("lb.sh"))
+                .args(["down", &self.0])
+                .output();
+        }
+    }
+    let prefix = format!("lb{}", std::process::id() % 1000);
+    let out = Command::new(testbed_script("lb.sh"))
+        .args(["up", &prefix])
+        .output()
+        .unwrap();
+    let _lb = Lb(prefix.clone());
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: cannot build the load-balancer testbed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let ns = |name: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{prefix}-{name}")]);
+        c
+    };
+    let _backends: Vec<common::Reaper> = (1..=2)
+        .map(|b| {
+            let child = ns(&format!("b{b}"))
+                .args([BIN, "serve", "--perf", "--listen", "0.0.0.0:4443"])
+                .args(["--advertise", &format!("10.73.{b}.2:4443")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            common::Reaper(child)
+        })
+        .collect();
+    for b in 1..=2 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = format!("exec 3<>/dev/tcp/10.73.{b}.2/4443");
+        while !ns("cli")
+            .args(["bash", "-c", &probe])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "backend {b} did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let mut cmd = ns("cli");
+            cmd.args([BIN, "perf", "10.73.0.100:4443", "-k", "--bytes", "2M"])
+                .args(["--repeat", "1", "--connections", "2", "--verify", "--json"]);
+            std::thread::spawn(move || json(&run_bounded(&mut cmd, b"", Duration::from_secs(90))))
+        })
+        .collect();
+    let mut backends = std::collections::BTreeSet::new();
+    for c in clients {
+        let v = c.join().unwrap();
+        assert_eq!(v["verified"], true, "{v}");
+        let conns = v["connections"].as_array().unwrap();
+        assert_eq!(conns.len(), 2, "both connections of the session: {conns:?}");
+        let joined = conns[1]["peer"].as_str().unwrap().to_string();
+        assert!(
+            joined == "10.73.1.2:4443" || joined == "10.73.2.2:4443",
+            "the join went to a backend's own address: {conns:?}"
+        );
+        backends.insert(joined);
+    }
+    assert_eq!(
+        backends.len(),
+        2,
+        "both backends served sessions: {backends:?}"
+    );
+}

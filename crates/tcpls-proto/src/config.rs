@@ -59,6 +59,12 @@ pub struct TransportConfig {
     /// use (TRANSPORT_OPTION; default reno, cubic and bbr); other names are
     /// refused with a reason and the session goes on. Empty: none.
     pub peer_congestion_controls: Vec<String>,
+    /// Server: addresses advertised to every client (NEW_ADDRESS) in the
+    /// same record as its first join tokens, so that a client never joins
+    /// before it knows them (behind a load balancer, a join toward the
+    /// shared address could reach another server, which knows nothing of
+    /// its token). At most 16.
+    pub advertised_addresses: Vec<std::net::SocketAddr>,
     /// TCP connections per session (the first plus joins); the session
     /// uses the smaller of both sides' values.
     pub max_connections: u32,
@@ -124,6 +130,7 @@ impl Default for TransportConfig {
             max_peer_user_timeout: Duration::from_secs(30),
             min_peer_user_timeout: Duration::from_millis(100),
             peer_congestion_controls: ["reno", "cubic", "bbr"].map(String::from).to_vec(),
+            advertised_addresses: Vec::new(),
             max_connections: 8,
             failover: true,
             ack_every_records: 64,
@@ -142,6 +149,9 @@ impl Default for TransportConfig {
 impl TransportConfig {
     /// Checks what a builder cannot take as given: the scheduler's name.
     fn check(&self) -> Result<(), Error> {
+        if self.advertised_addresses.len() > 16 {
+            return Err(Error::Config("at most 16 advertised addresses"));
+        }
         match &self.scheduler {
             Some(name) if crate::session::scheduler::from_name(name).is_none() => Err(
                 Error::Config("unknown scheduler (earliest-arrival, round-robin, lowest-rtt, weighted:W0,W1,...)"),

@@ -171,6 +171,10 @@ impl Session {
         if self.side == Side::Server {
             self.paths.tokens.next_seq = 1;
             self.replenish_tokens();
+            // In the tokens' record: see `advertised_addresses`.
+            for addr in self.cfg.advertised_addresses.clone() {
+                let _ = self.advertise_address(addr);
+            }
         }
     }
 
