@@ -3,8 +3,8 @@
 # command (interop tests run `openssl s_server` and `openssl s_client`) and
 # iproute2 (`ip netns`, `tc`: the testbed's network namespaces) and
 # iptables (the testbed's fault injection and delay lines), ping (the delay
-# line's test), curl (an unmodified application through `tcpls tunnel`)
-# and the DejaVu font (charts).
+# line's test), curl (an unmodified application through `tcpls tunnel`),
+# nginx (interop) and the DejaVu font (charts).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# A TLS server nobody here wrote (interop test of the fallback path).
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 # The font of `tcpls plot` and the benchmark's bar chart.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 

@@ -490,3 +490,68 @@ fn serve_runs_as_a_service() {
     );
     assert!(log.contains("closed 1 session"), "{log}");
 }
+
+/// Interop with a server nobody here wrote: `tcpls get` against nginx
+/// (TLS 1.3, so the plain-TLS fallback path), many runs; none may fail and
+/// every body's SHA-256 matches.
+#[test]
+fn get_against_nginx_never_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIP: nginx is not installed (scripts/setup.sh installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // nginx's workers may run as another user: everything readable.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sha = random_file(&www.join("file.bin"), 3_000_000);
+    std::fs::set_permissions(www.join("file.bin"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+         events {{ worker_connections 64; }}
+         http {{
+           access_log off;
+           client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
+           uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+           server {{
+             listen 127.0.0.1:{port} ssl;
+             ssl_certificate {cert}; ssl_certificate_key {key};
+             ssl_protocols TLSv1.3;
+             root {www};
+           }}
+         }}",
+        www = www.display()
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let mut child = Command::new(nginx)
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    let _nginx = Reaper(child);
+    for run in 0..40 {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "get",
+            &format!("https://127.0.0.1:{port}/file.bin"),
+            "-k",
+            "--json",
+        ]);
+        let out = run_bounded(&mut cmd, b"", Duration::from_secs(30));
+        let v = json(&out);
+        assert_eq!(v[0]["sha256"], sha.as_str(), "run {run}: {v}");
+        assert_eq!(v[0]["tcpls"], false);
+    }
+}

@@ -42,6 +42,13 @@ impl MemIo {
         self.input.len() - self.pos
     }
 
+    /// True when the unread input starts with a whole TLS record (its
+    /// 5-byte header and the length it announces).
+    pub(crate) fn has_whole_record(&self) -> bool {
+        let rest = &self.input[self.pos..];
+        rest.len() >= 5 && rest.len() >= 5 + u16::from_be_bytes([rest[3], rest[4]]) as usize
+    }
+
     fn take_input(&mut self) -> Vec<u8> {
         let rest = self.input.split_off(self.pos);
         self.input.clear();

@@ -894,3 +894,75 @@ fn bad_and_excess_transport_options_are_refused() {
     assert_eq!(option_events(&mut p.c).len(), 16);
     assert!(p.c.error().is_none() && p.s.error().is_none());
 }
+
+/// Plain TLS: the TCP connection ends (the runtime calls `handle_eof`)
+/// while whole records the application has not read yet wait to be
+/// decrypted (beyond the window), the close_notify among them. They are
+/// delivered first and the stream ends cleanly; before, the end failed
+/// the session at once ("TCP connection closed without CLOSE") and the
+/// rest of the response was lost.
+#[test]
+fn a_plain_tls_end_behind_unread_records_delivers_them_first() {
+    use bytes::BytesMut;
+    use std::sync::Arc;
+    let t = TransportConfig {
+        stream_window: 64 << 10,
+        ..Default::default()
+    };
+    let c = Arc::new(
+        tcpls_proto::ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(false)
+            .transport(t.clone())
+            .build()
+            .unwrap(),
+    );
+    let s = Arc::new(
+        tcpls_proto::ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .enable_tcpls(false)
+            .transport(t)
+            .build()
+            .unwrap(),
+    );
+    let mut p = Net::new(c, s, 1);
+    p.drive();
+    assert!(!p.c.is_tcpls());
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"go").unwrap();
+    p.drive();
+    let sid = p.s.accept_stream().unwrap();
+    let body: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    // Everything the server sends, close_notify included, in one buffer.
+    let mut wire = Vec::new();
+    let mut sent = 0;
+    while sent < body.len() {
+        sent += p.s.write(sid, &body[sent..]).unwrap();
+        p.s.poll_transmit(ConnectionId(0), &mut wire, 1 << 30)
+            .unwrap();
+    }
+    p.s.finish(sid).unwrap();
+    p.s.poll_transmit(ConnectionId(0), &mut wire, 1 << 30)
+        .unwrap();
+    let mut input = BytesMut::from(&wire[..]);
+    let now = p.now;
+    p.c.recv(ConnectionId(0), &mut input, now).unwrap();
+    assert!(!input.is_empty(), "the window held the rest back");
+    // The runtime keeps what it read; the TCP connection ends now.
+    p.c.handle_eof(ConnectionId(0), now);
+    let mut got = Vec::new();
+    let end = loop {
+        match p.c.read(id, usize::MAX) {
+            Ok(ReadOutcome::Data(d)) => got.extend_from_slice(&d),
+            Ok(ReadOutcome::Blocked) => {
+                // The application read: the runtime feeds more.
+                let _ = p.c.recv(ConnectionId(0), &mut input, now);
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(got.len(), body.len(), "every byte before the end: {end:?}");
+    assert!(got == body);
+    assert!(matches!(end, Ok(ReadOutcome::Fin)), "a clean end: {end:?}");
+}

@@ -82,13 +82,20 @@ async fn reader(
         drop(inner);
         shared.wake_writers();
     }
+    // Plain TLS: the peer's FIN came while `buf` still held records the
+    // application had not read; they are decrypted as it reads, and the
+    // session learns of the end once they are.
+    let mut peer_eof = false;
+    // `handle_eof` was called (once is enough: the session ends by itself
+    // once the records left are read).
+    let mut eof_told = false;
     loop {
         let wants_input = {
             let inner = shared.lock();
             if inner.proto.is_drained() || inner.proto.connection_state(conn).is_none() {
                 break;
             }
-            inner.proto.wants_input()
+            inner.proto.wants_input() && !peer_eof
         };
         // `rx` fires when a plain TLS reader consumed data: bytes already in
         // `buf` may then be processable even if the peer sends nothing more,
@@ -99,18 +106,35 @@ async fn reader(
             _ = shared.rx.notified() => {
                 let mut inner = shared.lock();
                 let _ = inner.proto.recv(conn, &mut bufs.buf, Instant::now());
+                if peer_eof && !eof_told && bufs.buf.is_empty() {
+                    inner.proto.handle_eof(conn, Instant::now());
+                    eof_told = true;
+                }
                 inner.dispatch();
+                let ended = inner.proto.error().is_some();
                 drop(inner);
                 shared.wake_writers();
+                if ended {
+                    break;
+                }
                 continue;
             }
             _ = done.notified() => break,
         };
         let mut inner = shared.lock();
         let end = match r {
+            Ok(0) if !bufs.buf.is_empty() && !inner.proto.is_tcpls() => {
+                peer_eof = true;
+                false
+            }
             Ok(0) => {
                 inner.proto.handle_eof(conn, Instant::now());
-                true
+                eof_told = true;
+                // A plain TLS session may still be delivering records
+                // that arrived before the end (see `peer_eof`).
+                let ended = inner.proto.error().is_some() || inner.proto.is_tcpls();
+                peer_eof = !ended;
+                ended
             }
             Ok(_) => {
                 let r = inner.proto.recv(conn, &mut bufs.buf, Instant::now());

@@ -30,7 +30,12 @@ pub(crate) struct Fallback {
     /// with their neighbours), so a record does not keep a buffer alive.
     scratch: Vec<u8>,
     pub shutdown_sent: bool,
+    /// close_notify arrived.
     pub eof: bool,
+    /// The TCP connection ended without close_notify while whole records
+    /// were still waiting to be decrypted (the application had not read
+    /// that far): they are delivered first, then the session fails.
+    pub tcp_eof: bool,
 }
 
 impl Fallback {
@@ -43,6 +48,7 @@ impl Fallback {
             scratch: Vec::new(),
             shutdown_sent: false,
             eof: false,
+            tcp_eof: false,
         }
     }
 
@@ -75,6 +81,11 @@ impl Fallback {
             Err(e) if e.code() == ErrorCode::WANT_READ => Ok(FallbackRead::Blocked),
             Err(e) => Err(Error::Handshake(format!("TLS read failed: {e}"))),
         }
+    }
+
+    /// True when OpenSSL's input holds a whole record not yet decrypted.
+    pub fn has_whole_record(&self) -> bool {
+        self.ssl.get_ref().has_whole_record()
     }
 
     /// The bytes the last [`FallbackRead::Data`] announced.

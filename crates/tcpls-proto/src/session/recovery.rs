@@ -353,7 +353,12 @@ impl Session {
             self.connection_failed(conn, "unexpected FIN");
             return;
         }
-        match &self.state {
+        match &mut self.state {
+            // Records the application has not read yet arrived before the
+            // end: they are delivered first (a peer that closes after a
+            // complete HTTP response has delivered it); `recv_fallback`
+            // ends the session once they are.
+            State::Fallback(fb) if !fb.eof && fb.has_whole_record() => fb.tcp_eof = true,
             State::Fallback(fb) if fb.eof => {
                 // close_notify came first: a clean end of the TLS stream.
                 self.fail(Error::PeerClosed {

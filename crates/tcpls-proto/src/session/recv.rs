@@ -240,6 +240,19 @@ impl Session {
         if readable {
             self.events.push_back(Event::StreamReadable(StreamId(0)));
         }
+        // The TCP connection ended earlier (`handle_eof`): once nothing
+        // whole is left to decrypt, the session ends as it would have then.
+        if fb.tcp_eof && buf.is_empty() && (fb.eof || !fb.has_whole_record()) {
+            let e = if fb.eof {
+                Error::PeerClosed {
+                    code: crate::error::ErrorCode::NO_ERROR,
+                    reason: "TLS connection closed".into(),
+                }
+            } else {
+                Error::Protocol("TCP connection closed without CLOSE")
+            };
+            self.fail(e);
+        }
         Ok(())
     }
 

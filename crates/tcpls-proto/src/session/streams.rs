@@ -391,7 +391,9 @@ impl Session {
 
     /// Reads up to `max` in-order bytes of a stream without copying them.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, CallError> {
-        let fallback = self.is_fallback();
+        // Also after a plain TLS session ended (state `Done`): its stream
+        // has no TCPLS credit to give back.
+        let fallback = !self.is_tcpls();
         let Some(s) = self.streams.map.get_mut(&id) else {
             self.check_open()?;
             return Err(CallError::Usage("unknown or closed stream"));
