@@ -245,6 +245,25 @@ impl ClientOpts {
         Ok(session)
     }
 
+    /// `--join-after`: joins the other `--connections` that long from now,
+    /// in the background (after `open_session`, which leaves them to the
+    /// caller then). Nothing without `--join-after`.
+    pub fn join_later(&self, session: &tcpls::Session) {
+        let (Some(after), Some(addr)) = (self.join_after, session.peer_addr()) else {
+            return;
+        };
+        if self.connections < 2 || !session.is_tcpls() {
+            return;
+        }
+        let (opts, later) = (self.clone(), session.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Err(e) = opts.join_more(&later, addr, 1).await {
+                tracing::warn!(error = %format!("{e:#}"), "joining the other connections");
+            }
+        });
+    }
+
     /// Joins connections `from..--connections` to `session` (toward the
     /// server's advertised addresses, then `addr`).
     pub async fn join_more(

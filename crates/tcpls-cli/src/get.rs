@@ -176,7 +176,10 @@ async fn fetch_group(
             .collect();
     }
     let first = match opts.open_session(&addrs, host, cfg.clone()).await {
-        Ok(s) => s,
+        Ok(s) => {
+            opts.join_later(&s);
+            s
+        }
         Err(e) => {
             return targets
                 .iter()

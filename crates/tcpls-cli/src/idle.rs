@@ -65,8 +65,12 @@ pub async fn run(args: IdleArgs) -> Result<()> {
         let mut tasks = Vec::new();
         for _ in chunk {
             let (cfg, name, addr) = (cfg.clone(), args.server_name.clone(), args.addr);
+            let opts = args.client.clone();
+            // With --connections, --bind and --join-after like `perf`.
             tasks.push(tokio::spawn(async move {
-                tcpls::connect(addr, &name, cfg).await
+                let s = opts.open_session(&[addr], &name, cfg).await?;
+                opts.join_later(&s);
+                anyhow::Ok(s)
             }));
         }
         for t in tasks {

@@ -78,16 +78,7 @@ impl Tunnel {
         if let Some(name) = &self.scheduler {
             s.set_scheduler(crate::client::scheduler_choice(name))?;
         }
-        if let (Some(after), Some(addr)) = (self.opts.join_after, s.peer_addr()) {
-            // `--join-after`: the other connections join later.
-            let (opts, later) = (self.opts.clone(), s.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                if let Err(e) = opts.join_more(&later, addr, 1).await {
-                    tracing::warn!(error = %format!("{e:#}"), "joining the other connections");
-                }
-            });
-        }
+        self.opts.join_later(&s);
         tracing::info!(peer = ?s.peer_addr(), connections = s.connections().len(), "tunnel session open");
         *slot = Some(s.clone());
         Ok(s)
