@@ -205,18 +205,28 @@ fn testbed_script(name: &str) -> PathBuf {
 /// Injects `fault` (testbed/fault.sh) on path 1 after 1.5 s, from a
 /// thread; join it to learn whether the injection worked.
 fn fault_on_path_1_later(tb: &Testbed, fault: &str) -> std::thread::JoinHandle<()> {
-    let (prefix, fault) = (tb.prefix.clone(), fault.to_string());
+    faults_on_path_1(tb, &[(1500, fault)])
+}
+
+/// Runs `testbed/fault.sh PREFIX 1 FAULT` for each (milliseconds to wait
+/// first, FAULT) in turn, from a thread; join it to learn whether every
+/// step worked.
+fn faults_on_path_1(tb: &Testbed, steps: &[(u64, &str)]) -> std::thread::JoinHandle<()> {
+    let prefix = tb.prefix.clone();
+    let steps: Vec<(u64, String)> = steps.iter().map(|(ms, f)| (*ms, f.to_string())).collect();
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let out = Command::new(testbed_script("fault.sh"))
-            .args([&prefix, "1", &fault])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for (wait, fault) in steps {
+            std::thread::sleep(Duration::from_millis(wait));
+            let out = Command::new(testbed_script("fault.sh"))
+                .args([&prefix, "1", &fault])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     })
 }
 
@@ -273,21 +283,7 @@ fn a_local_link_down_fails_over_at_once_and_joins_again_when_back() {
     };
     let dir = tempfile::tempdir().unwrap();
     tb.serve(dir.path());
-    let prefix = tb.prefix.clone();
-    let flap = std::thread::spawn(move || {
-        for (wait, fault) in [(1500, "down"), (1500, "restore")] {
-            std::thread::sleep(Duration::from_millis(wait));
-            let out = Command::new(testbed_script("fault.sh"))
-                .args([&prefix, "1", fault])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
+    let flap = faults_on_path_1(&tb, &[(1500, "down"), (1500, "restore")]);
     let timeline = dir.path().join("timeline.json");
     let (v, log) = tb.perf_with_log(
         "120M",
@@ -705,21 +701,7 @@ fn curl_through_a_tunnel_survives_a_blackholed_path() {
         ],
     );
     listening("cli", "127.0.0.1/8443");
-    let prefix = tb.prefix.clone();
-    let flap = std::thread::spawn(move || {
-        for (wait, fault) in [(1000, "blackhole"), (1500, "restore")] {
-            std::thread::sleep(Duration::from_millis(wait));
-            let out = Command::new(testbed_script("fault.sh"))
-                .args([&prefix, "1", fault])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
+    let flap = faults_on_path_1(&tb, &[(1000, "blackhole"), (1500, "restore")]);
     let saved = dir.path().join("saved.bin");
     let mut curl = tb.ns("cli");
     curl.args(["curl", "-sSk", "--max-time", "60", "-o"])
