@@ -104,10 +104,23 @@ pub struct ServerOpts {
 }
 
 impl ServerOpts {
+    /// Checks what can be checked before serving anyone: a `--cc` the
+    /// kernel does not have fails here, not on the first client.
+    fn check(&self) -> Result<()> {
+        if let Some(name) = &self.options.cc {
+            let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            probe
+                .set_tcp_congestion(name.as_bytes())
+                .with_context(|| format!("--cc {name}"))?;
+        }
+        Ok(())
+    }
+
     /// Binds the server these options describe (writing `--cert-out`);
     /// sessions idle for `idle_default` are closed unless --idle-timeout
     /// says otherwise.
     pub async fn bind(&self, idle_default: Duration) -> Result<Server> {
+        self.check()?;
         let defaults = TransportConfig::default();
         let mut transport = TransportConfig {
             idle_timeout: self.idle_timeout.map_or(Some(idle_default), |t| t.0),
@@ -249,14 +262,17 @@ pub async fn serve(server: Server, site: Site, opts: Option<ServerOpts>) -> Resu
         let session = tokio::select! {
             s = server.accept() => s?,
             sig = stop => {
-                drop(server);
-                let n = sessions.stop().await;
+                let n = crate::service::stop_server(server, sessions).await;
                 eprintln!("tcpls: {sig}: stopped accepting, closed {n} session(s)");
                 return Ok(());
             }
         };
         if let Some(opts) = &opts {
-            opts.configure(&session)?;
+            // One session's trouble (it ended already, say) is not the
+            // server's.
+            if let Err(e) = opts.configure(&session) {
+                tracing::warn!(peer = ?session.peer_addr(), error = %format!("{e:#}"), "configuring a session");
+            }
         }
         let site = site.clone();
         let s = session.clone();

@@ -47,6 +47,24 @@ impl StopSignals {
     }
 }
 
+/// Stops `server` gracefully: sessions whose handshake finished but that
+/// the accept loop had not taken yet are closed like the others (handshakes
+/// still running when the listener goes are ended by it); returns how many
+/// sessions were closed.
+pub async fn stop_server(server: tcpls::Server, mut sessions: Sessions) -> usize {
+    // What is already queued comes at once (bounded, in case clients
+    // keep arriving); then the listener goes.
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(20), server.accept()).await {
+            Ok(Ok(s)) => sessions.spawn(s, std::future::pending()),
+            _ => break,
+        }
+    }
+    drop(server);
+    sessions.stop().await
+}
+
 /// The tasks of a server's live sessions, each closed on [`Self::stop`].
 pub struct Sessions {
     tasks: JoinSet<()>,

@@ -152,6 +152,11 @@ impl TransportConfig {
         if self.advertised_addresses.len() > 16 {
             return Err(Error::Config("at most 16 advertised addresses"));
         }
+        if self.min_peer_user_timeout > self.max_peer_user_timeout {
+            return Err(Error::Config(
+                "min_peer_user_timeout is larger than max_peer_user_timeout",
+            ));
+        }
         match &self.scheduler {
             Some(name) if crate::session::scheduler::from_name(name).is_none() => Err(
                 Error::Config("unknown scheduler (earliest-arrival, round-robin, lowest-rtt, weighted:W0,W1,...)"),

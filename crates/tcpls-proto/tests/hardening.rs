@@ -255,3 +255,60 @@ fn key_update_out_of_sequence_is_refused() {
         );
     }
 }
+
+/// A peer flooding TRANSPORT_OPTION requests (hundreds per record, never
+/// reading our answers) gets at most 16 of them handled: the runtime sees
+/// at most 16 requests and at most 16 answers wait to be sent, whatever
+/// arrives; a repeat of a pending request is not counted twice; the
+/// session goes on.
+#[test]
+fn a_flood_of_transport_option_requests_is_bounded() {
+    use tcpls_proto::session::Event;
+    use tcpls_proto::wire::frame::TransportOptionId;
+    let mut p = Net::established();
+    while p.s.poll_event().is_some() {}
+    // Requests the policy refuses at once (answers queued) and ones the
+    // runtime must answer (events), several records of them, each id
+    // sent twice.
+    for round in 0..4u32 {
+        let mut rec = Vec::new();
+        for i in 0..300u32 {
+            let request = round * 1000 + i / 2;
+            let (option, value) = if i % 4 < 2 {
+                (TransportOptionId::CONGESTION_CONTROL, &b"vegas"[..])
+            } else {
+                (TransportOptionId::USER_TIMEOUT, &[0u8, 0, 3, 232][..])
+            };
+            Frame::TransportOption {
+                request,
+                conn: None,
+                option,
+                value,
+            }
+            .encode(&mut rec);
+        }
+        p.c.send_raw_record_for_testing(&rec).unwrap();
+    }
+    // Deliver to the server without letting it send anything back.
+    let mut wire = Vec::new();
+    p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 24)
+        .unwrap();
+    let mut input = bytes::BytesMut::from(&wire[..]);
+    let now = p.now;
+    p.s.recv(ConnectionId(0), &mut input, now).unwrap();
+    let mut asked = 0;
+    let mut refused = 0;
+    while let Some(e) = p.s.poll_event() {
+        match e {
+            Event::PeerOption { .. } => asked += 1,
+            Event::PeerOptionRefused { .. } => refused += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        asked + refused <= 16,
+        "{asked} handed to the runtime, {refused} refused"
+    );
+    assert!(asked + refused > 0);
+    assert!(p.s.error().is_none() && p.c.error().is_none());
+}

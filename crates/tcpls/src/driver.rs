@@ -34,7 +34,6 @@ pub(crate) fn spawn(
     first: Vec<u8>,
 ) {
     let _ = tcp.set_nodelay(true);
-    shared.apply_session_options(conn, &tcp);
     // One socket shared by both tasks (tokio's TcpStream reads and writes
     // through `&self`), and by the session for TCP_INFO: no duplicate
     // descriptor, so a session costs one file descriptor per connection.
@@ -44,6 +43,9 @@ pub(crate) fn spawn(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(conn, tcp.clone());
+    // After the insert: a session-wide option set meanwhile sees this
+    // socket, or this sees the option.
+    shared.apply_session_options(conn, &tcp);
     let coupled = shared.lock().proto.scheduler_name().is_some();
     shared.update_notsent_lowat(coupled);
     if !first.is_empty() {

@@ -271,6 +271,9 @@ impl Session {
     /// names it does not have, and (without CAP_NET_ADMIN) those outside
     /// `net.ipv4.tcp_allowed_congestion_control`.
     pub fn set_congestion_control(&self, name: &str) -> Result<(), Error> {
+        // First, so a connection joining meanwhile gets it (`driver::spawn`
+        // applies it after registering its socket).
+        self.shared().lock().congestion_control = Some(name.to_string());
         let sockets: Vec<_> = {
             let s = self
                 .shared()
@@ -282,7 +285,6 @@ impl Session {
         for tcp in sockets {
             crate::options::set_congestion_control(&tcp, name)?;
         }
-        self.shared().lock().congestion_control = Some(name.to_string());
         Ok(())
     }
 

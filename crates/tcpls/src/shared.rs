@@ -345,6 +345,8 @@ impl Inner {
             ));
         }
         crate::options::apply(&targets, option, self.proto.failover())?;
+        // (Under the session lock, which `driver::spawn` takes to apply it
+        // to a new socket after registering it: none is missed.)
         if let (None, PeerOption::CongestionControl(name)) = (conn, option) {
             self.congestion_control = Some(name.clone());
         }

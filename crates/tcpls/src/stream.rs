@@ -331,7 +331,15 @@ impl Drop for RecvStream {
     fn drop(&mut self) {
         if !self.eof {
             let id = self.id;
-            let _ = self.guard.0.with_proto(|p| p.stop_reading(id));
+            let plain = self.guard.0.with_proto(|p| {
+                let _ = p.stop_reading(id);
+                !p.is_tcpls()
+            });
+            if plain {
+                // Plain TLS: the reader may hold input (or a FIN) that only
+                // a read used to make it look at again.
+                self.guard.0.rx.notify_one();
+            }
         }
     }
 }

@@ -117,7 +117,15 @@ pub async fn run(args: TunnelClientArgs) -> Result<()> {
         args.connect
     );
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE: back off instead of giving up.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let t = tunnel.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(&t, tcp, peer).await {

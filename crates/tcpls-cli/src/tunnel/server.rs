@@ -76,13 +76,14 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
         let session = tokio::select! {
             s = server.accept() => s?,
             sig = signals.recv() => {
-                drop(server);
-                let n = sessions.stop().await;
+                let n = crate::service::stop_server(server, sessions).await;
                 eprintln!("tcpls: {sig}: stopped accepting, closed {n} session(s)");
                 return Ok(());
             }
         };
-        args.server.configure(&session)?;
+        if let Err(e) = args.server.configure(&session) {
+            tracing::warn!(peer = ?session.peer_addr(), error = %format!("{e:#}"), "configuring a session");
+        }
         let targets = targets.clone();
         let s = session.clone();
         sessions.spawn(session, async move {

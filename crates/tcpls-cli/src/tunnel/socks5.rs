@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::header::{self, Destination, Status};
+use super::header::{Destination, Status};
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
@@ -67,11 +67,10 @@ async fn request(tcp: &mut TcpStream) -> Result<Destination> {
     // The tunnel header uses SOCKS5's address types.
     match Destination::decode(req[3], &value) {
         Ok(d) => Ok(d),
-        Err(e @ header::HeaderError::BadName) => {
+        Err(e) => {
             reply(tcp, Status::GeneralFailure).await?;
             Err(e.into())
         }
-        Err(e) => Err(e.into()),
     }
 }
 

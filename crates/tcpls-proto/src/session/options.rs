@@ -85,7 +85,8 @@ impl PeerOption {
     }
 }
 
-/// A congestion controller name: 1..16 ASCII letters, digits, `_` or `-`.
+/// A congestion controller name: 1 to 15 ASCII letters, digits, `_` or
+/// `-` (Linux's `TCP_CA_NAME_MAX` is 16 with the NUL).
 pub fn valid_cc_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() < MAX_CC_NAME
@@ -153,8 +154,11 @@ pub(crate) struct Options {
     pub ours: BTreeMap<u32, (Option<ConnectionId>, PeerOption)>,
     /// Ours to put in a record.
     pub to_send: VecDeque<u32>,
-    /// The peer's, handed to the runtime and not yet answered.
-    pub theirs: usize,
+    /// The peer's requests not answered on the wire yet (with the runtime,
+    /// or their answer queued): at most [`MAX_OUTSTANDING`], so what a
+    /// peer's requests cost is bounded; a repeat of one (re-sent after a
+    /// failure) is not counted twice.
+    pub theirs: std::collections::BTreeSet<u32>,
     /// Answers to put in a record: (request, status, reason).
     pub answers: VecDeque<(u32, OptionStatus, String)>,
     /// The user timeout the peer asked for and the runtime applied, per
@@ -171,6 +175,7 @@ impl Options {
     pub fn write_frames(&mut self, ctl: &mut Vec<u8>, limit: usize) {
         while ctl.len() + 16 + MAX_OPTION_LEN < limit {
             if let Some((request, status, reason)) = self.answers.pop_front() {
+                self.theirs.remove(&request);
                 let reason = reason.as_bytes();
                 Frame::TransportOptionAck {
                     request,
@@ -249,7 +254,6 @@ impl Session {
         answer: OptionAnswer,
     ) {
         let o = &mut self.options;
-        o.theirs = o.theirs.saturating_sub(1);
         match answer {
             Ok(()) => {
                 if let PeerOption::UserTimeout(d) = option {
@@ -295,14 +299,16 @@ impl Session {
                 reason: reason.to_string(),
             });
         };
-        if self.options.theirs >= MAX_OUTSTANDING || self.options.answers.len() >= MAX_OUTSTANDING {
-            return refuse(
-                self,
-                OptionStatus::Busy,
-                "too many requests unanswered",
-                None,
-            );
+        if self.options.theirs.contains(&request) {
+            return; // a repeat: its answer is on the way
         }
+        if self.options.theirs.len() >= MAX_OUTSTANDING {
+            // Over the bound both sides know: a well-behaved peer never
+            // gets here. Dropped unanswered, so a flood costs nothing.
+            tracing::debug!(request, "transport option request over the bound, dropped");
+            return;
+        }
+        self.options.theirs.insert(request);
         let option = match PeerOption::decode(id, value) {
             Ok(o) => o,
             Err((status, reason)) => return refuse(self, status, reason, None),
@@ -328,7 +334,6 @@ impl Session {
                 PeerOption::CongestionControl(name)
             }
         };
-        self.options.theirs += 1;
         self.events.push_back(Event::PeerOption {
             request,
             conn,

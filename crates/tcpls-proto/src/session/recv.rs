@@ -202,6 +202,11 @@ impl Session {
         };
         let Some(s) = self.streams.map.get_mut(&StreamId(0)) else {
             buf.clear();
+            if fb.tcp_eof {
+                // Nobody reads any more: the end deferred by `handle_eof`
+                // is due now.
+                self.fail(Error::Protocol("TCP connection closed without CLOSE"));
+            }
             return Ok(());
         };
         let mut readable = false;
