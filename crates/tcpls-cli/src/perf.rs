@@ -1,7 +1,6 @@
 //! `tcpls perf`: goodput against `tcpls serve`, optionally beside a plain
 //! TLS 1.3/TCP baseline measured in the same run (interleaved repetitions).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,11 +29,14 @@ pub enum Baseline {
 
 #[derive(clap::Args, Debug)]
 pub struct PerfArgs {
-    /// Address of a `tcpls serve`.
-    pub addr: SocketAddr,
-    /// Name to verify the certificate against.
-    #[arg(long, default_value = "localhost")]
-    pub server_name: String,
+    /// A `tcpls serve`: HOST:PORT, an address or a name (the first
+    /// address it resolves to).
+    #[arg(value_parser = crate::units::parse_host_port)]
+    pub addr: crate::units::HostPort,
+    /// Name to verify the certificate against (default: the host of ADDR
+    /// when it is a name, else localhost).
+    #[arg(long)]
+    pub server_name: Option<String>,
     /// Bytes to transfer per run (K, M, G suffixes).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     pub bytes: u64,
@@ -76,6 +78,15 @@ pub struct PerfArgs {
     pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+impl PerfArgs {
+    /// The name the certificate is checked against.
+    fn server_name(&self) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| self.addr.name().unwrap_or("localhost").to_string())
+    }
 }
 
 /// Kernel statistics of one connection (from TCP_INFO) at the end of a run.
@@ -278,7 +289,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     for _ in 0..args.repeat {
         let session = args
             .client
-            .open_session(&[args.addr], &args.server_name, cfg.clone())
+            .open_session(&[args.addr.addr], &args.server_name(), cfg.clone())
             .await?;
         if let Some(why) = session.fallback_reason() {
             bail!(
@@ -323,7 +334,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             args.migrations,
         ));
         let joiner = args.client.join_after.map(|after| {
-            let (session, client, addr) = (session.clone(), args.client.clone(), args.addr);
+            let (session, client, addr) = (session.clone(), args.client.clone(), args.addr.addr);
             let start = Instant::now();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
@@ -386,7 +397,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             for _ in 0..args.streams {
                 conns.push(
                     args.client
-                        .tls_connect(args.addr, &args.server_name)
+                        .tls_connect(args.addr.addr, &args.server_name())
                         .await?,
                 );
             }
@@ -533,7 +544,7 @@ async fn tcpls_baseline(
     label: &str,
 ) -> Result<f64> {
     let s = opts
-        .open_session(&[args.addr], &args.server_name, cfg)
+        .open_session(&[args.addr.addr], &args.server_name(), cfg)
         .await?;
     let mut streams = Vec::new();
     for _ in 0..args.streams {

@@ -78,6 +78,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_port_arguments_resolve_and_keep_their_name() {
+        let h = super::parse_host_port("localhost:4443").unwrap();
+        assert!(h.addr.ip().is_loopback() && h.addr.port() == 4443);
+        assert_eq!(h.name(), Some("localhost"));
+        let a = super::parse_host_port("127.0.0.1:1").unwrap();
+        assert_eq!(a.name(), None);
+        assert_eq!(super::parse_host_port("[::1]:2").unwrap().name(), None);
+        assert!(super::parse_host_port("no-port").is_err());
+    }
     use super::*;
 
     #[test]
@@ -100,4 +111,43 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("-1s").is_err());
     }
+}
+
+/// A `HOST:PORT` argument resolved to its first address, remembering the
+/// host (for certificate names and messages).
+#[derive(Clone, Debug)]
+pub struct HostPort {
+    /// What was given.
+    pub text: String,
+    /// The first address it resolves to.
+    pub addr: std::net::SocketAddr,
+}
+
+impl HostPort {
+    /// The host when it is a name rather than an address.
+    pub fn name(&self) -> Option<&str> {
+        let host = self.text.rsplit_once(':')?.0;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<std::net::IpAddr>().is_err().then_some(host)
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.text)
+    }
+}
+
+/// Parses and resolves `HOST:PORT` (`[v6]:PORT` for IPv6 addresses).
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    use std::net::ToSocketAddrs;
+    let addr = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s}: {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))?;
+    Ok(HostPort {
+        text: s.to_string(),
+        addr,
+    })
 }
