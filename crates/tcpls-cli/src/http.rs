@@ -145,11 +145,55 @@ pub async fn write_response_head<W: AsyncWrite + Unpin>(
     reason: &str,
     len: u64,
 ) -> Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\nServer: tcpls\r\n\r\n"
+    write_head(w, status, reason, len, "application/octet-stream", &[]).await
+}
+
+/// Writes a response head with a content type and extra header lines
+/// (each `Name: value`).
+pub async fn write_head<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    reason: &str,
+    len: u64,
+    content_type: &str,
+    extra: &[String],
+) -> Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {len}\r\nContent-Type: {content_type}\r\nConnection: close\r\nServer: tcpls\r\n"
     );
+    for line in extra {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     w.write_all(head.as_bytes()).await?;
     Ok(())
+}
+
+/// A `Range: bytes=...` request header against a body of `len` bytes:
+/// `None` without one (or with several ranges, which get the whole
+/// body), `Some(Ok(start..end))` for one satisfiable range,
+/// `Some(Err(()))` for one that is not (416).
+pub fn byte_range(header: Option<&str>, len: u64) -> Option<Result<std::ops::Range<u64>, ()>> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
+        // "a-b" and "a-"
+        (Ok(start), Ok(last)) if start <= last => start..(last + 1).min(len),
+        (Ok(start), Err(_)) if b.is_empty() => start..len,
+        // "-n": the last n bytes
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => len.saturating_sub(n)..len,
+        _ => return Some(Err(())),
+    };
+    Some(if range.start < len && range.start < range.end {
+        Ok(range)
+    } else {
+        Err(())
+    })
 }
 
 /// Writes a complete small response with a text body.
@@ -159,13 +203,38 @@ pub async fn write_text_response<W: AsyncWrite + Unpin>(
     reason: &str,
     body: &str,
 ) -> Result<()> {
-    write_response_head(w, status, reason, body.len() as u64).await?;
+    write_head(
+        w,
+        status,
+        reason,
+        body.len() as u64,
+        "text/plain; charset=utf-8",
+        &[],
+    )
+    .await?;
     w.write_all(body.as_bytes()).await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn byte_ranges() {
+        use super::byte_range;
+        assert_eq!(byte_range(Some("bytes=0-99"), 1000), Some(Ok(0..100)));
+        assert_eq!(byte_range(Some("bytes=900-"), 1000), Some(Ok(900..1000)));
+        assert_eq!(byte_range(Some("bytes=-100"), 1000), Some(Ok(900..1000)));
+        assert_eq!(
+            byte_range(Some("bytes=990-2000"), 1000),
+            Some(Ok(990..1000))
+        );
+        assert_eq!(byte_range(Some("bytes=1000-"), 1000), Some(Err(())));
+        assert_eq!(byte_range(Some("bytes=5-2"), 1000), Some(Err(())));
+        assert_eq!(byte_range(Some("bytes=0-1,5-6"), 1000), None);
+        assert_eq!(byte_range(Some("items=0-1"), 1000), None);
+        assert_eq!(byte_range(None, 1000), None);
+    }
     use super::*;
 
     #[tokio::test]

@@ -404,7 +404,17 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             http::write_text_response(&mut s, 200, "OK", &format!("received {got}, {pattern}\n"))
                 .await?;
         }
-        "GET" | "HEAD" => serve_file(&mut s, site.root.as_deref(), path, method == "HEAD").await?,
+        "GET" | "HEAD" => {
+            let range = head.header("range").map(str::to_string);
+            serve_file(
+                &mut s,
+                site.root.as_deref(),
+                path,
+                method == "HEAD",
+                range.as_deref(),
+            )
+            .await?
+        }
         _ => {
             http::write_text_response(
                 &mut s,
@@ -490,27 +500,61 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     Some(full)
 }
 
+/// Serves a file under `root`: its content type from its name, a
+/// directory's `index.html`, one byte range (`Range`, 206) when asked.
 async fn serve_file<S: AsyncWrite + Unpin>(
     s: &mut S,
     root: Option<&Path>,
     path: &str,
     head_only: bool,
+    range: Option<&str>,
 ) -> Result<()> {
-    let file = root.and_then(|r| resolve(r, path)).filter(|p| p.is_file());
+    let file = root.and_then(|r| resolve(r, path)).and_then(|p| {
+        if p.is_dir() {
+            Some(p.join("index.html")).filter(|i| i.is_file())
+        } else {
+            p.is_file().then_some(p)
+        }
+    });
     let Some(file) = file else {
         return http::write_text_response(s, 404, "Not Found", "not found\n").await;
     };
     let mut f = tokio::fs::File::open(&file).await?;
     let len = f.metadata().await?.len();
-    http::write_response_head(s, 200, "OK", len).await?;
+    let mime = mime_guess::from_path(&file).first_or_octet_stream();
+    let kind = mime.essence_str();
+    let kind = if kind.starts_with("text/") || kind == "application/javascript" {
+        format!("{kind}; charset=utf-8")
+    } else {
+        kind.to_string()
+    };
+    let (status, reason, span, mut extra) = match http::byte_range(range, len) {
+        None => (200, "OK", 0..len, Vec::new()),
+        Some(Ok(r)) => {
+            let cr = format!("Content-Range: bytes {}-{}/{len}", r.start, r.end - 1);
+            (206, "Partial Content", r, vec![cr])
+        }
+        Some(Err(())) => {
+            let extra = [format!("Content-Range: bytes */{len}")];
+            http::write_head(s, 416, "Range Not Satisfiable", 0, "text/plain", &extra).await?;
+            return Ok(());
+        }
+    };
+    extra.push("Accept-Ranges: bytes".into());
+    http::write_head(s, status, reason, span.end - span.start, &kind, &extra).await?;
     if !head_only {
+        use tokio::io::AsyncSeekExt;
+        f.seek(std::io::SeekFrom::Start(span.start)).await?;
+        let mut left = span.end - span.start;
         let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = f.read(&mut buf).await?;
+        while left > 0 {
+            let want = (buf.len() as u64).min(left) as usize;
+            let n = f.read(&mut buf[..want]).await?;
             if n == 0 {
-                break;
+                anyhow::bail!("{} shrank while being sent", file.display());
             }
             s.write_all(&buf[..n]).await?;
+            left -= n as u64;
         }
     }
     Ok(())

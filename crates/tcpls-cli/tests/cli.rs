@@ -555,3 +555,71 @@ fn get_against_nginx_never_fails() {
         assert_eq!(v[0]["tcpls"], false);
     }
 }
+
+/// What a browser needs of `serve` (over its plain TLS path, with curl):
+/// a directory gives its index.html, content types follow file names,
+/// HEAD gives the head alone, and a byte range gives 206 with just those
+/// bytes (resumable downloads, video), or 416 when unsatisfiable.
+#[test]
+fn serve_answers_as_browsers_expect() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>hi</h1>").unwrap();
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("clip.mp4"), &body).unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let curl = |args: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--max-time", "20"]).args(args);
+        let out = run_bounded(&mut cmd, b"", Duration::from_secs(30));
+        assert!(out.status.success(), "curl {args:?} failed");
+        out.stdout
+    };
+    let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
+    let head = String::from_utf8(curl(&["-D", "-", "-o", "/dev/null", &url("/")])).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/html"),
+        "{head}"
+    );
+    assert_eq!(curl(&[&url("/")]), b"<h1>hi</h1>");
+    let head = String::from_utf8(curl(&["-I", &url("/clip.mp4")])).unwrap();
+    assert!(
+        head.to_lowercase().contains("content-type: video/mp4"),
+        "{head}"
+    );
+    assert!(head.contains("Content-Length: 50000"), "{head}");
+    assert_eq!(
+        curl(&["-r", "1000-1999", &url("/clip.mp4")]),
+        &body[1000..2000]
+    );
+    let head = String::from_utf8(curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-r",
+        "-10",
+        &url("/clip.mp4"),
+    ]))
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(
+        head.contains("Content-Range: bytes 49990-49999/50000"),
+        "{head}"
+    );
+    let head = String::from_utf8(curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-r",
+        "60000-",
+        &url("/clip.mp4"),
+    ]))
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+}
