@@ -71,7 +71,8 @@ pub struct ClientOpts {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TransportOptionArgs {
     /// Congestion controller of this side's connections (TCP_CONGESTION),
-    /// e.g. bbr, cubic, reno.
+    /// e.g. bbr, cubic, reno: a default, which the peer's --peer-cc
+    /// overrides when --accept-cc allows it.
     #[arg(long, value_name = "NAME")]
     pub cc: Option<String>,
     /// Ask the peer to send to us with this congestion controller (an
@@ -110,8 +111,10 @@ impl TransportOptionArgs {
             return Ok(());
         }
         if let Some(name) = &self.cc {
+            // A default: a controller the peer asked for (before or after
+            // this) wins.
             session
-                .set_congestion_control(name)
+                .default_congestion_control(name)
                 .with_context(|| format!("--cc {name}"))?;
         }
         if let Some(name) = &self.peer_cc {

@@ -288,6 +288,31 @@ impl Session {
         Ok(())
     }
 
+    /// Like [`Self::set_congestion_control`], as a default: unless the
+    /// peer already asked for a controller on all connections (a
+    /// TRANSPORT_OPTION), which then stays. Returns whether it was set. A
+    /// later request of the peer overrides it.
+    pub fn default_congestion_control(&self, name: &str) -> Result<bool, Error> {
+        let mut inner = self.shared().lock();
+        if inner.congestion_control.is_some() {
+            return Ok(false);
+        }
+        // Under the session lock, like the peer's requests: no interleaving.
+        let sockets: Vec<_> = self
+            .shared()
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for tcp in sockets {
+            crate::options::set_congestion_control(&tcp, name)?;
+        }
+        inner.congestion_control = Some(name.to_string());
+        Ok(true)
+    }
+
     /// Kernel TCP statistics of each live connection.
     pub fn connection_stats(&self) -> Vec<crate::socket::ConnectionStats> {
         let sockets = self
