@@ -126,10 +126,15 @@ pub struct HostPort {
 impl HostPort {
     /// The host when it is a name rather than an address.
     pub fn name(&self) -> Option<&str> {
-        let host = self.text.rsplit_once(':')?.0;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host_of(&self.text)?;
         host.parse::<std::net::IpAddr>().is_err().then_some(host)
     }
+}
+
+/// The host part of `HOST:PORT` (`[v6]:PORT` without its brackets).
+pub fn host_of(host_port: &str) -> Option<&str> {
+    let host = host_port.rsplit_once(':')?.0;
+    Some(host.trim_start_matches('[').trim_end_matches(']'))
 }
 
 impl std::fmt::Display for HostPort {

@@ -510,7 +510,6 @@ fn join(
         r?
     };
     let _ = buf.split_to(len);
-    shared.apply_user_timeout_to(&tcp);
     driver::spawn(shared, tcp, conn, buf, Vec::new());
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! time, so a lost message (socket overrun) loses nothing, and parsing
 //! rtnetlink messages (the `netlink-packet-route` crate) is not needed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
@@ -308,6 +308,7 @@ pub(crate) fn usable_addresses(v4: bool) -> Vec<IpAddr> {
     let Ok(links) = Links::read() else {
         return Vec::new();
     };
+    // (Map keys: each address once.)
     let mut out: Vec<IpAddr> = links
         .addrs
         .into_iter()
@@ -319,8 +320,6 @@ pub(crate) fn usable_addresses(v4: bool) -> Vec<IpAddr> {
                 && !matches!(ip, IpAddr::V4(v4) if v4.is_link_local())
         })
         .map(|(ip, _)| ip)
-        .collect::<HashSet<_>>()
-        .into_iter()
         .collect();
     out.sort();
     out

@@ -30,7 +30,7 @@ pub(crate) fn start_join(
         inner.dispatch();
         r?
     };
-    shared.apply_user_timeout_to(&tcp);
+    // (`driver::spawn` gives the socket the session's options.)
     crate::driver::spawn(shared.clone(), tcp, id, bytes::BytesMut::new(), first);
     Ok(id)
 }
@@ -271,21 +271,7 @@ impl Session {
     /// names it does not have, and (without CAP_NET_ADMIN) those outside
     /// `net.ipv4.tcp_allowed_congestion_control`.
     pub fn set_congestion_control(&self, name: &str) -> Result<(), Error> {
-        // First, so a connection joining meanwhile gets it (`driver::spawn`
-        // applies it after registering its socket).
-        self.shared().lock().congestion_control = Some(name.to_string());
-        let sockets: Vec<_> = {
-            let s = self
-                .shared()
-                .sockets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            s.values().cloned().collect()
-        };
-        for tcp in sockets {
-            crate::options::set_congestion_control(&tcp, name)?;
-        }
-        Ok(())
+        self.choose_congestion_control(name, true).map(|_| ())
     }
 
     /// Like [`Self::set_congestion_control`], as a default: unless the
@@ -293,20 +279,19 @@ impl Session {
     /// TRANSPORT_OPTION), which then stays. Returns whether it was set. A
     /// later request of the peer overrides it.
     pub fn default_congestion_control(&self, name: &str) -> Result<bool, Error> {
+        self.choose_congestion_control(name, false)
+    }
+
+    /// Sets the session-wide congestion controller (unless one is set and
+    /// not `replace`) on every socket. Under the session lock, like the
+    /// peer's requests and `driver::spawn`'s use of it for a new socket:
+    /// no connection misses it, and none gets two choices interleaved.
+    fn choose_congestion_control(&self, name: &str, replace: bool) -> Result<bool, Error> {
         let mut inner = self.shared().lock();
-        if inner.congestion_control.is_some() {
+        if inner.congestion_control.is_some() && !replace {
             return Ok(false);
         }
-        // Under the session lock, like the peer's requests: no interleaving.
-        let sockets: Vec<_> = self
-            .shared()
-            .sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for tcp in sockets {
+        for tcp in self.shared().sockets_of(None) {
             crate::options::set_congestion_control(&tcp, name)?;
         }
         inner.congestion_control = Some(name.to_string());

@@ -331,13 +331,7 @@ impl Inner {
         let Some(me) = self.me.as_ref().and_then(Weak::upgrade) else {
             return Err((OptionStatus::Failed, "session ending".into()));
         };
-        let targets: Vec<_> = {
-            let sockets = me.sockets.lock().unwrap_or_else(|p| p.into_inner());
-            match conn {
-                Some(c) => sockets.get(&c).cloned().into_iter().collect(),
-                None => sockets.values().cloned().collect(),
-            }
-        };
+        let targets = me.sockets_of(conn);
         if let (Some(c), true) = (conn, targets.is_empty()) {
             return Err((
                 OptionStatus::NoSuchConnection,
@@ -437,22 +431,27 @@ impl Shared {
         }
     }
 
-    /// Applies the session's TCP User Timeout to a new socket.
-    pub fn apply_user_timeout_to(&self, tcp: &tokio::net::TcpStream) {
-        if let Some(t) = self.lock().kernel_user_timeout() {
-            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
+    /// The socket of connection `conn`, or (`None`) of every connection.
+    pub fn sockets_of(&self, conn: Option<ConnectionId>) -> Vec<Arc<tokio::net::TcpStream>> {
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        match conn {
+            Some(c) => sockets.get(&c).cloned().into_iter().collect(),
+            None => sockets.values().cloned().collect(),
         }
     }
 
     /// Gives a new connection `conn` the session-wide socket options: the
-    /// congestion controller and (a peer's request) user timeout.
+    /// congestion controller and the user timeout (the session's, or what
+    /// the peer asked for).
     pub fn apply_session_options(&self, conn: ConnectionId, tcp: &tokio::net::TcpStream) {
         let (cc, t) = {
             let inner = self.lock();
-            (
-                inner.congestion_control.clone(),
-                inner.kernel_user_timeout_of(conn),
-            )
+            // Before the handshake there is no session value yet (and no
+            // failover floor): the `Connected` event applies it then.
+            let t = inner
+                .connected
+                .and_then(|_| inner.kernel_user_timeout_of(conn));
+            (inner.congestion_control.clone(), t)
         };
         if let Some(name) = cc {
             if let Err(e) = crate::options::set_congestion_control(tcp, &name) {

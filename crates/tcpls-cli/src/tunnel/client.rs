@@ -86,7 +86,9 @@ impl Tunnel {
 }
 
 pub async fn run(args: TunnelClientArgs) -> Result<()> {
-    let (host, _) = split_host_port(&args.connect)?;
+    let host = crate::units::host_of(&args.connect)
+        .with_context(|| format!("{:?}: expected HOST:PORT", args.connect))?
+        .to_string();
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.connect)
         .await
         .with_context(|| format!("resolving {}", args.connect))?
@@ -133,16 +135,6 @@ pub async fn run(args: TunnelClientArgs) -> Result<()> {
             }
         });
     }
-}
-
-/// "host:port" or "[v6]:port" -> (host, port).
-fn split_host_port(s: &str) -> Result<(String, u16)> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .with_context(|| format!("{s:?}: expected HOST:PORT"))?;
-    let port = port.parse().with_context(|| format!("{s:?}: bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_string(), port))
 }
 
 /// Carries one local connection through the tunnel.
