@@ -10,13 +10,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use openssl::pkey::PKey;
-use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+use std::sync::Arc;
+
+use openssl::ssl::{
+    SslContext, SslContextBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
 use openssl::x509::X509;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::record::CipherSuite;
+use crate::resumption::SessionCache;
 use crate::tls_callbacks;
+use crate::tls_ffi;
 use crate::wire::TransportParams;
 
 /// Limits and timers of a session. Every buffer the session keeps is bounded
@@ -218,6 +224,9 @@ pub struct ClientConfig {
     /// certificates are still verified); turn it off where TCPLS features
     /// matter more than reachability.
     pub plain_fallback: Option<std::time::Duration>,
+    /// Where tickets from servers are kept for resumption (`None`: never
+    /// resume). Shared by every session made with this configuration.
+    pub session_cache: Option<Arc<SessionCache>>,
     pub(crate) verify: bool,
 }
 
@@ -227,6 +236,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("transport", &self.transport)
             .field("enable_tcpls", &self.enable_tcpls)
             .field("plain_fallback", &self.plain_fallback)
+            .field("session_cache", &self.session_cache.as_ref().map(|c| c.len()))
             .field("verify", &self.verify)
             .finish()
     }
@@ -243,6 +253,7 @@ impl ClientConfig {
             transport: TransportConfig::default(),
             enable_tcpls: true,
             plain_fallback: Some(std::time::Duration::from_secs(3)),
+            session_cache: Some(Arc::new(SessionCache::new(256))),
         }
     }
 
@@ -255,6 +266,7 @@ impl ClientConfig {
             transport: self.transport.clone(),
             enable_tcpls: false,
             plain_fallback: None,
+            session_cache: self.session_cache.clone(),
             verify: self.verify,
         }
     }
@@ -279,6 +291,7 @@ pub struct ClientConfigBuilder {
     transport: TransportConfig,
     enable_tcpls: bool,
     plain_fallback: Option<std::time::Duration>,
+    session_cache: Option<Arc<SessionCache>>,
 }
 
 impl ClientConfigBuilder {
@@ -339,6 +352,14 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Where to keep the servers' tickets and look for one to resume with
+    /// (default: an in-memory cache for 256 servers; `None`: never resume).
+    /// Sessions of configurations that share a cache share its tickets.
+    pub fn session_cache(mut self, cache: Option<Arc<SessionCache>>) -> Self {
+        self.session_cache = cache;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ClientConfig, Error> {
         self.transport.check()?;
@@ -356,6 +377,9 @@ impl ClientConfigBuilder {
                 b.set_verify(SslVerifyMode::NONE);
             }
             tls_callbacks::install_callbacks(&mut b, tcpls, false)?;
+            if let Some(cache) = &self.session_cache {
+                tls_callbacks::install_ticket_store(&mut b, cache.clone());
+            }
             Ok(b.build())
         };
         Ok(ClientConfig {
@@ -364,6 +388,7 @@ impl ClientConfigBuilder {
             transport: self.transport,
             enable_tcpls: self.enable_tcpls,
             plain_fallback: self.plain_fallback,
+            session_cache: self.session_cache,
             verify: self.verify,
         })
     }
@@ -410,6 +435,9 @@ impl ServerConfig {
             suites: CipherSuite::ALL.to_vec(),
             transport: TransportConfig::default(),
             enable_tcpls: true,
+            tickets: 2,
+            ticket_lifetime: Duration::from_secs(2 * 3600),
+            ticket_key_rotation: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -424,6 +452,9 @@ pub struct ServerConfigBuilder {
     suites: Vec<CipherSuite>,
     transport: TransportConfig,
     enable_tcpls: bool,
+    tickets: usize,
+    ticket_lifetime: Duration,
+    ticket_key_rotation: Duration,
 }
 
 impl std::fmt::Debug for ServerConfigBuilder {
@@ -433,6 +464,9 @@ impl std::fmt::Debug for ServerConfigBuilder {
             .field("suites", &self.suites)
             .field("transport", &self.transport)
             .field("enable_tcpls", &self.enable_tcpls)
+            .field("tickets", &self.tickets)
+            .field("ticket_lifetime", &self.ticket_lifetime)
+            .field("ticket_key_rotation", &self.ticket_key_rotation)
             .finish_non_exhaustive()
     }
 }
@@ -485,9 +519,39 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Session tickets sent after each full handshake (default 2; 0: no
+    /// resumption). A resumed handshake gets one fresh ticket.
+    pub fn tickets(mut self, n: usize) -> Self {
+        self.tickets = n;
+        self
+    }
+
+    /// How long a ticket may be used (default 2 hours; TLS 1.3 allows at
+    /// most 7 days).
+    pub fn ticket_lifetime(mut self, d: Duration) -> Self {
+        self.ticket_lifetime = d;
+        self
+    }
+
+    /// How often the key that seals tickets is replaced (default 12 hours).
+    /// Tickets sealed with the previous key are still accepted, so a ticket
+    /// lives at most two periods whatever its lifetime says. The keys are
+    /// random and held in memory only: tickets do not survive a restart and
+    /// are not shared between servers.
+    pub fn ticket_key_rotation(mut self, d: Duration) -> Self {
+        self.ticket_key_rotation = d;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ServerConfig, Error> {
         self.transport.check()?;
+        if self.ticket_lifetime.is_zero() || self.ticket_lifetime > Duration::from_secs(7 * 86400) {
+            return Err(Error::Config("ticket lifetime must be between 1 s and 7 days"));
+        }
+        if self.ticket_key_rotation.is_zero() {
+            return Err(Error::Config("ticket key rotation period must not be zero"));
+        }
         let (chain, cert_pem, key_pem) = self
             .cert
             .ok_or(Error::Config("server configuration needs a certificate"))?;
@@ -499,10 +563,14 @@ impl ServerConfigBuilder {
         }
         b.set_private_key(&key).map_err(tls_err)?;
         b.check_private_key().map_err(tls_err)?;
-        // Tickets would be sent under the application key, consuming record
-        // sequence numbers of the session's own record layer; no resumption
-        // yet, so none are sent (see docs/protocol.md).
-        b.set_num_tickets(0).map_err(tls_err)?;
+        // Tickets go out under the application key right after the
+        // handshake, before any record of ours: the session starts its own
+        // sequence numbers after them (see docs/protocol.md).
+        b.set_num_tickets(self.tickets).map_err(tls_err)?;
+        // Stateless tickets: a server keeps nothing per ticket.
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        tls_ffi::set_session_lifetime(&mut b, self.ticket_lifetime);
+        tls_ffi::install_ticket_keys(&mut b, self.ticket_key_rotation)?;
         tls_callbacks::install_callbacks(&mut b, self.enable_tcpls, true)?;
         Ok(ServerConfig {
             tls: b.build(),

@@ -8,14 +8,16 @@
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use openssl::ssl::{ErrorCode, Ssl, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream};
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::Error;
 use crate::ids::Side;
 use crate::record::CipherSuite;
+use crate::resumption::cache_key;
 use crate::session::keys::Generation;
 use crate::tls_callbacks::{index, HsShared, Shared};
+use crate::tls_ffi;
 use crate::wire::codec::Codec;
 use crate::wire::extension::{TcplsExtension, TCPLS_VERSION};
 
@@ -91,6 +93,10 @@ pub(crate) enum Outcome {
         recv: Generation,
         /// Bytes that arrived after the handshake (already records of ours).
         leftover: Vec<u8>,
+        /// The handshake resumed a session from a ticket.
+        resumed: bool,
+        /// Client with a session cache: reads the tickets the server sends.
+        tickets: Option<TicketReader>,
     },
     /// The peer is plain TLS: OpenSSL keeps the record layer.
     Fallback(Box<SslStream<MemIo>>),
@@ -124,7 +130,17 @@ impl Handshake {
             version: TCPLS_VERSION,
             params: cfg.transport.params(),
         };
-        Self::new(ssl, ext, Side::Client)
+        let mut resume_key = None;
+        if let Some(cache) = &cfg.session_cache {
+            let key = cache_key(server_name, cfg.enable_tcpls);
+            if let Some(ticket) = cache.take(&key) {
+                tls_ffi::set_session(&mut ssl, &ticket)?;
+            }
+            resume_key = Some(key);
+        }
+        let hs = Self::new(ssl, ext, Side::Client)?;
+        hs.shared.lock().unwrap_or_else(|p| p.into_inner()).resume_key = resume_key;
+        Ok(hs)
     }
 
     pub(crate) fn server(cfg: &ServerConfig) -> Result<Self, Error> {
@@ -210,12 +226,51 @@ impl Handshake {
             Side::Server => (sk, ck),
         };
         let leftover = self.stream.get_mut().take_input();
+        let resumed = self.stream.ssl().session_reused();
+        let wants_tickets = self.side == Side::Client
+            && self.shared.lock().unwrap_or_else(|p| p.into_inner()).resume_key.is_some();
         Ok(Outcome::Tcpls {
             peer,
             send,
             recv,
             leftover,
+            resumed,
+            tickets: wants_tickets.then(|| TicketReader {
+                stream: Box::new(self.stream),
+            }),
         })
+    }
+}
+
+/// The client's OpenSSL after a TCPLS handshake, kept only to read the
+/// server's NewSessionTicket messages. They are the server's first records
+/// on the first connection, sealed by its OpenSSL under the application key
+/// at the sequence numbers this OpenSSL expects: the session decrypts them
+/// like any record, and when one holds tickets gives this reader a copy of
+/// its ciphertext. OpenSSL then builds the session and the cache stores it.
+pub(crate) struct TicketReader {
+    stream: Box<SslStream<MemIo>>,
+}
+
+impl TicketReader {
+    /// Hands one record (header and ciphertext) of tickets to OpenSSL.
+    /// False if OpenSSL did not take it as tickets: read no more.
+    pub(crate) fn read(&mut self, record: &[u8]) -> bool {
+        self.stream.get_mut().feed(record);
+        let mut buf = [0u8; 1];
+        match self.stream.ssl_read(&mut buf) {
+            Err(e) if e.code() == ErrorCode::WANT_READ => self.stream.get_ref().pending_input() == 0,
+            _ => false,
+        }
+    }
+}
+
+impl Drop for TicketReader {
+    fn drop(&mut self) {
+        // Freeing an SSL that never sent close_notify marks its current
+        // session (the last ticket read) not resumable; the record layer
+        // is ours, so OpenSSL's view of the connection's end is irrelevant.
+        self.stream.set_shutdown(ShutdownState::SENT);
     }
 }
 

@@ -9,16 +9,19 @@
 //! See `docs/protocol.md` for the wire format and `docs/architecture.md` for
 //! how the pieces fit.
 #![warn(missing_docs)]
-// One FFI call (SSL_key_update, which rust-openssl does not bind) in
-// session/fallback.rs is the only unsafe code, allowed there alone.
+// FFI calls rust-openssl does not bind (SSL_key_update in
+// session/fallback.rs; offering a session and the ticket key callback in
+// tls_ffi.rs) are the only unsafe code, allowed there alone.
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod error;
 mod handshake;
 pub mod ids;
+pub mod resumption;
 pub mod session;
 mod tls_callbacks;
+mod tls_ffi;
 
 // The record layer and the wire codecs are public only for tests, fuzzing
 // and benches (feature `testing`): applications go through `Session`.
@@ -38,7 +41,8 @@ pub use config::{ClientConfig, ServerConfig, TransportConfig};
 pub use error::{CallError, DecodeError, Error, ErrorCode};
 pub use ids::{ConnectionId, Side, StreamId};
 pub use record::CipherSuite;
-pub use session::{Event, ReadOutcome, Session};
+pub use resumption::SessionCache;
+pub use session::{Event, HandshakeKind, ReadOutcome, Session};
 pub use wire::extension::TransportParams;
 pub use wire::frame::TOKEN_LEN;
 /// What a server needs to route a new TCP connection: the first bytes of a

@@ -12,10 +12,13 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use openssl::ex_data::Index;
-use openssl::ssl::{ExtensionContext, Ssl, SslAlert, SslContextBuilder, SslRef};
+use openssl::ssl::{
+    ExtensionContext, Ssl, SslAlert, SslContextBuilder, SslRef, SslSessionCacheMode,
+};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
+use crate::resumption::SessionCache;
 use crate::wire::codec::Codec;
 use crate::wire::extension::{TcplsExtension, TCPLS_EXTENSION_TYPE, TCPLS_VERSION};
 
@@ -26,6 +29,8 @@ pub(crate) struct HsShared {
     pub(crate) peer_ext: Option<TcplsExtension>,
     pub(crate) client_secret: Option<Zeroizing<Vec<u8>>>,
     pub(crate) server_secret: Option<Zeroizing<Vec<u8>>>,
+    /// Client: where a ticket the server sends is kept in the session cache.
+    pub(crate) resume_key: Option<String>,
 }
 
 pub(crate) type Shared = Arc<Mutex<HsShared>>;
@@ -114,4 +119,18 @@ pub(crate) fn install_callbacks(
         },
     )
     .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Client: keeps the tickets the server sends in `cache`, under the key
+/// the handshake was started with.
+pub(crate) fn install_ticket_store(b: &mut SslContextBuilder, cache: std::sync::Arc<SessionCache>) {
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    b.set_new_session_callback(move |ssl, session| {
+        let Some(st) = shared(ssl) else { return };
+        let key = st.lock().unwrap_or_else(|p| p.into_inner()).resume_key.clone();
+        if let Some(key) = key {
+            tracing::debug!(%key, "session ticket stored");
+            cache.insert(&key, session);
+        }
+    });
 }

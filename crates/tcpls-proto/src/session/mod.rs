@@ -88,7 +88,7 @@ use bytes::Bytes;
 
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::Error;
-use crate::handshake::Handshake;
+use crate::handshake::{Handshake, TicketReader};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::CipherSuite;
 use crate::wire::frame::TOKEN_LEN;
@@ -198,6 +198,26 @@ pub enum ReadOutcome {
     Blocked,
 }
 
+/// How the TLS handshake went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeKind {
+    /// Certificates and signatures: no ticket, or the server refused it.
+    Full,
+    /// Resumed from a session ticket.
+    Resumed,
+}
+
+impl HandshakeKind {
+    /// `full` or `resumed`, as in JSON reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Resumed => "resumed",
+        }
+    }
+}
+
 /// Which record layer the session runs.
 enum State {
     Handshake(Box<Handshake>),
@@ -234,6 +254,10 @@ pub struct Session {
     scratch: Scratch,
     /// Transport option requests, both ways.
     options: options::Options,
+    /// How the handshake went, once it is over.
+    handshake_kind: Option<HandshakeKind>,
+    /// Client: reads the server's tickets until its first other record.
+    tickets: Option<TicketReader>,
 }
 
 impl std::fmt::Debug for Session {
@@ -302,6 +326,8 @@ impl Session {
             suite: None,
             scratch: Scratch::default(),
             options: Default::default(),
+            handshake_kind: None,
+            tickets: None,
             cfg,
         }
     }
@@ -359,6 +385,11 @@ impl Session {
             State::Fallback(fb) => Some((fb.key_updates, 0)),
             _ => None,
         }
+    }
+
+    /// Whether the handshake was full or resumed, once it is done.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.handshake_kind
     }
 
     /// The negotiated TLS 1.3 cipher suite, once the handshake is done.

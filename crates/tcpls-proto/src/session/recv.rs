@@ -25,7 +25,7 @@ enum AckWanted {
 use super::stream::Stream;
 use super::streams::Streams;
 use super::timers::{keepalive_interval, SessionTimer};
-use super::{Event, Keys, Session, State};
+use super::{Event, HandshakeKind, Keys, Session, State};
 use crate::error::{CallError, Error, ErrorCode};
 use crate::handshake::Outcome;
 use crate::ids::{ConnectionId, Side, StreamId};
@@ -51,6 +51,28 @@ fn only_session_tickets(mut msgs: &[u8]) -> bool {
         msgs = rest;
     }
     true
+}
+
+/// Whole TLS records in `bytes`.
+fn count_records(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while bytes.len() >= HEADER_LEN {
+        let len = u16::from_be_bytes([bytes[3], bytes[4]]) as usize;
+        let Some(rest) = bytes.get(HEADER_LEN + len..) else {
+            break;
+        };
+        bytes = rest;
+        n += 1;
+    }
+    n
+}
+
+fn kind(resumed: bool) -> HandshakeKind {
+    if resumed {
+        HandshakeKind::Resumed
+    } else {
+        HandshakeKind::Full
+    }
 }
 
 impl Session {
@@ -107,14 +129,21 @@ impl Session {
         hs.feed(buf);
         buf.clear();
         let done = hs.drive();
+        let before = self.raw_out.len();
         hs.take_output(&mut self.raw_out);
         if done? {
-            self.on_handshake_done(buf)?;
+            // A server's last handshake step writes only its tickets, each a
+            // record under the application key (see `establish_tcpls`).
+            let tickets = match self.side {
+                Side::Server => count_records(&self.raw_out[before..]),
+                Side::Client => 0,
+            };
+            self.on_handshake_done(buf, tickets)?;
         }
         Ok(())
     }
 
-    fn on_handshake_done(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+    fn on_handshake_done(&mut self, buf: &mut BytesMut, tickets_sent: u64) -> Result<(), Error> {
         let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("called in handshake state");
         };
@@ -125,13 +154,23 @@ impl Session {
                 send,
                 recv,
                 leftover,
+                resumed,
+                tickets,
             } => {
                 self.establish_tcpls(peer.params, send, recv);
+                self.handshake_kind = Some(kind(resumed));
+                self.tickets = tickets;
+                // OpenSSL sealed the tickets with sequence numbers 0.. of
+                // the first connection: ours follow.
+                if let Some(c) = self.paths.conns.get_mut(&ConnectionId::FIRST) {
+                    c.send_seq = tickets_sent;
+                }
                 buf.extend_from_slice(&leftover);
                 self.recv_records(ConnectionId::FIRST, buf)
             }
             Outcome::Fallback(ssl) => {
                 tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
+                self.handshake_kind = Some(kind(ssl.ssl().session_reused()));
                 self.suite = ssl
                     .ssl()
                     .current_cipher()
@@ -300,6 +339,10 @@ impl Session {
                 return Ok(());
             };
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
+            // Until the server's first other record, a record may hold
+            // tickets, which OpenSSL reads from the ciphertext.
+            let ticket_copy = (self.tickets.is_some() && conn == ConnectionId::FIRST)
+                .then(|| rec.to_vec());
             let opened = match c.recv_gen {
                 Some(gen) => keys.recv.open(gen, conn, c.recv_seq, &mut rec),
                 // A join's first record: its key generation is found out.
@@ -329,7 +372,22 @@ impl Session {
                 c.ack_due = true;
             }
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
+            if let Some(copy) = ticket_copy {
+                self.read_tickets(ct, &plain, &copy);
+            }
             self.on_record(conn, ct, plain)?;
+        }
+    }
+
+    /// Client: a record of tickets goes to OpenSSL, which stores them in
+    /// the session cache; the first other record ends the ticket reading.
+    fn read_tickets(&mut self, ct: ContentType, plain: &[u8], ciphertext: &[u8]) {
+        let Some(reader) = &mut self.tickets else {
+            return;
+        };
+        if ct != ContentType::Handshake || !only_session_tickets(plain) || !reader.read(ciphertext)
+        {
+            self.tickets = None;
         }
     }
 
@@ -409,7 +467,7 @@ impl Session {
                 }
                 Err(Error::Alert(plain.get(1).copied().unwrap_or(0)))
             }
-            // NewSessionTicket (type 4) from a server that sends tickets: no resumption, skip.
+            // NewSessionTicket (type 4): read by `read_tickets`, or not wanted.
             ContentType::Handshake if only_session_tickets(&plain) => Ok(()),
             _ => Err(Error::BadRecord("unexpected inner content type")),
         }

@@ -1,0 +1,208 @@
+//! Session tickets and resumption, between two in-memory peers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tcpls_proto::{
+    ClientConfig, HandshakeKind, ReadOutcome, ServerConfig, SessionCache, TransportConfig,
+};
+
+fn client(cache: &Arc<SessionCache>, tcpls: bool) -> Arc<ClientConfig> {
+    Arc::new(
+        ClientConfig::builder()
+            .insecure()
+            .enable_tcpls(tcpls)
+            .session_cache(Some(cache.clone()))
+            .transport(TransportConfig {
+                silence_probe: None,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A request and its answer on one stream, both checked.
+fn exchange(p: &mut Net) {
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"request").unwrap();
+    p.c.finish(id).unwrap();
+    p.drive();
+    let sid = p.s.accept_stream().unwrap();
+    assert_eq!(
+        p.s.read(sid, 100).unwrap(),
+        ReadOutcome::Data("request".into())
+    );
+    let answer = vec![7u8; 100_000];
+    let mut off = 0;
+    while off < answer.len() {
+        off += p.s.write(sid, &answer[off..]).unwrap();
+        p.drive();
+    }
+    p.s.finish(sid).unwrap();
+    p.drive();
+    let mut got = Vec::new();
+    loop {
+        match p.c.read(id, usize::MAX).unwrap() {
+            ReadOutcome::Data(d) => got.extend_from_slice(&d),
+            ReadOutcome::Fin => break,
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+    assert_eq!(got, answer);
+}
+
+fn session(c: &Arc<ClientConfig>, s: &Arc<ServerConfig>) -> Net {
+    let mut p = Net::new(c.clone(), s.clone(), 3);
+    p.drive();
+    p
+}
+
+#[test]
+fn a_second_session_resumes_with_a_ticket_from_the_first() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = server_config(TransportConfig::default());
+
+    let mut first = session(&c, &s);
+    assert!(first.c.is_tcpls());
+    assert_eq!(first.c.handshake_kind(), Some(HandshakeKind::Full));
+    // The tickets came before any record of the server's own, and the
+    // records after them decrypt: the sequence numbers line up.
+    exchange(&mut first);
+    assert_eq!(cache.len(), 2, "the server sends two tickets");
+
+    let mut second = session(&c, &s);
+    assert!(second.c.is_tcpls() && second.s.is_tcpls());
+    assert_eq!(second.c.handshake_kind(), Some(HandshakeKind::Resumed));
+    assert_eq!(second.s.handshake_kind(), Some(HandshakeKind::Resumed));
+    exchange(&mut second);
+    // One ticket was used; the resumed handshake brought at least one more.
+    assert!(cache.len() >= 2, "{} tickets", cache.len());
+    // A resumed session joins connections like a full one: it got tokens.
+    let id = second.join_now();
+    assert!(second.live_links().contains(&id));
+}
+
+#[test]
+fn tickets_are_used_once() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = Arc::new(
+        ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .tickets(1)
+            .build()
+            .unwrap(),
+    );
+    let first = session(&c, &s);
+    drop(first);
+    assert_eq!(cache.len(), 1);
+    // Two sessions start before either finishes: only one has a ticket.
+    let mut a = Net::new(c.clone(), s.clone(), 4);
+    let mut b = Net::new(c.clone(), s.clone(), 5);
+    assert!(cache.is_empty());
+    a.drive();
+    b.drive();
+    let kinds = [a.c.handshake_kind(), b.c.handshake_kind()];
+    assert!(kinds.contains(&Some(HandshakeKind::Resumed)));
+    assert!(kinds.contains(&Some(HandshakeKind::Full)));
+}
+
+#[test]
+fn a_ticket_from_another_server_key_gives_a_full_handshake() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let one = server_config(TransportConfig::default());
+    let other = server_config(TransportConfig::default());
+    let mut p = session(&c, &one);
+    exchange(&mut p);
+    let before = cache.len();
+    let mut q = session(&c, &other);
+    assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Full));
+    assert_eq!(q.s.handshake_kind(), Some(HandshakeKind::Full));
+    exchange(&mut q);
+    // The refused ticket is gone; the new server's are there.
+    assert_eq!(cache.len(), before - 1 + 2);
+}
+
+#[test]
+fn a_ticket_of_a_rotated_out_key_is_refused() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = Arc::new(
+        ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .ticket_key_rotation(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    session(&c, &s);
+    // One period later the ticket's key is the previous one: accepted, and
+    // the client gets a ticket under the new key.
+    std::thread::sleep(Duration::from_millis(350));
+    let p = session(&c, &s);
+    assert_eq!(p.c.handshake_kind(), Some(HandshakeKind::Resumed));
+    drop(p);
+    // Two periods later that key is gone too.
+    std::thread::sleep(Duration::from_millis(700));
+    let q = session(&c, &s);
+    assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Full));
+}
+
+#[test]
+fn a_server_without_tickets_gives_full_handshakes() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = Arc::new(
+        ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .tickets(0)
+            .build()
+            .unwrap(),
+    );
+    let mut p = session(&c, &s);
+    exchange(&mut p);
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn plain_tls_sessions_resume_too() {
+    // A plain TLS client against a TCPLS server: OpenSSL keeps the record
+    // layer on both sides and reads the tickets itself.
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, false);
+    let s = server_config(TransportConfig::default());
+    let mut p = session(&c, &s);
+    assert!(!p.c.is_tcpls());
+    exchange(&mut p);
+    assert!(!cache.is_empty());
+    let mut q = session(&c, &s);
+    assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Resumed));
+    exchange(&mut q);
+}
+
+#[test]
+fn the_cache_exports_and_imports_tickets() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = server_config(TransportConfig::default());
+    let mut p = session(&c, &s);
+    exchange(&mut p);
+    let saved = cache.export();
+    assert_eq!(saved.len(), 2);
+    let restored = Arc::new(SessionCache::new(8));
+    let n = restored.import(saved.iter().map(|(k, d)| (k.as_str(), d.as_slice())));
+    assert_eq!(n, 2);
+    // Garbage is skipped, not an error.
+    assert_eq!(restored.import([("localhost", &b"not a session"[..])]), 0);
+    let c2 = client(&restored, true);
+    let q = session(&c2, &s);
+    assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Resumed));
+}
