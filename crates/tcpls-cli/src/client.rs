@@ -63,6 +63,15 @@ pub struct ClientOpts {
     /// attacker can otherwise force the session down to plain TLS 1.3).
     #[arg(long)]
     pub no_fallback: bool,
+    /// Keep TLS session tickets in this file, so later sessions to the
+    /// same server resume (no certificate exchange). Default:
+    /// $XDG_CACHE_HOME/tcpls/sessions.json, else ~/.cache/tcpls/sessions.json;
+    /// written with mode 0600 (it holds resumption secrets).
+    #[arg(long, value_name = "FILE")]
+    pub session_cache: Option<PathBuf>,
+    /// Do not resume sessions: no ticket is read or kept.
+    #[arg(long, conflicts_with = "session_cache")]
+    pub no_session_cache: bool,
     #[command(flatten)]
     pub options: TransportOptionArgs,
 }
@@ -188,7 +197,11 @@ impl ClientOpts {
             transport.stream_window = transport.stream_window.min(w);
         }
         self.options.configure(&mut transport);
+        let cache = self
+            .session_cache_path()
+            .map(|p| crate::session_cache::load(&p));
         let mut b = ClientConfig::builder()
+            .session_cache(cache)
             .cipher_suites(&self.suites())
             .transport(transport)
             .plain_fallback((!self.no_fallback).then_some(self.fallback_after));
@@ -199,6 +212,27 @@ impl ClientOpts {
             b = b.insecure();
         }
         Ok(Arc::new(b.build()?))
+    }
+
+    /// The session cache file, unless `--no-session-cache`.
+    fn session_cache_path(&self) -> Option<PathBuf> {
+        if self.no_session_cache {
+            return None;
+        }
+        self.session_cache
+            .clone()
+            .or_else(crate::session_cache::default_path)
+    }
+
+    /// Writes the tickets `cfg`'s sessions received to the cache file
+    /// (a failure is a warning: the transfer itself went well).
+    pub fn save_session_cache(&self, cfg: &ClientConfig) {
+        let (Some(path), Some(cache)) = (self.session_cache_path(), &cfg.session_cache) else {
+            return;
+        };
+        if let Err(e) = crate::session_cache::save(cache, &path) {
+            tracing::warn!("session cache not saved: {e:#}");
+        }
     }
 
     fn bind_for(&self, i: usize) -> Option<SocketAddr> {

@@ -114,9 +114,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut ok = true;
     let mut total = 0;
     for (t, want) in tasks.into_iter().zip(&expected) {
-        let (_, n, sha) = t.await??;
-        total += n;
-        ok &= &sha == want;
+        let got = t.await??;
+        total += got.bytes;
+        ok &= &got.sha256 == want;
     }
     let secs = start.elapsed().as_secs_f64();
     let report = DemoReport {

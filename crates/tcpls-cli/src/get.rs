@@ -39,6 +39,11 @@ pub struct Report {
     pub bytes: u64,
     pub sha256: String,
     pub seconds: f64,
+    /// From the start of the session's connection to the response's
+    /// first bytes (its head), for this URL.
+    pub first_byte_seconds: f64,
+    /// `full` or `resumed` (from a ticket in the session cache).
+    pub handshake: &'static str,
     pub tcpls: bool,
     /// Why the client fell back to plain TLS after its TCPLS hello got a
     /// reset, an EOF or no answer (null: it did not).
@@ -131,6 +136,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
             }
         }
     }
+    args.client.save_session_cache(&cfg);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
@@ -141,8 +147,8 @@ pub async fn run(args: GetArgs) -> Result<()> {
                 (None, false) => "plain TLS".into(),
             };
             eprintln!(
-                "{} {} {} bytes in {:.3}s ({mode}), sha256 {}",
-                r.status, r.url, r.bytes, r.seconds, r.sha256
+                "{} {} {} bytes in {:.3}s ({mode}, {} handshake, first byte after {:.3}s), sha256 {}",
+                r.status, r.url, r.bytes, r.seconds, r.handshake, r.first_byte_seconds, r.sha256
             );
         }
     }
@@ -175,6 +181,7 @@ async fn fetch_group(
             .map(|t| Err(anyhow!("{}: cannot resolve {host}", t.url)))
             .collect();
     }
+    let connect_start = Instant::now();
     let first = match opts.open_session(&addrs, host, cfg.clone()).await {
         Ok(s) => {
             opts.join_later(&s);
@@ -192,11 +199,12 @@ async fn fetch_group(
     let tcpls = first.is_tcpls();
     let mut tasks = Vec::new();
     for (i, t) in targets.into_iter().enumerate() {
-        let session = if tcpls || i == 0 {
-            Ok(first.clone())
+        let (session, connect_start) = if tcpls || i == 0 {
+            (Ok(first.clone()), connect_start)
         } else {
             // A plain TLS server gets one connection per URL.
-            tcpls::connect(addr, host, cfg.clone()).await
+            let start = Instant::now();
+            (tcpls::connect(addr, host, cfg.clone()).await, start)
         };
         let bar = bars.add(ProgressBar::new(0));
         let host = host.to_string();
@@ -208,16 +216,20 @@ async fn fetch_group(
             let is_tcpls = session.is_tcpls();
             let start = Instant::now();
             let path = &t.url[url::Position::BeforePath..url::Position::AfterQuery];
-            let (status, bytes, sha) = fetch(stream, &host, path, is_tcpls, &t.sink, &bar)
+            let got = fetch(stream, &host, path, is_tcpls, &t.sink, &bar)
                 .await
                 .with_context(|| t.url.to_string())?;
             bar.finish_and_clear();
             Ok(Report {
                 url: t.url.to_string(),
-                status,
-                bytes,
-                sha256: sha,
+                status: got.status,
+                bytes: got.bytes,
+                sha256: got.sha256,
                 seconds: start.elapsed().as_secs_f64(),
+                first_byte_seconds: (got.head_at - connect_start).as_secs_f64(),
+                handshake: session
+                    .handshake_kind()
+                    .map_or("none", tcpls::HandshakeKind::as_str),
                 tcpls: is_tcpls,
                 fallback: session.fallback_reason(),
                 saved_to: match &t.sink {
@@ -237,8 +249,18 @@ async fn fetch_group(
     out
 }
 
-/// Sends `GET path` on `stream` and streams the body to `sink`. Returns
-/// status, body length and its SHA-256 (hex).
+/// What [`fetch`] got.
+pub struct Fetched {
+    pub status: u16,
+    /// Body length.
+    pub bytes: u64,
+    /// The body's SHA-256, in hex.
+    pub sha256: String,
+    /// When the response's head had arrived.
+    pub head_at: Instant,
+}
+
+/// Sends `GET path` on `stream` and streams the body to `sink`.
 pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     host: &str,
@@ -246,7 +268,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     half_close: bool,
     sink: &Sink,
     bar: &ProgressBar,
-) -> Result<(u16, u64, String)> {
+) -> Result<Fetched> {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tcpls\r\nConnection: close\r\n\r\n"
     );
@@ -261,6 +283,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     let (head, rest) = http::read_head(&mut stream)
         .await?
         .ok_or_else(|| anyhow!("server closed without a response"))?;
+    let head_at = Instant::now();
     let status: u16 = head
         .start
         .get(1)
@@ -310,5 +333,10 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     if !(200..300).contains(&status) {
         bail!("HTTP {status} for {path}");
     }
-    Ok((status, total, hex::encode(hasher.finalize())))
+    Ok(Fetched {
+        status,
+        bytes: total,
+        sha256: hex::encode(hasher.finalize()),
+        head_at,
+    })
 }

@@ -12,6 +12,7 @@ mod perf;
 mod plot;
 mod serve;
 mod service;
+mod session_cache;
 mod soak;
 mod tunnel;
 mod units;

@@ -132,6 +132,8 @@ pub struct PerfReport {
     pub streams: u32,
     pub direction: &'static str,
     pub cipher: Option<String>,
+    /// Each TCPLS run's handshake: `full`, or `resumed` from a ticket.
+    pub handshakes: Vec<&'static str>,
     pub tcpls: Series,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Series>,
@@ -283,6 +285,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut peak = 0;
     let mut key_generations = None;
     let mut cipher = None;
+    let mut handshakes = Vec::new();
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
     let mut events = Vec::new();
@@ -302,6 +305,11 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             bail!("{} is not a TCPLS server (plain TLS fallback)", args.addr);
         }
         cipher = session.cipher_suite().map(|c| c.name().to_string());
+        handshakes.push(
+            session
+                .handshake_kind()
+                .map_or("none", tcpls::HandshakeKind::as_str),
+        );
         failover = session.failover();
         if let Some(name) = &args.scheduler {
             session.set_scheduler(crate::client::scheduler_choice(name))?;
@@ -410,6 +418,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         std::fs::write(path, serde_json::to_vec_pretty(&timeline)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    args.client.save_session_cache(&cfg);
     let tcpls = Series {
         gbps_median: median(&t_runs),
         runs_gbps: t_runs,
@@ -431,6 +440,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         streams: args.streams,
         direction: if args.upload { "upload" } else { "download" },
         cipher,
+        handshakes,
         ratio_tcpls_to_tls: tls.as_ref().map(|t| tcpls.gbps_median / t.gbps_median),
         ratio_acks_to_no_acks: no_acks.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),
         ratio_to_single_connection: single.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),

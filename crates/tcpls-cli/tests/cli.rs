@@ -163,6 +163,24 @@ fn tcpls_get_against_openssl_s_server_falls_back() {
     let v = json(&out);
     assert_eq!(v[0]["tcpls"], false, "s_server is plain TLS");
     assert_eq!(v[0]["sha256"], sum);
+
+    // With a session cache, the second fetch resumes (plain TLS: OpenSSL
+    // reads the tickets on both sides).
+    let cache = dir.path().join("sessions.json");
+    let get = || {
+        json(&run_bounded(
+            Command::new(BIN)
+                .args(["get", &format!("https://127.0.0.1:{port}/page.bin")])
+                .args(["--insecure", "--json", "--session-cache"])
+                .arg(&cache),
+            b"",
+            Duration::from_secs(60),
+        ))
+    };
+    assert_eq!(get()[0]["handshake"], "full");
+    let v = get();
+    assert_eq!(v[0]["handshake"], "resumed");
+    assert_eq!(v[0]["sha256"], sum);
 }
 
 #[test]
@@ -188,6 +206,35 @@ fn openssl_s_client_against_tcpls_serve_falls_back() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "response: {text}");
     assert!(text.contains("hello from tcpls serve"), "response: {text}");
+}
+
+#[test]
+fn openssl_s_client_resumes_against_tcpls_serve() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from tcpls serve\n").unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let sess = dir.path().join("session.pem");
+    let connect = |flag: &str| {
+        let out = run_bounded(
+            Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+                .args(["-ign_eof", "-tls1_3", flag])
+                .arg(&sess),
+            b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains("hello from tcpls serve"), "response: {text}");
+        text
+    };
+    let first = connect("-sess_out");
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    assert!(sess.exists(), "s_client saved no session: no ticket came");
+    let second = connect("-sess_in");
+    assert!(second.contains("Reused, TLSv1.3"), "{second}");
 }
 
 #[test]

@@ -236,7 +236,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("transport", &self.transport)
             .field("enable_tcpls", &self.enable_tcpls)
             .field("plain_fallback", &self.plain_fallback)
-            .field("session_cache", &self.session_cache.as_ref().map(|c| c.len()))
+            .field(
+                "session_cache",
+                &self.session_cache.as_ref().map(|c| c.len()),
+            )
             .field("verify", &self.verify)
             .finish()
     }
@@ -547,7 +550,9 @@ impl ServerConfigBuilder {
     pub fn build(self) -> Result<ServerConfig, Error> {
         self.transport.check()?;
         if self.ticket_lifetime.is_zero() || self.ticket_lifetime > Duration::from_secs(7 * 86400) {
-            return Err(Error::Config("ticket lifetime must be between 1 s and 7 days"));
+            return Err(Error::Config(
+                "ticket lifetime must be between 1 s and 7 days",
+            ));
         }
         if self.ticket_key_rotation.is_zero() {
             return Err(Error::Config("ticket key rotation period must not be zero"));

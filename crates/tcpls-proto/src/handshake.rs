@@ -132,14 +132,17 @@ impl Handshake {
         };
         let mut resume_key = None;
         if let Some(cache) = &cfg.session_cache {
-            let key = cache_key(server_name, cfg.enable_tcpls);
+            let key = cache_key(server_name, cfg.enable_tcpls, cfg.verify);
             if let Some(ticket) = cache.take(&key) {
                 tls_ffi::set_session(&mut ssl, &ticket)?;
             }
             resume_key = Some(key);
         }
         let hs = Self::new(ssl, ext, Side::Client)?;
-        hs.shared.lock().unwrap_or_else(|p| p.into_inner()).resume_key = resume_key;
+        hs.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resume_key = resume_key;
         Ok(hs)
     }
 
@@ -228,7 +231,12 @@ impl Handshake {
         let leftover = self.stream.get_mut().take_input();
         let resumed = self.stream.ssl().session_reused();
         let wants_tickets = self.side == Side::Client
-            && self.shared.lock().unwrap_or_else(|p| p.into_inner()).resume_key.is_some();
+            && self
+                .shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .resume_key
+                .is_some();
         Ok(Outcome::Tcpls {
             peer,
             send,
@@ -259,7 +267,9 @@ impl TicketReader {
         self.stream.get_mut().feed(record);
         let mut buf = [0u8; 1];
         match self.stream.ssl_read(&mut buf) {
-            Err(e) if e.code() == ErrorCode::WANT_READ => self.stream.get_ref().pending_input() == 0,
+            Err(e) if e.code() == ErrorCode::WANT_READ => {
+                self.stream.get_ref().pending_input() == 0
+            }
             _ => false,
         }
     }

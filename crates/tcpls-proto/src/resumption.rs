@@ -163,13 +163,19 @@ fn expired(s: &SslSession, now: i64) -> bool {
     time.saturating_add(s.timeout()) <= now
 }
 
-/// The cache key of a session to `server_name`, with or without the
-/// `tcpls` extension: a ticket is only offered by the OpenSSL context that
-/// received it (see `tls_ffi::set_session`).
-pub(crate) fn cache_key(server_name: &str, tcpls: bool) -> String {
-    if tcpls {
-        server_name.to_string()
-    } else {
-        format!("{server_name} (plain TLS)")
+/// The cache key of a session to `server_name`:
+/// - with or without the `tcpls` extension: a ticket is only offered by
+///   the OpenSSL context that received it (see `tls_ffi::set_session`);
+/// - verified or not: a resumed handshake does not check the certificate
+///   again, so a ticket from an unverified session must not let a
+///   verifying client skip the check.
+pub(crate) fn cache_key(server_name: &str, tcpls: bool, verified: bool) -> String {
+    let mut key = server_name.to_string();
+    if !tcpls {
+        key.push_str(" (plain TLS)");
     }
+    if !verified {
+        key.push_str(" (unverified)");
+    }
+    key
 }

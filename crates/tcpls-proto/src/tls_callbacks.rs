@@ -127,7 +127,11 @@ pub(crate) fn install_ticket_store(b: &mut SslContextBuilder, cache: std::sync::
     b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
     b.set_new_session_callback(move |ssl, session| {
         let Some(st) = shared(ssl) else { return };
-        let key = st.lock().unwrap_or_else(|p| p.into_inner()).resume_key.clone();
+        let key = st
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resume_key
+            .clone();
         if let Some(key) = key {
             tracing::debug!(%key, "session ticket stored");
             cache.insert(&key, session);

@@ -103,7 +103,10 @@ fn keys_index() -> Result<Index<SslContext, TicketKeys>, Error> {
 
 /// Installs a fresh key ring rotating every `rotation` on the server
 /// context `b`.
-pub(crate) fn install_ticket_keys(b: &mut SslContextBuilder, rotation: Duration) -> Result<(), Error> {
+pub(crate) fn install_ticket_keys(
+    b: &mut SslContextBuilder,
+    rotation: Duration,
+) -> Result<(), Error> {
     b.set_ex_data(keys_index()?, TicketKeys::new(rotation)?);
     type Cb = unsafe extern "C" fn(
         *mut ffi::SSL,
@@ -147,10 +150,7 @@ unsafe extern "C" fn ticket_key_cb(
         // EVP_MAX_IV_LENGTH (16) bytes and initialised contexts.
         unsafe {
             let ssl = SslRef::from_ptr(ssl);
-            let Some(keys) = keys_index()
-                .ok()
-                .and_then(|i| ssl.ssl_context().ex_data(i))
-            else {
+            let Some(keys) = keys_index().ok().and_then(|i| ssl.ssl_context().ex_data(i)) else {
                 return -1;
             };
             let mut ring = keys.ring.lock().unwrap_or_else(|p| p.into_inner());

@@ -206,3 +206,33 @@ fn the_cache_exports_and_imports_tickets() {
     let q = session(&c2, &s);
     assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Resumed));
 }
+
+#[test]
+fn a_ticket_from_an_unverified_session_is_not_used_by_a_verifying_client() {
+    let cache = Arc::new(SessionCache::new(8));
+    let s = server_config(TransportConfig::default());
+    let insecure = client(&cache, true);
+    let verifying = Arc::new(
+        ClientConfig::builder()
+            .root_certificates_pem(&s.certificate_pem)
+            .unwrap()
+            .system_roots(false)
+            .session_cache(Some(cache.clone()))
+            .transport(TransportConfig {
+                silence_probe: None,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    let mut p = session(&insecure, &s);
+    exchange(&mut p);
+    assert_eq!(cache.len(), 2);
+    // Resuming would skip the certificate check this client asks for.
+    let mut q = session(&verifying, &s);
+    assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Full));
+    exchange(&mut q);
+    assert_eq!(cache.len(), 4);
+    let r = session(&verifying, &s);
+    assert_eq!(r.c.handshake_kind(), Some(HandshakeKind::Resumed));
+}

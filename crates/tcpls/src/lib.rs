@@ -57,6 +57,6 @@ pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
-    CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, ServerConfig, StreamId,
-    TransportConfig,
+    CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, HandshakeKind, ServerConfig,
+    SessionCache, StreamId, TransportConfig,
 };

@@ -112,6 +112,12 @@ impl Session {
         self.shared().lock().proto.failover()
     }
 
+    /// Whether the TLS handshake was full or resumed from a ticket (`None`
+    /// while it runs).
+    pub fn handshake_kind(&self) -> Option<tcpls_proto::HandshakeKind> {
+        self.shared().lock().proto.handshake_kind()
+    }
+
     /// The negotiated TLS 1.3 cipher suite.
     pub fn cipher_suite(&self) -> Option<tcpls_proto::CipherSuite> {
         self.shared().lock().proto.cipher_suite()

@@ -341,8 +341,8 @@ impl Session {
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
             // Until the server's first other record, a record may hold
             // tickets, which OpenSSL reads from the ciphertext.
-            let ticket_copy = (self.tickets.is_some() && conn == ConnectionId::FIRST)
-                .then(|| rec.to_vec());
+            let ticket_copy =
+                (self.tickets.is_some() && conn == ConnectionId::FIRST).then(|| rec.to_vec());
             let opened = match c.recv_gen {
                 Some(gen) => keys.recv.open(gen, conn, c.recv_seq, &mut rec),
                 // A join's first record: its key generation is found out.
