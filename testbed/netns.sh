@@ -24,6 +24,9 @@
 # Delay and loss use netem where the kernel has it, tcpls-netem otherwise
 # (see path.sh and docs/testbed.md).
 #
+# Both namespaces get net.ipv4.tcp_fastopen=3 (TCP Fast Open, client and
+# server).
+#
 # `up` first removes what an earlier run may have left (idempotent); `down`
 # stops the delay processes and removes the namespaces. Addresses live
 # only inside the namespaces; the IPv6 ones are added without duplicate
@@ -68,6 +71,10 @@ up)
     ip netns add "$srv"
     ip -n "$cli" link set lo up
     ip -n "$srv" link set lo up
+    # TCP Fast Open for clients and servers (per namespace; the host's
+    # default, 1, is client only).
+    ip netns exec "$cli" sysctl -qw net.ipv4.tcp_fastopen=3
+    ip netns exec "$srv" sysctl -qw net.ipv4.tcp_fastopen=3
     for i in $(seq 1 "$paths"); do
         ip link add "${prefix}c$i" netns "$cli" type veth peer name "${prefix}s$i" netns "$srv"
         ip -n "$cli" addr add "10.71.$i.1/24" dev "${prefix}c$i"

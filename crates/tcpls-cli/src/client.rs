@@ -98,11 +98,17 @@ pub struct TransportOptionArgs {
     /// (comma-separated; "none" refuses all).
     #[arg(long, value_name = "NAMES", default_value = "reno,cubic,bbr")]
     pub accept_cc: String,
+    /// No TCP Fast Open: a client's ClientHello and join hellos never ride
+    /// in the SYN, a server's listener refuses SYNs with data. (Fast Open
+    /// also needs net.ipv4.tcp_fastopen=3 on Linux; see docs/deployment.md.)
+    #[arg(long)]
+    pub no_fast_open: bool,
 }
 
 impl TransportOptionArgs {
     /// The local policy, into a transport configuration.
     pub fn configure(&self, transport: &mut TransportConfig) {
+        transport.fast_open = !self.no_fast_open;
         transport.peer_congestion_controls = if self.accept_cc.trim() == "none" {
             Vec::new()
         } else {

@@ -44,6 +44,8 @@ pub struct Report {
     pub first_byte_seconds: f64,
     /// `full` or `resumed` (from a ticket in the session cache).
     pub handshake: &'static str,
+    /// The ClientHello rode in the SYN (TCP Fast Open).
+    pub fast_open: bool,
     pub tcpls: bool,
     /// Why the client fell back to plain TLS after its TCPLS hello got a
     /// reset, an EOF or no answer (null: it did not).
@@ -147,8 +149,15 @@ pub async fn run(args: GetArgs) -> Result<()> {
                 (None, false) => "plain TLS".into(),
             };
             eprintln!(
-                "{} {} {} bytes in {:.3}s ({mode}, {} handshake, first byte after {:.3}s), sha256 {}",
-                r.status, r.url, r.bytes, r.seconds, r.handshake, r.first_byte_seconds, r.sha256
+                "{} {} {} bytes in {:.3}s ({mode}, {} handshake{}, first byte after {:.3}s), sha256 {}",
+                r.status,
+                r.url,
+                r.bytes,
+                r.seconds,
+                r.handshake,
+                if r.fast_open { ", TCP Fast Open" } else { "" },
+                r.first_byte_seconds,
+                r.sha256
             );
         }
     }
@@ -230,6 +239,7 @@ async fn fetch_group(
                 handshake: session
                     .handshake_kind()
                     .map_or("none", tcpls::HandshakeKind::as_str),
+                fast_open: session.used_fast_open(),
                 tcpls: is_tcpls,
                 fallback: session.fallback_reason(),
                 saved_to: match &t.sink {

@@ -102,6 +102,9 @@ pub struct ConnStats {
     pub bytes_received: u64,
     /// Its congestion controller (TCP_CONGESTION).
     pub congestion_control: Option<String>,
+    /// Its SYN carried data (the ClientHello or join hello) that the peer
+    /// took: TCP Fast Open.
+    pub fast_open: bool,
     /// Local and remote addresses (which path the connection takes).
     pub local: Option<String>,
     pub peer: Option<String>,
@@ -134,6 +137,9 @@ pub struct PerfReport {
     pub cipher: Option<String>,
     /// Each TCPLS run's handshake: `full`, or `resumed` from a ticket.
     pub handshakes: Vec<&'static str>,
+    /// Each TCPLS run: whether its ClientHello rode in the SYN (TCP Fast
+    /// Open).
+    pub fast_open: Vec<bool>,
     pub tcpls: Series,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Series>,
@@ -286,6 +292,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
     let mut key_generations = None;
     let mut cipher = None;
     let mut handshakes = Vec::new();
+    let mut fast_open = Vec::new();
     let mut stats = Vec::new();
     let mut timeline = Timeline::default();
     let mut events = Vec::new();
@@ -310,6 +317,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
                 .handshake_kind()
                 .map_or("none", tcpls::HandshakeKind::as_str),
         );
+        fast_open.push(session.used_fast_open());
         failover = session.failover();
         if let Some(name) = &args.scheduler {
             session.set_scheduler(crate::client::scheduler_choice(name))?;
@@ -371,6 +379,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             .into_iter()
             .map(|c| ConnStats {
                 conn: c.conn.0,
+                fast_open: c.fast_open,
                 rtt_us: c.rtt_us,
                 rttvar_us: c.rttvar_us,
                 cwnd: c.cwnd,
@@ -441,6 +450,7 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
         direction: if args.upload { "upload" } else { "download" },
         cipher,
         handshakes,
+        fast_open,
         ratio_tcpls_to_tls: tls.as_ref().map(|t| tcpls.gbps_median / t.gbps_median),
         ratio_acks_to_no_acks: no_acks.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),
         ratio_to_single_connection: single.as_ref().map(|n| tcpls.gbps_median / n.gbps_median),

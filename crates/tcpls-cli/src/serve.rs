@@ -99,6 +99,17 @@ pub struct ServerOpts {
     /// go out before exiting (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = crate::units::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// TLS session tickets sent after each full handshake, for clients to
+    /// resume with (0: no resumption).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub tickets: usize,
+    /// How long a ticket may be used (at most 7 days).
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = crate::units::parse_duration)]
+    pub ticket_lifetime: Duration,
+    /// How often the (random, in-memory) key sealing tickets is replaced;
+    /// tickets of the previous key are still accepted.
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::units::parse_duration)]
+    pub ticket_key_rotation: Duration,
     #[command(flatten)]
     pub options: crate::client::TransportOptionArgs,
 }
@@ -133,7 +144,11 @@ impl ServerOpts {
         // Sent with the first join tokens (a client behind a load
         // balancer must not join before it knows them).
         transport.advertised_addresses = self.advertise.clone();
-        let builder = ServerConfig::builder().transport(transport);
+        let builder = ServerConfig::builder()
+            .transport(transport)
+            .tickets(self.tickets)
+            .ticket_lifetime(self.ticket_lifetime)
+            .ticket_key_rotation(self.ticket_key_rotation);
         let builder = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => builder.pem_files(c, k)?,
             _ => builder.self_signed(&["localhost", "127.0.0.1", "::1"])?,

@@ -1,13 +1,15 @@
 //! The CLI's session tickets on disk, so that one `tcpls get` resumes the
 //! session of an earlier one.
 //!
-//! The file is JSON (`{"version":1,"tickets":[{"server":..,"session":hex}]}`)
-//! and holds resumption secrets: it is written with mode 0600, through a
+//! The file is JSON (`{"version":1,"tickets":[{"server":..,"session":hex}],
+//! "no_fast_open":[[ip,unix_seconds]]}`: tickets, and the addresses that
+//! dropped a SYN with data) and holds resumption secrets: it is written with mode 0600, through a
 //! temporary file renamed over it. Concurrent clients may overwrite each
 //! other's tickets; the loser only does a full handshake next time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,10 @@ const SERVERS: usize = 256;
 struct File {
     version: u32,
     tickets: Vec<Ticket>,
+    /// Addresses that dropped a SYN with data, and when (Unix seconds):
+    /// reached without TCP Fast Open for an hour after.
+    #[serde(default)]
+    no_fast_open: Vec<(std::net::IpAddr, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +70,9 @@ pub fn load(path: &Path) -> Arc<SessionCache> {
         .filter_map(|t| Some((t.server, hex::decode(t.session).ok()?)))
         .collect();
     let kept = cache.import(decoded.iter().map(|(s, d)| (s.as_str(), d.as_slice())));
+    for (ip, secs) in file.no_fast_open {
+        tcpls::block_fast_open(ip, UNIX_EPOCH + Duration::from_secs(secs));
+    }
     tracing::debug!(path = %path.display(), kept, "session cache loaded");
     cache
 }
@@ -90,6 +99,10 @@ pub fn save(cache: &SessionCache, path: &Path) -> Result<()> {
                 server,
                 session: hex::encode(der),
             })
+            .collect(),
+        no_fast_open: tcpls::fast_open_blocked_destinations()
+            .into_iter()
+            .filter_map(|(ip, t)| Some((ip, t.duration_since(UNIX_EPOCH).ok()?.as_secs())))
             .collect(),
     };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));

@@ -813,3 +813,94 @@ fn twenty_clients_behind_a_load_balancer() {
         "both backends served sessions: {backends:?}"
     );
 }
+
+/// TCP Fast Open: the second session's ClientHello rides in the SYN (the
+/// first one got the cookie). Then a middlebox drops SYNs that carry data:
+/// the kernel resends a bare SYN, the session completes, and the client
+/// remembers (in its session cache file) to reach that address without
+/// Fast Open, so the next run sends no SYN with data at all.
+#[test]
+fn tcp_fast_open_carries_the_hello_and_survives_a_syn_data_drop() {
+    let Some(mut tb) = Testbed::up("tfo", 1, &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(dir.path().join("file.bin"), &body).unwrap();
+    tb.serve(dir.path());
+    let cache = dir.path().join("sessions.json");
+    let get = || {
+        let mut cmd = tb.ns("cli");
+        cmd.args([
+            BIN,
+            "get",
+            "https://10.71.1.2:4443/file.bin",
+            "-k",
+            "--json",
+        ])
+        .arg("--session-cache")
+        .arg(&cache);
+        let v = json(&run_bounded(&mut cmd, b"", Duration::from_secs(30)));
+        assert_eq!(
+            v[0]["sha256"],
+            hex::encode(sha2::Sha256::digest(&body)),
+            "{v}"
+        );
+        v[0].clone()
+    };
+    let first = get();
+    assert_eq!(first["fast_open"], false, "no cookie yet: {first}");
+    assert_eq!(first["handshake"], "full");
+    let second = get();
+    assert_eq!(second["fast_open"], true, "{second}");
+    assert_eq!(second["handshake"], "resumed");
+
+    // A middlebox on the server's side drops SYNs with a payload.
+    let rule = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "4443",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN",
+        "-m",
+        "length",
+        "--length",
+        "100:65535",
+        "-j",
+        "DROP",
+    ];
+    let ok = tb
+        .ns("srv")
+        .args(["iptables", "-A"])
+        .args(rule)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP: cannot install the iptables length rule");
+        return;
+    }
+    let dropped = || -> u64 {
+        let out = tb
+            .ns("srv")
+            .args(["iptables", "-L", "INPUT", "-v", "-n", "-x"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text.lines().find(|l| l.contains("DROP")).unwrap_or("");
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no DROP counter in {text}"))
+    };
+    let third = get();
+    assert_eq!(third["fast_open"], false, "{third}");
+    assert_eq!(dropped(), 1, "the SYN with data was dropped once");
+    let saved = std::fs::read_to_string(&cache).unwrap();
+    assert!(saved.contains("10.71.1.2"), "remembered: {saved}");
+    let fourth = get();
+    assert_eq!(fourth["fast_open"], false, "{fourth}");
+    assert_eq!(dropped(), 1, "no SYN with data was sent again");
+}

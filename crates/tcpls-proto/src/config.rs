@@ -115,6 +115,13 @@ pub struct TransportConfig {
     /// from holding up the receiver); `None` keeps each stream on one
     /// connection. Checked when a configuration is built.
     pub scheduler: Option<String>,
+    /// TCP Fast Open (default on): a client puts its first bytes (the
+    /// ClientHello, a join's hello) in the SYN once it holds a cookie from
+    /// the server, and a server's listener accepts such SYNs. Linux needs
+    /// `net.ipv4.tcp_fastopen=3` for both (1, its default, is client only).
+    /// A destination whose SYN with data went unanswered is not tried
+    /// again with it for an hour.
+    pub fast_open: bool,
 }
 
 impl Default for TransportConfig {
@@ -148,6 +155,7 @@ impl Default for TransportConfig {
             rejoin_grace: Duration::from_secs(10),
             key_update_records: 1 << 23,
             scheduler: Some(crate::session::scheduler::DEFAULT.to_string()),
+            fast_open: true,
         }
     }
 }

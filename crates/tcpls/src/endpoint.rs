@@ -150,7 +150,8 @@ async fn handshake(
     wait: Duration,
 ) -> Result<Session, Attempt> {
     let timeout = config.transport.handshake_timeout;
-    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind))
+    let fast_open = config.transport.fast_open;
+    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind, fast_open))
         .await
         .map_err(|_| Attempt::Connect(Error::Session(tcpls_proto::Error::HandshakeTimeout)))?
         .map_err(|e| Attempt::Connect(e.into()))?;
@@ -158,7 +159,14 @@ async fn handshake(
         .map_err(|e| Attempt::Connect(e.into()))?;
     let session = start(proto, tcp, BytesMut::new(), None, None);
     match tokio::time::timeout(wait, established(&session)).await {
-        Ok(Ok(())) => Ok(session),
+        Ok(Ok(())) => {
+            if fast_open {
+                for tcp in session.shared().sockets_of(Some(ConnectionId::FIRST)) {
+                    crate::socket::note_fast_open_outcome(&tcp, addr.ip());
+                }
+            }
+            Ok(session)
+        }
         Ok(Err(e)) => Err(Attempt::Handshake(e)),
         Err(_) => {
             session.close(0, "handshake timeout");
@@ -349,6 +357,9 @@ impl Server {
         limits: ServerLimits,
     ) -> Result<Server, Error> {
         let local_addr = listener.local_addr()?;
+        if config.transport.fast_open {
+            crate::socket::enable_fast_open_listener(&listener);
+        }
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let task = tokio::spawn(accept_loop(listener, config, tx, Limiter::new(limits)));
         Ok(Server {

@@ -52,7 +52,7 @@ pub use error::{Error, StreamReset};
 pub use limits::ServerLimits;
 pub use session::Session;
 pub use shared::SessionEvent;
-pub use socket::ConnectionStats;
+pub use socket::{block_fast_open, fast_open_blocked_destinations, ConnectionStats};
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
 pub use tcpls_proto::{

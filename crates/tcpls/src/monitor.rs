@@ -116,7 +116,7 @@ async fn rejoin(me: Weak<Shared>) {
     let mut delay = std::time::Duration::from_millis(20);
     loop {
         let Some(shared) = me.upgrade() else { return };
-        let targets: Vec<SocketAddr> = {
+        let (targets, fast_open): (Vec<SocketAddr>, bool) = {
             let mut inner = shared.lock();
             let connected = inner
                 .proto
@@ -131,7 +131,7 @@ async fn rejoin(me: Weak<Shared>) {
             // most likely on the path that just failed.
             let mut targets = inner.joinable_addresses();
             targets.extend(inner.peer_addr.filter(|a| !targets.contains(a)));
-            targets
+            (targets, inner.proto.transport_config().fast_open)
         };
         drop(shared);
         // Where the kernel routes first; then from the host's other
@@ -149,7 +149,7 @@ async fn rejoin(me: Weak<Shared>) {
         for (addr, bind) in attempts {
             let attempt = tokio::time::timeout(
                 delay.max(std::time::Duration::from_millis(200)),
-                crate::socket::tcp_connect(addr, bind),
+                crate::socket::tcp_connect(addr, bind, fast_open),
             )
             .await;
             let Ok(Ok(tcp)) = attempt else { continue };

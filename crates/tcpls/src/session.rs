@@ -42,7 +42,8 @@ pub(crate) async fn join_connection(
     remote: SocketAddr,
     bind: Option<SocketAddr>,
 ) -> Result<ConnectionId, Error> {
-    let tcp = crate::socket::tcp_connect(remote, bind).await?;
+    let fast_open = shared.lock().proto.transport_config().fast_open;
+    let tcp = crate::socket::tcp_connect(remote, bind, fast_open).await?;
     let id = start_join(shared, tcp)?;
     // The server confirms a join with its first record on it (the join
     // challenge). A hello that a middlebox swallowed, or a join the
@@ -116,6 +117,17 @@ impl Session {
     /// while it runs).
     pub fn handshake_kind(&self) -> Option<tcpls_proto::HandshakeKind> {
         self.shared().lock().proto.handshake_kind()
+    }
+
+    /// Whether the first connection's SYN carried data that the peer took
+    /// (TCP Fast Open saved a round trip). False once that connection is
+    /// gone.
+    pub fn used_fast_open(&self) -> bool {
+        self.shared()
+            .sockets_of(Some(ConnectionId::FIRST))
+            .first()
+            .and_then(|tcp| crate::socket::tcp_info(ConnectionId::FIRST, &**tcp).ok())
+            .is_some_and(|i| i.fast_open)
     }
 
     /// The negotiated TLS 1.3 cipher suite.

@@ -1,8 +1,11 @@
 //! Socket-level facts the protocol core cannot see: kernel TCP statistics,
 //! socket options, and opening TCP connections.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use tcpls_proto::ConnectionId;
 use tokio::net::{TcpSocket, TcpStream};
@@ -50,6 +53,9 @@ pub struct ConnectionStats {
     pub local_addr: Option<SocketAddr>,
     /// The connection's remote address (likewise).
     pub peer_addr: Option<SocketAddr>,
+    /// The SYN carried data and the peer acknowledged it: TCP Fast Open
+    /// saved this connection a round trip.
+    pub fast_open: bool,
     /// Its congestion controller (`TCP_CONGESTION`; likewise).
     pub congestion_control: Option<String>,
 }
@@ -156,6 +162,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         last_ack_recv_ms: info.last_ack_recv,
         last_data_recv_ms: info.last_data_recv,
         rto_backoff: info.retransmits.max(info.backoff),
+        fast_open: info.options & TCPI_OPT_SYN_DATA != 0,
         local_addr: None,
         peer_addr: None,
         congestion_control: None,
@@ -164,32 +171,129 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
 
 /// Sets TCP_NOTSENT_LOWAT (`u32::MAX`: the kernel's default, no limit).
 pub(crate) fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) {
-    let v = bytes as libc::c_int;
+    let _ = set_int_option(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        bytes as libc::c_int,
+    );
+}
+
+/// `tcpi_options` bit: the SYN's data was acknowledged (linux/tcp.h).
+const TCPI_OPT_SYN_DATA: u8 = 32;
+
+/// Listen queue of SYNs with data not yet accepted (`TCP_FASTOPEN`).
+const FAST_OPEN_QUEUE: libc::c_int = 1024;
+
+/// How long a destination that did not answer a SYN with data is reached
+/// without Fast Open.
+const FAST_OPEN_BLOCK: Duration = Duration::from_secs(3600);
+
+/// Destinations remembered as dropping SYNs with data, at most this many.
+const FAST_OPEN_BLOCK_MAX: usize = 1024;
+
+/// Destinations whose SYN with data went unanswered, and since when.
+static FAST_OPEN_BLOCKED: Mutex<Option<HashMap<IpAddr, SystemTime>>> = Mutex::new(None);
+
+/// Runs `f` on the destinations reached without Fast Open, expired ones
+/// dropped first.
+fn with_blocked<T>(f: impl FnOnce(&mut HashMap<IpAddr, SystemTime>) -> T) -> T {
+    let mut g = FAST_OPEN_BLOCKED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    // A clock stepped back counts as fresh: kept.
+    map.retain(|_, since| since.elapsed().map_or(true, |d| d < FAST_OPEN_BLOCK));
+    f(map)
+}
+
+fn fast_open_blocked(ip: IpAddr) -> bool {
+    with_blocked(|m| m.contains_key(&ip))
+}
+
+/// Destinations this process reaches without TCP Fast Open because a SYN
+/// with data to them went unanswered, with when that was (they are tried
+/// with it again an hour later). For keeping across runs with
+/// [`block_fast_open`], as `tcpls get` does in its session cache file.
+pub fn fast_open_blocked_destinations() -> Vec<(IpAddr, SystemTime)> {
+    with_blocked(|m| m.iter().map(|(ip, t)| (*ip, *t)).collect())
+}
+
+/// Reaches `ip` without TCP Fast Open for an hour from `since` (see
+/// [`fast_open_blocked_destinations`]).
+pub fn block_fast_open(ip: IpAddr, since: SystemTime) {
+    with_blocked(|m| {
+        if m.len() < FAST_OPEN_BLOCK_MAX || m.contains_key(&ip) {
+            m.insert(ip, since);
+        }
+    });
+}
+
+/// A client connection that asked for Fast Open is established (its
+/// handshake done): if its SYN had to be sent again and no data rode on
+/// it, something on the path drops SYNs with data (the kernel resent a
+/// bare SYN after its 1 s timeout). Later connections to `remote` go
+/// without Fast Open for an hour, so they do not wait that second again.
+pub(crate) fn note_fast_open_outcome(tcp: &TcpStream, remote: IpAddr) {
+    let Ok(info) = tcp_info(ConnectionId::FIRST, tcp) else {
+        return;
+    };
+    if info.fast_open || info.total_retrans == 0 {
+        return;
+    }
+    tracing::info!(%remote, "SYN with data went unanswered: no TCP Fast Open to this address for an hour");
+    block_fast_open(remote, SystemTime::now());
+}
+
+fn set_int_option(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: `v` is a c_int of the size passed; `fd` is an open socket.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
+            level,
+            name,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lets a listening socket accept SYNs with data (`TCP_FASTOPEN`; takes
+/// effect where `net.ipv4.tcp_fastopen` has the server bit, 2).
+pub(crate) fn enable_fast_open_listener(fd: &impl AsRawFd) {
+    if let Err(e) = set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, FAST_OPEN_QUEUE) {
+        tracing::debug!(error = %e, "TCP_FASTOPEN not set on the listener");
     }
 }
 
-/// Opens a TCP connection to `remote`, from `bind` when given.
+/// Opens a TCP connection to `remote`, from `bind` when given. With
+/// `fast_open` (and a cookie from an earlier connection, held by the
+/// kernel) the connection completes at once and the first write goes out
+/// in the SYN (`TCP_FASTOPEN_CONNECT`).
 pub(crate) async fn tcp_connect(
     remote: SocketAddr,
     bind: Option<SocketAddr>,
+    fast_open: bool,
 ) -> std::io::Result<TcpStream> {
-    let Some(local) = bind else {
-        return TcpStream::connect(remote).await;
-    };
     let socket = if remote.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    socket.bind(local)?;
+    if let Some(local) = bind {
+        socket.bind(local)?;
+    }
+    if fast_open && !fast_open_blocked(remote.ip()) {
+        if let Err(e) = set_int_option(&socket, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, 1) {
+            tracing::debug!(error = %e, "TCP_FASTOPEN_CONNECT not set");
+        }
+    }
     socket.connect(remote).await
 }

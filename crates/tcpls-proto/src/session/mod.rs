@@ -387,6 +387,11 @@ impl Session {
         }
     }
 
+    /// The limits and timers this session runs with.
+    pub fn transport_config(&self) -> &TransportConfig {
+        &self.cfg
+    }
+
     /// Whether the handshake was full or resumed, once it is done.
     pub fn handshake_kind(&self) -> Option<HandshakeKind> {
         self.handshake_kind
