@@ -1,11 +1,14 @@
 //! One self-signed identity, and every peer's client and server
 //! configuration built from it, all restricted to the same TLS 1.3 suite.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    SslAcceptor, SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode,
+    SslVersion,
+};
 use openssl::x509::X509;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tcpls::CipherSuite;
@@ -24,10 +27,25 @@ pub struct Configs {
     pub quinn_client: quinn::ClientConfig,
     pub cert_pem: String,
     pub key_pem: String,
+    /// Resuming configurations: the OpenSSL client's newest ticket, which
+    /// its next connection offers (each ticket used once).
+    pub openssl_ticket: Option<Arc<Mutex<Option<SslSession>>>>,
 }
 
 impl Configs {
+    /// Configurations for full handshakes: no server sends tickets.
     pub fn new(suite: CipherSuite) -> Result<Self> {
+        Self::build(suite, false)
+    }
+
+    /// Configurations for resumed handshakes: each server (OpenSSL,
+    /// rustls; quinn's are those of [`Self::new`]) sends one ticket per
+    /// handshake and each client offers its newest.
+    pub fn resuming(suite: CipherSuite) -> Result<Self> {
+        Self::build(suite, true)
+    }
+
+    fn build(suite: CipherSuite, resuming: bool) -> Result<Self> {
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .context("generating the certificate")?;
         let cert_pem = ck.cert.pem();
@@ -35,8 +53,7 @@ impl Configs {
         let cert_der = CertificateDer::from(ck.cert.der().to_vec());
         let key_der = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
 
-        // OpenSSL: the vendored build the TCPLS handshake also uses. No
-        // session tickets, as the TCPLS server sends none.
+        // OpenSSL: the vendored build the TCPLS handshake also uses.
         let mut a = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?;
         a.set_min_proto_version(Some(SslVersion::TLS1_3))?;
         a.set_ciphersuites(suite.name())?;
@@ -44,12 +61,27 @@ impl Configs {
         a.set_certificate(&x509)?;
         let pkey = PKey::private_key_from_pem(key_pem.as_bytes())?;
         a.set_private_key(&pkey)?;
-        a.set_num_tickets(0)?;
+        a.set_num_tickets(resuming as usize)?;
         let openssl_server = a.build();
         let mut c = SslConnector::builder(SslMethod::tls_client())?;
         c.set_min_proto_version(Some(SslVersion::TLS1_3))?;
         c.set_ciphersuites(suite.name())?;
         c.set_verify(SslVerifyMode::NONE);
+        let openssl_ticket = resuming.then(|| Arc::new(Mutex::new(None)));
+        if let Some(slot) = &openssl_ticket {
+            let slot = slot.clone();
+            c.set_session_cache_mode(
+                SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL,
+            );
+            c.set_new_session_callback(move |_, s| {
+                // A copy: OpenSSL marks the connection's own session not
+                // resumable when the connection is dropped without a
+                // close_notify, as the benchmark's are.
+                if let Ok(copy) = s.to_der().and_then(|d| SslSession::from_der(&d)) {
+                    *slot.lock().unwrap() = Some(copy);
+                }
+            });
+        }
         let openssl_client = c.build();
 
         // rustls with its default provider (aws-lc-rs), one suite.
@@ -61,7 +93,7 @@ impl Configs {
                 vec![cert_der.clone()],
                 PrivateKeyDer::Pkcs8(key_der.clone_key()),
             )?;
-        s.send_tls13_tickets = 0;
+        s.send_tls13_tickets = resuming as usize;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert_der.clone())?;
         let client = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -104,25 +136,38 @@ impl Configs {
             quinn_client,
             cert_pem,
             key_pem,
+            openssl_ticket,
         })
     }
 
-    /// A TCPLS server configuration with this run's certificate and suite.
-    pub fn tcpls_server(&self, transport: tcpls::TransportConfig) -> Result<tcpls::ServerConfig> {
+    /// A TCPLS server configuration with this run's certificate and suite,
+    /// sending `tickets` session tickets per handshake (0 for the full
+    /// handshake figures, as the other stacks' servers send none there).
+    pub fn tcpls_server(
+        &self,
+        transport: tcpls::TransportConfig,
+        tickets: usize,
+    ) -> Result<tcpls::ServerConfig> {
         Ok(tcpls::ServerConfig::builder()
             .pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes())?
             .cipher_suites(&[self.suite])
             .transport(transport)
+            .tickets(tickets)
             .build()?)
     }
 
     /// A TCPLS client configuration (certificate not verified, as for the
-    /// OpenSSL peer).
-    pub fn tcpls_client(&self, transport: tcpls::TransportConfig) -> Result<tcpls::ClientConfig> {
+    /// OpenSSL peer), keeping tickets in `cache` (`None`: never resumes).
+    pub fn tcpls_client(
+        &self,
+        transport: tcpls::TransportConfig,
+        cache: Option<Arc<tcpls::SessionCache>>,
+    ) -> Result<tcpls::ClientConfig> {
         Ok(tcpls::ClientConfig::builder()
             .insecure()
             .cipher_suites(&[self.suite])
             .transport(transport)
+            .session_cache(cache)
             .build()?)
     }
 }

@@ -55,6 +55,20 @@ pub enum Peer {
     Tcpls,
 }
 
+impl Peer {
+    /// The name of this peer's resumed-handshake series, for the stacks
+    /// that have one here (quinn's would need 0-RTT-free resumption
+    /// configured; not measured).
+    pub fn resumed_name(self) -> Option<&'static str> {
+        match self {
+            Peer::Openssl => Some("openssl-resumed"),
+            Peer::Rustls => Some("rustls-resumed"),
+            Peer::Tcpls => Some("tcpls-resumed"),
+            Peer::Tcp | Peer::Quinn => None,
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Args {

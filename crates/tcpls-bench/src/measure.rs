@@ -124,6 +124,8 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Resu
         lines.push((line, stack, Arc::new(setup)));
     }
     let default_tcpls = Arc::new(Setup::new(cfg, 1, true, 8, send_buffer)?);
+    let resuming = Arc::new(Configs::resuming(cfg.suite)?);
+    let resuming_tcpls = Arc::new(Setup::resuming(&resuming)?);
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),
@@ -165,10 +167,25 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Resu
         if args.handshakes > 0 {
             let mut row = 0;
             for &peer in &args.handshake_peers {
-                let h = handshakes(rt, args.handshakes, cfg, peer.stack(), &default_tcpls)
-                    .await
-                    .with_context(|| format!("handshakes with {}", peer.stack().name()))?;
+                let h = handshakes(
+                    rt,
+                    args.handshakes,
+                    cfg,
+                    peer.stack(),
+                    &default_tcpls,
+                    false,
+                )
+                .await
+                .with_context(|| format!("handshakes with {}", peer.stack().name()))?;
                 push(&mut res.handshakes, &mut row, peer.stack().name(), h);
+                if let Some(name) = peer.resumed_name() {
+                    let stack = peer.stack();
+                    let h =
+                        handshakes(rt, args.handshakes, &resuming, stack, &resuming_tcpls, true)
+                            .await
+                            .with_context(|| format!("resumed handshakes with {}", stack.name()))?;
+                    push(&mut res.handshakes, &mut row, name, h);
+                }
                 if peer == Peer::Tcpls {
                     let j = joins(rt, args.handshakes, cfg, &default_tcpls)
                         .await
@@ -284,16 +301,23 @@ async fn bulk(
     })
 }
 
-/// `n` full handshakes one after another, each until the server's first
-/// byte arrives (so both sides finished).
+/// `n` handshakes one after another, each until the server's first byte
+/// arrives (so both sides finished). With `resumed` (and resuming
+/// configurations) one untimed connection first fetches a ticket; each
+/// timed one then resumes with the ticket the previous one got.
 async fn handshakes(
     rt: &Handle,
     n: u32,
     cfg: &Arc<Configs>,
     stack: Stack,
     setup: &Arc<Setup>,
+    resumed: bool,
 ) -> Result<Handshakes> {
     let server = start_server(rt, stack, cfg, setup).await?;
+    if resumed {
+        let c = peers::connect(stack, server.addr, cfg, setup).await?;
+        io::hello(c).await?;
+    }
     let span = Span::start();
     for _ in 0..n {
         let c = peers::connect(stack, server.addr, cfg, setup).await?;

@@ -44,6 +44,7 @@ fn start(
             acceptors: Vec::new(),
             openers: Vec::new(),
             event_waiters: Vec::new(),
+            state_waiters: Vec::new(),
             app_events: VecDeque::new(),
             connected: None,
             fallback: None,

@@ -49,24 +49,27 @@ pub(crate) async fn join_connection(
     // challenge). A hello that a middlebox swallowed, or a join the
     // server dropped, gets none: give that connection up so the caller
     // can try another address.
-    let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
-    loop {
-        match shared.lock().proto.join_confirmed(id) {
-            Some(true) => return Ok(id),
-            None => {
-                return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
-                    "the joined connection failed before the server confirmed it",
-                )))
+    let confirmed = poll_fn(|cx| {
+        let mut inner = shared.lock();
+        match inner.proto.join_confirmed(id) {
+            Some(true) => Poll::Ready(Ok(id)),
+            None => Poll::Ready(Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+                "the joined connection failed before the server confirmed it",
+            )))),
+            Some(false) => {
+                inner.state_waiters.push(cx.waker().clone());
+                Poll::Pending
             }
-            Some(false) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+    });
+    match tokio::time::timeout(JOIN_CONFIRM_TIMEOUT, confirmed).await {
+        Ok(r) => r,
+        Err(_) => {
             let _ = shared.with_proto(|p| p.close_connection(id));
-            return Err(Error::Call(tcpls_proto::CallError::JoinRefused(
+            Err(Error::Call(tcpls_proto::CallError::JoinRefused(
                 "the server did not confirm the join",
-            )));
+            )))
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -80,6 +80,9 @@ pub(crate) struct Inner {
     pub acceptors: Vec<Waker>,
     pub openers: Vec<Waker>,
     pub event_waiters: Vec<Waker>,
+    /// Tasks waiting for a protocol state that has no event of its own (a
+    /// join's confirmation): woken whenever input was processed.
+    pub state_waiters: Vec<Waker>,
     pub app_events: VecDeque<SessionEvent>,
     pub connected: Option<bool>,
     /// Client: why this session fell back to plain TLS after its TCPLS
@@ -204,6 +207,7 @@ impl Inner {
     /// Turns protocol events into wake-ups. Called after every interaction
     /// with the protocol state machine.
     pub fn dispatch(&mut self) {
+        self.state_waiters.drain(..).for_each(Waker::wake);
         while let Some(ev) = self.proto.poll_event() {
             match ev {
                 Event::Connected { tcpls } => {

@@ -62,7 +62,16 @@ pub async fn connect(stack: Stack, addr: SocketAddr, cfg: &Configs) -> Result<Bo
         Stack::Openssl => {
             let mut c = cfg.openssl_client.configure()?;
             c.set_verify_hostname(false);
-            let mut s = SslStream::new(c.into_ssl(SERVER_NAME)?, tcp)?;
+            let mut ssl = c.into_ssl(SERVER_NAME)?;
+            let ticket = cfg
+                .openssl_ticket
+                .as_ref()
+                .and_then(|t| t.lock().unwrap().take());
+            if let Some(t) = ticket {
+                // SAFETY: the session came from this connector's context.
+                unsafe { ssl.set_session(&t)? };
+            }
+            let mut s = SslStream::new(ssl, tcp)?;
             Pin::new(&mut s)
                 .connect()
                 .await

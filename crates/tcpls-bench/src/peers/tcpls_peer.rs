@@ -47,8 +47,22 @@ impl Setup {
         Ok(Self {
             streams: streams.max(1),
             connections: connections.max(1),
-            client: Arc::new(cfg.tcpls_client(transport.clone())?),
-            server: Arc::new(cfg.tcpls_server(transport)?),
+            client: Arc::new(cfg.tcpls_client(transport.clone(), None)?),
+            server: Arc::new(cfg.tcpls_server(transport, 0)?),
+            joined: Arc::new(Semaphore::new(0)),
+        })
+    }
+
+    /// The default configuration with resumption: the server sends one
+    /// ticket per handshake, the client keeps them.
+    pub fn resuming(cfg: &Configs) -> Result<Self> {
+        let transport = TransportConfig::default();
+        let cache = Arc::new(tcpls::SessionCache::new(4));
+        Ok(Self {
+            streams: 1,
+            connections: 1,
+            client: Arc::new(cfg.tcpls_client(transport.clone(), Some(cache))?),
+            server: Arc::new(cfg.tcpls_server(transport, 1)?),
             joined: Arc::new(Semaphore::new(0)),
         })
     }
