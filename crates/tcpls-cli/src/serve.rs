@@ -99,6 +99,10 @@ pub struct ServerOpts {
     /// go out before exiting (e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = crate::units::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Key exchange groups accepted, OpenSSL syntax, preferred first
+    /// (default OpenSSL's, hybrid post-quantum X25519MLKEM768 first).
+    #[arg(long, value_name = "LIST")]
+    pub groups: Option<String>,
     /// TLS session tickets sent after each full handshake, for clients to
     /// resume with (0: no resumption).
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -149,6 +153,10 @@ impl ServerOpts {
             .tickets(self.tickets)
             .ticket_lifetime(self.ticket_lifetime)
             .ticket_key_rotation(self.ticket_key_rotation);
+        let builder = match &self.groups {
+            Some(g) => builder.key_exchange_groups(g),
+            None => builder,
+        };
         let builder = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => builder.pem_files(c, k)?,
             _ => builder.self_signed(&["localhost", "127.0.0.1", "::1"])?,
