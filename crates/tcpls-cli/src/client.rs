@@ -69,6 +69,13 @@ pub struct ClientOpts {
     /// written with mode 0600 (it holds resumption secrets).
     #[arg(long, value_name = "FILE")]
     pub session_cache: Option<PathBuf>,
+    /// Present this certificate (PEM chain) when the server asks for one
+    /// (mutual TLS; the server's --client-ca).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Key exchange groups to offer, OpenSSL syntax (e.g. X25519). The
     /// default sends a hybrid post-quantum key share (X25519MLKEM768),
     /// which makes the ClientHello too large for a TCP Fast Open SYN;
@@ -197,7 +204,16 @@ impl ClientOpts {
         self.cipher.map_or(CipherSuite::ALL.to_vec(), |c| vec![c])
     }
 
-    pub fn tcpls_config(&self, mut transport: TransportConfig) -> Result<Arc<ClientConfig>> {
+    pub fn tcpls_config(&self, transport: TransportConfig) -> Result<Arc<ClientConfig>> {
+        self.tcpls_config_alpn(transport, &[])
+    }
+
+    /// [`Self::tcpls_config`], offering these ALPN protocols.
+    pub fn tcpls_config_alpn(
+        &self,
+        mut transport: TransportConfig,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<ClientConfig>> {
         if self.keepalive.is_some() {
             transport.keepalive = self.keepalive;
         }
@@ -213,6 +229,7 @@ impl ClientOpts {
             .session_cache_path()
             .map(|p| crate::session_cache::load(&p));
         let mut b = ClientConfig::builder()
+            .alpn_protocols(alpn)
             .session_cache(cache)
             .cipher_suites(&self.suites())
             .transport(transport)
@@ -225,6 +242,9 @@ impl ClientOpts {
         }
         if let Some(g) = &self.groups {
             b = b.key_exchange_groups(g);
+        }
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            b = b.client_certificate_pem_files(c, k)?;
         }
         Ok(Arc::new(b.build()?))
     }
@@ -404,4 +424,22 @@ pub fn parse_scheduler(s: &str) -> Result<String, String> {
 /// What a `--scheduler` value asks of `Session::set_scheduler`.
 pub fn scheduler_choice(name: &str) -> Option<&str> {
     (name != "none").then_some(name)
+}
+
+/// What the user can do about an error, when a flag fixes it.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    e.chain().find_map(|c| match c.downcast_ref::<tcpls::Error>() {
+        Some(tcpls::Error::Session(tcpls_proto::Error::Certificate {
+            self_signed: true, ..
+        })) => Some("self-signed certificate: trust it with --ca FILE (the server's --cert-out) or skip the check with -k"),
+        _ => None,
+    })
+}
+
+/// An error as the user reads it: its chain, then the hint if any.
+pub fn describe(e: &anyhow::Error) -> String {
+    match hint(e) {
+        Some(h) => format!("{e:#}\n  hint: {h}"),
+        None => format!("{e:#}"),
+    }
 }

@@ -107,7 +107,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
     }
     let cfg = args
         .client
-        .tcpls_config(tcpls::TransportConfig::default())?;
+        .tcpls_config_alpn(tcpls::TransportConfig::default(), &[b"http/1.1"])?;
     let bars = MultiProgress::new();
     if args.json {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -197,10 +197,11 @@ async fn fetch_group(
             s
         }
         Err(e) => {
+            let why = crate::client::describe(&e);
             return targets
                 .iter()
-                .map(|t| Err(anyhow!("{}: {e:#}", t.url)))
-                .collect()
+                .map(|t| Err(anyhow!("{}: {why}", t.url)))
+                .collect();
         }
     };
     // Further plain-TLS sessions go where the first one succeeded.

@@ -110,7 +110,7 @@ async fn main() -> std::process::ExitCode {
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcpls: error: {e:#}");
+            eprintln!("tcpls: error: {}", client::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

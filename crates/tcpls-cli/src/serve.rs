@@ -59,6 +59,14 @@ pub struct ServerOpts {
     /// Private key (PEM) of --cert.
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Ask clients for a certificate signed by a CA in this PEM file
+    /// (mutual TLS); see --client-auth.
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// With --client-ca: `require` refuses clients without a valid
+    /// certificate, `request` serves them too.
+    #[arg(long, value_name = "MODE", default_value = "require", value_parser = ["require", "request"], requires = "client_ca")]
+    pub client_auth: String,
     /// Write the (generated) certificate here, for clients' --ca.
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
@@ -134,7 +142,7 @@ impl ServerOpts {
     /// Binds the server these options describe (writing `--cert-out`);
     /// sessions idle for `idle_default` are closed unless --idle-timeout
     /// says otherwise.
-    pub async fn bind(&self, idle_default: Duration) -> Result<Server> {
+    pub async fn bind(&self, idle_default: Duration, alpn: &[&[u8]]) -> Result<Server> {
         self.check()?;
         let defaults = TransportConfig::default();
         let mut transport = TransportConfig {
@@ -155,6 +163,20 @@ impl ServerOpts {
             .ticket_key_rotation(self.ticket_key_rotation);
         let builder = match &self.groups {
             Some(g) => builder.key_exchange_groups(g),
+            None => builder,
+        }
+        .alpn_protocols(alpn);
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                let mode = match self.client_auth.as_str() {
+                    "request" => tcpls::ClientAuth::Request,
+                    _ => tcpls::ClientAuth::Require,
+                };
+                builder
+                    .client_auth(mode, &pem)
+                    .with_context(|| format!("--client-ca {}", ca.display()))?
+            }
             None => builder,
         };
         let builder = match (&self.cert, &self.key) {
@@ -242,7 +264,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let server = args.server.bind(SERVE_IDLE_TIMEOUT).await?;
+    // HTTP/1.1 over ALPN: browsers and curl offer h2 first.
+    let server = args.server.bind(SERVE_IDLE_TIMEOUT, &[b"http/1.1"]).await?;
     eprintln!(
         "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}{}",
         server.local_addr()?,

@@ -670,3 +670,52 @@ fn serve_answers_as_browsers_expect() {
     .unwrap();
     assert!(head.starts_with("HTTP/1.1 416"), "{head}");
 }
+
+#[test]
+fn mutual_tls_and_the_self_signed_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let sum = random_file(&dir.path().join("a.bin"), 100_000);
+    let ck = rcgen::generate_simple_self_signed(vec!["client.example".into()]).unwrap();
+    let (ccert, ckey) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&ccert, ck.cert.pem()).unwrap();
+    std::fs::write(&ckey, ck.key_pair.serialize_pem()).unwrap();
+    let cert_out = dir.path().join("server.pem");
+    let (_srv, port) = start_tcpls_serve(
+        dir.path(),
+        &[
+            "--client-ca",
+            ccert.to_str().unwrap(),
+            "--cert-out",
+            cert_out.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://127.0.0.1:{port}/a.bin");
+    let get = |extra: &[&str]| {
+        run_bounded(
+            Command::new(BIN)
+                .args(["get", &url, "--json", "--no-session-cache"])
+                .args(extra),
+            b"",
+            Duration::from_secs(30),
+        )
+    };
+    // No trust in the server's self-signed certificate: a hint says what to do.
+    let out = get(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hint: self-signed"), "{err}");
+    // Trusted server, but no client certificate: refused.
+    let ca = cert_out.to_str().unwrap();
+    assert!(!get(&["--ca", ca]).status.success());
+    // With the client certificate: served.
+    let out = get(&[
+        "--ca",
+        ca,
+        "--cert",
+        ccert.to_str().unwrap(),
+        "--key",
+        ckey.to_str().unwrap(),
+    ]);
+    let v = json(&out);
+    assert_eq!(v[0]["sha256"], sum);
+}

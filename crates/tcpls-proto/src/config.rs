@@ -6,15 +6,12 @@
 //! let client = ClientConfig::builder().insecure().build().unwrap();
 //! ```
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use openssl::pkey::PKey;
-use std::sync::Arc;
-
-use openssl::ssl::{
-    SslContext, SslContextBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
-};
+use openssl::ssl::{SslContext, SslContextBuilder, SslSessionCacheMode, SslVerifyMode};
 use openssl::x509::X509;
 use zeroize::Zeroizing;
 
@@ -23,6 +20,7 @@ use crate::record::CipherSuite;
 use crate::resumption::SessionCache;
 use crate::tls_callbacks;
 use crate::tls_ffi;
+use crate::tls_options::{self, ClientAuth, Identity, TlsOptions, VerifyStep};
 use crate::wire::TransportParams;
 
 /// Limits and timers of a session. Every buffer the session keeps is bounded
@@ -194,34 +192,12 @@ impl TransportConfig {
     }
 }
 
-fn tls_builder(
-    suites: &[CipherSuite],
-    groups: Option<&str>,
-    server: bool,
-) -> Result<SslContextBuilder, Error> {
-    let method = if server {
-        SslMethod::tls_server()
-    } else {
-        SslMethod::tls_client()
-    };
-    let mut b = SslContextBuilder::new(method).map_err(tls_err)?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_3))
-        .map_err(tls_err)?;
-    let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
-    b.set_ciphersuites(&names.join(":")).map_err(tls_err)?;
-    if let Some(g) = groups {
-        b.set_groups_list(g)
-            .map_err(|e| Error::Handshake(format!("key exchange groups {g:?}: {e}")))?;
-    }
-    Ok(b)
-}
-
 fn tls_err(e: openssl::error::ErrorStack) -> Error {
-    Error::Handshake(e.to_string())
+    Error::BadConfig(e.to_string())
 }
 
 fn file_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Handshake(format!("{what} {}: {e}", path.display()))
+    Error::BadConfig(format!("{what} {}: {e}", path.display()))
 }
 
 /// Configuration of a client session. Cheap to share behind an `Arc`.
@@ -268,12 +244,12 @@ impl ClientConfig {
             roots: Vec::new(),
             system_roots: true,
             verify: true,
-            suites: CipherSuite::ALL.to_vec(),
+            tls: TlsOptions::default(),
+            identity: None,
             transport: TransportConfig::default(),
             enable_tcpls: true,
             plain_fallback: Some(std::time::Duration::from_secs(3)),
             session_cache: Some(Arc::new(SessionCache::new(256))),
-            groups: None,
         }
     }
 
@@ -307,12 +283,20 @@ pub struct ClientConfigBuilder {
     roots: Vec<X509>,
     system_roots: bool,
     verify: bool,
-    suites: Vec<CipherSuite>,
+    tls: TlsOptions,
+    identity: Option<Identity>,
     transport: TransportConfig,
     enable_tcpls: bool,
     plain_fallback: Option<std::time::Duration>,
     session_cache: Option<Arc<SessionCache>>,
-    groups: Option<String>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("certificates", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientConfigBuilder {
@@ -328,9 +312,15 @@ impl ClientConfigBuilder {
     pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
         let certs = X509::stack_from_pem(pem).map_err(tls_err)?;
         if certs.is_empty() {
-            return Err(Error::Handshake("no certificate in PEM data".into()));
+            return Err(Error::BadConfig("no certificate in PEM data".into()));
         }
         self.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts one DER certificate.
+    pub fn root_certificate_der(mut self, der: &[u8]) -> Result<Self, Error> {
+        self.roots.push(X509::from_der(der).map_err(tls_err)?);
         Ok(self)
     }
 
@@ -347,9 +337,64 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Checks each certificate of the server's chain with `hook` besides
+    /// OpenSSL (see [`VerifyStep`]): it may refuse one OpenSSL accepted,
+    /// or accept one it refused (pinning a self-signed certificate).
+    pub fn verify_callback(
+        mut self,
+        hook: impl Fn(&VerifyStep) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.tls.verify_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Presents this certificate chain and key when the server asks for
+    /// one (mutual TLS), from PEM text.
+    pub fn client_certificate_pem(mut self, cert: &[u8], key: &[u8]) -> Result<Self, Error> {
+        self.identity = Some(Identity::from_pem(cert, key)?);
+        Ok(self)
+    }
+
+    /// [`Self::client_certificate_pem`] from PEM files.
+    pub fn client_certificate_pem_files(
+        mut self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, Error> {
+        self.identity = Some(Identity::from_pem_files(cert.as_ref(), key.as_ref())?);
+        Ok(self)
+    }
+
+    /// [`Self::client_certificate_pem`] from DER (chain leaf first).
+    pub fn client_certificate_der(mut self, chain: &[&[u8]], key: &[u8]) -> Result<Self, Error> {
+        self.identity = Some(Identity::from_der(chain, key)?);
+        Ok(self)
+    }
+
+    /// Offers these ALPN protocols, preferred first (e.g. `b"http/1.1"`);
+    /// [`crate::Session::alpn`] tells which the server chose.
+    pub fn alpn_protocols(mut self, protocols: &[&[u8]]) -> Self {
+        self.tls.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
     /// Restricts the TLS 1.3 cipher suites offered.
     pub fn cipher_suites(mut self, suites: &[CipherSuite]) -> Self {
-        self.suites = suites.to_vec();
+        self.tls.suites = suites.to_vec();
+        self
+    }
+
+    /// Anything else OpenSSL can do: `hook` changes the context after this
+    /// builder's settings and before the TCPLS callbacks (the `tcpls`
+    /// extension, key export, tickets), which it cannot remove.
+    pub fn ssl_context(
+        mut self,
+        hook: impl Fn(&mut SslContextBuilder) -> Result<(), openssl::error::ErrorStack>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.tls.context_hook = Some(Arc::new(hook));
         self
     }
 
@@ -379,7 +424,7 @@ impl ClientConfigBuilder {
     /// Open SYN (about 1,400 bytes) without the 1,216-byte ML-KEM share:
     /// `X25519` trades post-quantum protection for that round trip.
     pub fn key_exchange_groups(mut self, groups: &str) -> Self {
-        self.groups = Some(groups.to_string());
+        self.tls.groups = Some(groups.to_string());
         self
     }
 
@@ -395,9 +440,9 @@ impl ClientConfigBuilder {
     pub fn build(self) -> Result<ClientConfig, Error> {
         self.transport.check()?;
         let make = |tcpls: bool| -> Result<SslContext, Error> {
-            let mut b = tls_builder(&self.suites, self.groups.as_deref(), false)?;
+            let mut b = self.tls.context(false)?;
             if self.verify {
-                b.set_verify(SslVerifyMode::PEER);
+                self.tls.set_verify(&mut b, SslVerifyMode::PEER);
                 if self.system_roots {
                     load_system_roots(&mut b);
                 }
@@ -407,6 +452,10 @@ impl ClientConfigBuilder {
             } else {
                 b.set_verify(SslVerifyMode::NONE);
             }
+            if let Some(id) = &self.identity {
+                id.install_on_context(&mut b)?;
+            }
+            self.tls.run_context_hook(&mut b)?;
             tls_callbacks::install_callbacks(&mut b, tcpls, false)?;
             if let Some(cache) = &self.session_cache {
                 tls_callbacks::install_ticket_store(&mut b, cache.clone());
@@ -462,39 +511,43 @@ impl ServerConfig {
     /// Starts a builder (a certificate must be given before `build`).
     pub fn builder() -> ServerConfigBuilder {
         ServerConfigBuilder {
-            cert: None,
-            suites: CipherSuite::ALL.to_vec(),
+            identity: None,
+            sni: HashMap::new(),
+            client_auth: ClientAuth::None,
+            client_roots: Vec::new(),
+            tls: TlsOptions::default(),
             transport: TransportConfig::default(),
             enable_tcpls: true,
             tickets: 2,
             ticket_lifetime: Duration::from_secs(2 * 3600),
             ticket_key_rotation: Duration::from_secs(12 * 3600),
-            groups: None,
         }
     }
 }
 
-/// Certificate chain, its PEM text, and the private key's PEM text.
-type Credentials = (Vec<X509>, Vec<u8>, Zeroizing<Vec<u8>>);
-
-/// Builder for [`ServerConfig`]. Its `Debug` output leaves the private
-/// key out, and the key's PEM text is wiped from memory when dropped.
+/// Builder for [`ServerConfig`]. Its `Debug` output leaves private keys
+/// out.
 pub struct ServerConfigBuilder {
-    cert: Option<Credentials>,
-    suites: Vec<CipherSuite>,
+    identity: Option<Identity>,
+    /// Certificates for particular server names (SNI), lowercase.
+    sni: HashMap<String, Identity>,
+    client_auth: ClientAuth,
+    client_roots: Vec<X509>,
+    tls: TlsOptions,
     transport: TransportConfig,
     enable_tcpls: bool,
     tickets: usize,
     ticket_lifetime: Duration,
     ticket_key_rotation: Duration,
-    groups: Option<String>,
 }
 
 impl std::fmt::Debug for ServerConfigBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfigBuilder")
-            .field("certificate", &self.cert.is_some())
-            .field("suites", &self.suites)
+            .field("certificate", &self.identity.is_some())
+            .field("sni_names", &self.sni.keys().collect::<Vec<_>>())
+            .field("client_auth", &self.client_auth)
+            .field("tls", &self.tls)
             .field("transport", &self.transport)
             .field("enable_tcpls", &self.enable_tcpls)
             .field("tickets", &self.tickets)
@@ -506,21 +559,25 @@ impl std::fmt::Debug for ServerConfigBuilder {
 
 impl ServerConfigBuilder {
     /// Uses a certificate chain and private key from PEM files.
-    pub fn pem_files(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, Error> {
-        let (cert, key) = (cert.as_ref(), key.as_ref());
-        let c = std::fs::read(cert).map_err(|e| file_err("reading", cert, e))?;
-        let k = Zeroizing::new(std::fs::read(key).map_err(|e| file_err("reading", key, e))?);
-        self.pem(&c, &k)
+    pub fn pem_files(
+        mut self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, Error> {
+        self.identity = Some(Identity::from_pem_files(cert.as_ref(), key.as_ref())?);
+        Ok(self)
     }
 
     /// Uses a certificate chain and private key in PEM text.
     pub fn pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
-        let chain = X509::stack_from_pem(cert_pem).map_err(tls_err)?;
-        if chain.is_empty() {
-            return Err(Error::Handshake("no certificate in PEM data".into()));
-        }
-        PKey::private_key_from_pem(key_pem).map_err(tls_err)?;
-        self.cert = Some((chain, cert_pem.to_vec(), Zeroizing::new(key_pem.to_vec())));
+        self.identity = Some(Identity::from_pem(cert_pem, key_pem)?);
+        Ok(self)
+    }
+
+    /// Uses a DER certificate chain (leaf first) and DER private key
+    /// (PKCS#8 or the algorithm's own form).
+    pub fn der(mut self, chain: &[&[u8]], key: &[u8]) -> Result<Self, Error> {
+        self.identity = Some(Identity::from_der(chain, key)?);
         Ok(self)
     }
 
@@ -528,15 +585,76 @@ impl ServerConfigBuilder {
     pub fn self_signed(self, names: &[&str]) -> Result<Self, Error> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let ck = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| Error::Handshake(format!("generating certificate: {e}")))?;
+            .map_err(|e| Error::BadConfig(format!("generating certificate: {e}")))?;
         let cert = ck.cert.pem();
         let key = Zeroizing::new(ck.key_pair.serialize_pem());
         self.pem(cert.as_bytes(), key.as_bytes())
     }
 
+    /// Serves this chain and key (PEM) to clients that ask for `name`
+    /// (SNI, case-insensitive); others get the default certificate.
+    pub fn sni_certificate_pem(
+        mut self,
+        name: &str,
+        cert: &[u8],
+        key: &[u8],
+    ) -> Result<Self, Error> {
+        self.sni
+            .insert(name.to_ascii_lowercase(), Identity::from_pem(cert, key)?);
+        Ok(self)
+    }
+
+    /// Asks clients for certificates (mutual TLS), verified against the
+    /// CA certificates in `roots_pem` (their names are sent in the
+    /// request). [`crate::Session::peer_certificate_der`] gives the
+    /// client's certificate.
+    pub fn client_auth(mut self, mode: ClientAuth, roots_pem: &[u8]) -> Result<Self, Error> {
+        let roots = X509::stack_from_pem(roots_pem).map_err(tls_err)?;
+        if roots.is_empty() && mode != ClientAuth::None {
+            return Err(Error::BadConfig(
+                "client authentication needs CA certificates".into(),
+            ));
+        }
+        self.client_auth = mode;
+        self.client_roots = roots;
+        Ok(self)
+    }
+
+    /// Checks each certificate of a client's chain with `hook` besides
+    /// OpenSSL (see [`VerifyStep`]); only with [`Self::client_auth`].
+    pub fn verify_callback(
+        mut self,
+        hook: impl Fn(&VerifyStep) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.tls.verify_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Accepts these ALPN protocols, preferred first: the first one the
+    /// client also offers is chosen; a client offering none of them gets
+    /// no ALPN (not an error).
+    pub fn alpn_protocols(mut self, protocols: &[&[u8]]) -> Self {
+        self.tls.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
     /// Restricts the TLS 1.3 cipher suites accepted.
     pub fn cipher_suites(mut self, suites: &[CipherSuite]) -> Self {
-        self.suites = suites.to_vec();
+        self.tls.suites = suites.to_vec();
+        self
+    }
+
+    /// Anything else OpenSSL can do: `hook` changes the context after this
+    /// builder's settings and before the TCPLS callbacks, which it cannot
+    /// remove.
+    pub fn ssl_context(
+        mut self,
+        hook: impl Fn(&mut SslContextBuilder) -> Result<(), openssl::error::ErrorStack>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.tls.context_hook = Some(Arc::new(hook));
         self
     }
 
@@ -555,7 +673,7 @@ impl ServerConfigBuilder {
     /// Key exchange groups accepted, in OpenSSL's list syntax, in order of
     /// preference (default OpenSSL's: hybrid post-quantum first).
     pub fn key_exchange_groups(mut self, groups: &str) -> Self {
-        self.groups = Some(groups.to_string());
+        self.tls.groups = Some(groups.to_string());
         self
     }
 
@@ -594,17 +712,33 @@ impl ServerConfigBuilder {
         if self.ticket_key_rotation.is_zero() {
             return Err(Error::Config("ticket key rotation period must not be zero"));
         }
-        let (chain, cert_pem, key_pem) = self
-            .cert
+        let identity = self
+            .identity
             .ok_or(Error::Config("server configuration needs a certificate"))?;
-        let mut b = tls_builder(&self.suites, self.groups.as_deref(), true)?;
-        let key = PKey::private_key_from_pem(&key_pem).map_err(tls_err)?;
-        b.set_certificate(&chain[0]).map_err(tls_err)?;
-        for c in &chain[1..] {
-            b.add_extra_chain_cert(c.clone()).map_err(tls_err)?;
+        let mut b = self.tls.context(true)?;
+        identity.install_on_context(&mut b)?;
+        tls_options::install_sni(&mut b, self.sni);
+        match self.client_auth {
+            ClientAuth::None => {}
+            mode => {
+                let mut verify = SslVerifyMode::PEER;
+                if mode == ClientAuth::Require {
+                    verify |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+                }
+                self.tls.set_verify(&mut b, verify);
+                let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
+                for c in &self.client_roots {
+                    b.cert_store_mut().add_cert(c.clone()).map_err(tls_err)?;
+                    names
+                        .push(c.subject_name().to_owned().map_err(tls_err)?)
+                        .map_err(tls_err)?;
+                }
+                b.set_client_ca_list(names);
+                // Resumption needs a session id context once clients are
+                // verified (OpenSSL refuses to resume otherwise).
+                b.set_session_id_context(b"tcpls").map_err(tls_err)?;
+            }
         }
-        b.set_private_key(&key).map_err(tls_err)?;
-        b.check_private_key().map_err(tls_err)?;
         // Tickets go out under the application key right after the
         // handshake, before any record of ours: the session starts its own
         // sequence numbers after them (see docs/protocol.md).
@@ -613,11 +747,12 @@ impl ServerConfigBuilder {
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
         tls_ffi::set_session_lifetime(&mut b, self.ticket_lifetime);
         tls_ffi::install_ticket_keys(&mut b, self.ticket_key_rotation)?;
+        self.tls.run_context_hook(&mut b)?;
         tls_callbacks::install_callbacks(&mut b, self.enable_tcpls, true)?;
         Ok(ServerConfig {
             tls: b.build(),
             transport: self.transport,
-            certificate_pem: cert_pem,
+            certificate_pem: identity.chain_pem(),
         })
     }
 }

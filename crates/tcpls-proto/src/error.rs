@@ -144,6 +144,22 @@ pub enum Error {
     /// A configuration that cannot be used (missing certificate, ...).
     #[error("configuration: {0}")]
     Config(&'static str),
+    /// A configuration that cannot be used, with details (a PEM file that
+    /// does not parse, a key that does not match its certificate, an
+    /// unknown key exchange group...).
+    #[error("configuration: {0}")]
+    BadConfig(String),
+    /// The peer's certificate failed verification (the handshake was
+    /// refused by this side).
+    #[error("certificate verification failed: {reason}")]
+    Certificate {
+        /// OpenSSL's reason.
+        reason: String,
+        /// The certificate is self-signed, or its chain ends in a root
+        /// this side does not trust that signed itself: the usual case of
+        /// a lab server (trust its certificate instead).
+        self_signed: bool,
+    },
     /// Unexpected internal state (a bug, never the peer's fault).
     #[error("internal error: {0}")]
     Internal(String),
@@ -157,6 +173,8 @@ impl Error {
             | Error::HandshakeTimeout
             | Error::Internal(_)
             | Error::Config(_)
+            | Error::BadConfig(_)
+            | Error::Certificate { .. }
             | Error::ConnectionLost(_) => ErrorCode::INTERNAL,
             Error::BadRecord(_) | Error::Alert(_) => ErrorCode::BAD_RECORD,
             Error::Decode(_) => ErrorCode::FRAME_ENCODING,

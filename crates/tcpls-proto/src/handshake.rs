@@ -82,6 +82,44 @@ impl Write for MemIo {
     }
 }
 
+/// What the handshake negotiated and who the peer is, kept for the
+/// application after OpenSSL is gone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HandshakeInfo {
+    /// The ALPN protocol chosen.
+    pub(crate) alpn: Option<Vec<u8>>,
+    /// The peer's certificate chain as it sent it (leaf first), DER.
+    pub(crate) peer_certificates: Vec<Vec<u8>>,
+    /// The server name the client asked for (SNI).
+    pub(crate) server_name: Option<String>,
+}
+
+impl HandshakeInfo {
+    fn of(ssl: &openssl::ssl::SslRef) -> Self {
+        let mut peer_certificates: Vec<Vec<u8>> = Vec::new();
+        // A server's chain does not hold the client's own certificate.
+        if let Some(leaf) = ssl.peer_certificate() {
+            peer_certificates.extend(leaf.to_der().ok());
+        }
+        if let Some(chain) = ssl.peer_cert_chain() {
+            for c in chain {
+                if let Ok(der) = c.to_der() {
+                    if !peer_certificates.contains(&der) {
+                        peer_certificates.push(der);
+                    }
+                }
+            }
+        }
+        Self {
+            alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
+            peer_certificates,
+            server_name: ssl
+                .servername(openssl::ssl::NameType::HOST_NAME)
+                .map(str::to_string),
+        }
+    }
+}
+
 /// What a finished handshake leaves behind.
 #[allow(clippy::large_enum_variant)] // built once per handshake, moved once
 pub(crate) enum Outcome {
@@ -190,13 +228,22 @@ impl Handshake {
             Err(e) if e.code() == ErrorCode::WANT_READ => Ok(false),
             Err(e) => {
                 let verify = self.stream.ssl().verify_result();
-                let mut msg = e.to_string();
                 if verify.as_raw() != 0 {
-                    msg = format!("{msg} (certificate: {})", verify.error_string());
+                    // X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT (18),
+                    // X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN (19).
+                    return Err(Error::Certificate {
+                        reason: verify.error_string().to_string(),
+                        self_signed: matches!(verify.as_raw(), 18 | 19),
+                    });
                 }
-                Err(Error::Handshake(msg))
+                Err(Error::Handshake(e.to_string()))
             }
         }
+    }
+
+    /// What was negotiated (call before [`Self::finish`]).
+    pub(crate) fn info(&self) -> HandshakeInfo {
+        HandshakeInfo::of(self.stream.ssl())
     }
 
     /// Turns the completed handshake into record keys or a fallback stream.

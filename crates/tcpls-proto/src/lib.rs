@@ -22,6 +22,7 @@ pub mod resumption;
 pub mod session;
 mod tls_callbacks;
 mod tls_ffi;
+pub mod tls_options;
 
 // The record layer and the wire codecs are public only for tests, fuzzing
 // and benches (feature `testing`): applications go through `Session`.

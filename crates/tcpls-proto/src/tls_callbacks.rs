@@ -4,7 +4,9 @@
 //!   carries version and transport parameters (a missing echo means the
 //!   server is an ordinary TLS server: fallback, not an error);
 //! - the keylog callback, which is the only OpenSSL interface that exposes
-//!   the application traffic secrets the session's own record layer needs.
+//!   the application traffic secrets the session's own record layer needs
+//!   (and which also appends every secret to the file `SSLKEYLOGFILE`
+//!   names, when set, for Wireshark);
 //!
 //! They write into the per-handshake state ([`HsShared`]) that
 //! `handshake.rs` attaches to each `Ssl`.
@@ -48,6 +50,33 @@ fn shared(ssl: &SslRef) -> Option<&Shared> {
     ssl.ex_data(index().ok()?)
 }
 
+/// The file `SSLKEYLOGFILE` names, opened once per process for appending
+/// (created with mode 0600): the NSS key log format Wireshark reads.
+fn keylog_file() -> Option<&'static Mutex<std::fs::File>> {
+    static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty())?;
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                tracing::warn!(path = %std::path::Path::new(&path).display(),
+                    "SSLKEYLOGFILE is set: TLS secrets are written there (debugging only)");
+                Some(Mutex::new(f))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SSLKEYLOGFILE cannot be opened");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
 fn parse_hex(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -67,6 +96,10 @@ pub(crate) fn install_callbacks(
 ) -> Result<(), Error> {
     index()?;
     b.set_keylog_callback(|ssl, line| {
+        if let Some(f) = keylog_file() {
+            use std::io::Write;
+            let _ = writeln!(f.lock().unwrap_or_else(|p| p.into_inner()), "{line}");
+        }
         let Some(st) = shared(ssl) else { return };
         let mut parts = line.split(' ');
         let (Some(label), Some(_random), Some(secret)) = (parts.next(), parts.next(), parts.next())

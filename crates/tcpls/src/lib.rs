@@ -55,6 +55,7 @@ pub use shared::SessionEvent;
 pub use socket::{block_fast_open, fast_open_blocked_destinations, ConnectionStats};
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
+pub use tcpls_proto::tls_options::{ClientAuth, VerifyStep};
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
     CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, HandshakeKind, ServerConfig,

@@ -116,6 +116,22 @@ impl Session {
         self.shared().lock().proto.failover()
     }
 
+    /// The ALPN protocol the server chose.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.shared().lock().proto.alpn().map(<[u8]>::to_vec)
+    }
+
+    /// The peer's certificate chain as it sent it, leaf first (DER): the
+    /// server's, or the client's under mutual TLS.
+    pub fn peer_certificates_der(&self) -> Vec<Vec<u8>> {
+        self.shared().lock().proto.peer_certificates_der().to_vec()
+    }
+
+    /// The server name the client asked for (SNI).
+    pub fn server_name(&self) -> Option<String> {
+        self.shared().lock().proto.server_name().map(str::to_string)
+    }
+
     /// Whether the TLS handshake was full or resumed from a ticket (`None`
     /// while it runs).
     pub fn handshake_kind(&self) -> Option<tcpls_proto::HandshakeKind> {

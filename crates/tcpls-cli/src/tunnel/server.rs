@@ -53,7 +53,7 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
     if args.to.is_none() && allow.is_empty() {
         anyhow::bail!("nothing to connect streams to: give --to HOST:PORT, --allow RULE, or both");
     }
-    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT).await?;
+    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT, &[]).await?;
     eprintln!(
         "tcpls: tunnel server on {} -> {}{}",
         server.local_addr()?,

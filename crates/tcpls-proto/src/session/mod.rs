@@ -88,7 +88,7 @@ use bytes::Bytes;
 
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::Error;
-use crate::handshake::{Handshake, TicketReader};
+use crate::handshake::{Handshake, HandshakeInfo, TicketReader};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::record::CipherSuite;
 use crate::wire::frame::TOKEN_LEN;
@@ -258,6 +258,8 @@ pub struct Session {
     handshake_kind: Option<HandshakeKind>,
     /// Client: reads the server's tickets until its first other record.
     tickets: Option<TicketReader>,
+    /// ALPN, the peer's certificates, the server name.
+    handshake_info: Option<Box<HandshakeInfo>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -328,6 +330,7 @@ impl Session {
             options: Default::default(),
             handshake_kind: None,
             tickets: None,
+            handshake_info: None,
             cfg,
         }
     }
@@ -390,6 +393,32 @@ impl Session {
     /// The limits and timers this session runs with.
     pub fn transport_config(&self) -> &TransportConfig {
         &self.cfg
+    }
+
+    /// The ALPN protocol the server chose, once the handshake is done.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.handshake_info.as_ref()?.alpn.as_deref()
+    }
+
+    /// The peer's certificate chain as it sent it, leaf first (DER): the
+    /// server's, or a client's under mutual TLS. Empty for a resumed
+    /// handshake's server side when the ticket holds no client chain, and
+    /// for a client that presented none.
+    pub fn peer_certificates_der(&self) -> &[Vec<u8>] {
+        self.handshake_info
+            .as_ref()
+            .map_or(&[][..], |i| &i.peer_certificates[..])
+    }
+
+    /// The peer's own certificate (DER), if it presented one.
+    pub fn peer_certificate_der(&self) -> Option<&[u8]> {
+        self.peer_certificates_der().first().map(Vec::as_slice)
+    }
+
+    /// The server name the client asked for (SNI): on a server, which
+    /// name it was reached as; on a client, what it sent.
+    pub fn server_name(&self) -> Option<&str> {
+        self.handshake_info.as_ref()?.server_name.as_deref()
     }
 
     /// Whether the handshake was full or resumed, once it is done.

@@ -148,6 +148,7 @@ impl Session {
             unreachable!("called in handshake state");
         };
         self.timers.stop(SessionTimer::Handshake);
+        self.handshake_info = Some(Box::new(hs.info()));
         match hs.finish()? {
             Outcome::Tcpls {
                 peer,
