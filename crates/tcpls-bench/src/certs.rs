@@ -1,6 +1,7 @@
 //! One self-signed identity, and every peer's client and server
 //! configuration built from it, all restricted to the same TLS 1.3 suite.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -30,6 +31,9 @@ pub struct Configs {
     /// Resuming configurations: the OpenSSL client's newest ticket, which
     /// its next connection offers (each ticket used once).
     pub openssl_ticket: Option<Arc<Mutex<Option<SslSession>>>>,
+    /// Client connections (OpenSSL, rustls) whose handshake resumed: the
+    /// resumed figures check that every timed one did.
+    pub resumed: AtomicU32,
 }
 
 impl Configs {
@@ -137,6 +141,7 @@ impl Configs {
             cert_pem,
             key_pem,
             openssl_ticket,
+            resumed: AtomicU32::new(0),
         })
     }
 

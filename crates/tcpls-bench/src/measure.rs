@@ -1,6 +1,7 @@
 //! The measurements: every repetition runs each figure once, so a slow
 //! moment of the machine hits all peers alike.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -318,12 +319,21 @@ async fn handshakes(
         let c = peers::connect(stack, server.addr, cfg, setup).await?;
         io::hello(c).await?;
     }
+    let count = || cfg.resumed.load(Ordering::Relaxed) + setup.resumed.load(Ordering::Relaxed);
+    let before = count();
     let span = Span::start();
     for _ in 0..n {
         let c = peers::connect(stack, server.addr, cfg, setup).await?;
         io::hello(c).await?;
     }
     let (wall, cpu, _) = span.stop();
+    if resumed && count() - before != n {
+        anyhow::bail!(
+            "{} resumed {} of {n} handshakes",
+            stack.name(),
+            count() - before
+        );
+    }
     Ok(Handshakes {
         per_sec: n as f64 / wall,
         cpu_ms_each: cpu * 1e3 / n as f64,

@@ -89,7 +89,20 @@ fn every_peer_transfers_verified_bytes_and_reports_every_figure() {
             h["peer"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(hs, ["openssl", "rustls", "quinn", "tcpls", "tcpls-join"]);
+    // Each resumed figure checked that every timed handshake resumed.
+    assert_eq!(
+        hs,
+        [
+            "openssl",
+            "openssl-resumed",
+            "rustls",
+            "rustls-resumed",
+            "quinn",
+            "tcpls",
+            "tcpls-resumed",
+            "tcpls-join"
+        ]
+    );
     let lat = r["latency"].as_array().unwrap();
     assert_eq!(lat.len(), 5);
     for l in lat {

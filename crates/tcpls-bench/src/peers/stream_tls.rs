@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -76,6 +77,9 @@ pub async fn connect(stack: Stack, addr: SocketAddr, cfg: &Configs) -> Result<Bo
                 .connect()
                 .await
                 .map_err(|e| anyhow!("OpenSSL handshake: {e}"))?;
+            if s.ssl().session_reused() {
+                cfg.resumed.fetch_add(1, Ordering::Relaxed);
+            }
             Box::new(s)
         }
         Stack::Rustls => {
@@ -84,6 +88,9 @@ pub async fn connect(stack: Stack, addr: SocketAddr, cfg: &Configs) -> Result<Bo
                 .connect(name, tcp)
                 .await
                 .context("rustls handshake")?;
+            if s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                cfg.resumed.fetch_add(1, Ordering::Relaxed);
+            }
             Box::new(s)
         }
         _ => unreachable!("not a single-connection stack"),

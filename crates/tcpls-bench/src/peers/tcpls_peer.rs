@@ -25,6 +25,8 @@ pub struct Setup {
     server: Arc<tcpls::ServerConfig>,
     /// Released once per connection the server attaches by join.
     joined: Arc<Semaphore>,
+    /// Client sessions whose handshake resumed.
+    pub resumed: std::sync::atomic::AtomicU32,
 }
 
 impl Setup {
@@ -50,6 +52,7 @@ impl Setup {
             client: Arc::new(cfg.tcpls_client(transport.clone(), None)?),
             server: Arc::new(cfg.tcpls_server(transport, 0)?),
             joined: Arc::new(Semaphore::new(0)),
+            resumed: Default::default(),
         })
     }
 
@@ -64,6 +67,7 @@ impl Setup {
             client: Arc::new(cfg.tcpls_client(transport.clone(), Some(cache))?),
             server: Arc::new(cfg.tcpls_server(transport, 1)?),
             joined: Arc::new(Semaphore::new(0)),
+            resumed: Default::default(),
         })
     }
 }
@@ -115,6 +119,11 @@ async fn session(addr: SocketAddr, setup: &Setup) -> Result<Session> {
 
 pub async fn connect(addr: SocketAddr, setup: &Setup) -> Result<Box<dyn Duplex>> {
     let session = session(addr, setup).await?;
+    if session.handshake_kind() == Some(tcpls::HandshakeKind::Resumed) {
+        setup
+            .resumed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let stream = session.open_stream().await?;
     Ok(Box::new(Owned {
         _owner: session,
