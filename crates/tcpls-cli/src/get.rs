@@ -226,7 +226,7 @@ async fn fetch_group(
             let is_tcpls = session.is_tcpls();
             let start = Instant::now();
             let path = &t.url[url::Position::BeforePath..url::Position::AfterQuery];
-            let got = fetch(stream, &host, path, is_tcpls, &t.sink, &bar)
+            let got = fetch(stream, &host, path, is_tcpls, &t.sink, &bar, None)
                 .await
                 .with_context(|| t.url.to_string())?;
             bar.finish_and_clear();
@@ -279,7 +279,13 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     half_close: bool,
     sink: &Sink,
     bar: &ProgressBar,
+    counter: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<Fetched> {
+    let count = |n: usize| {
+        if let Some(c) = counter {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tcpls\r\nConnection: close\r\n\r\n"
     );
@@ -322,6 +328,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     // Bytes of `n` that belong to the body (a server may send more).
     let body_part = |total: u64, n: usize| len.map_or(n, |l| (l - total).min(n as u64) as usize);
     let k = body_part(0, rest.len());
+    count(k);
     hasher.update(&rest[..k]);
     out.write_all(&rest[..k]).await?;
     let mut total = k as u64;
@@ -335,6 +342,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
         let k = body_part(total, n);
+        count(k);
         hasher.update(&buf[..k]);
         out.write_all(&buf[..k]).await?;
         total += k as u64;

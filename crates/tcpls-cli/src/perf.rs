@@ -472,7 +472,7 @@ pub const SAMPLE: Duration = Duration::from_millis(10);
 
 /// Samples delivered bytes every 10 ms and migrates the session on
 /// schedule, until `done`; returns the timeline.
-async fn sample(
+pub(crate) async fn sample(
     session: tcpls::Session,
     progress: Arc<AtomicU64>,
     done: Arc<Notify>,

@@ -84,7 +84,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let mut lines = Vec::new();
+    let mut timelines = Vec::new();
     for p in &args.timelines {
         let t: Timeline = serde_json::from_slice(
             &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -94,8 +94,28 @@ pub fn run(args: PlotArgs) -> Result<()> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        lines.push((label, series(&t, args.smooth), t.events));
+        timelines.push((label, t));
     }
+    let marks: Vec<(f64, String)> = args.marks.iter().map(|m| (*m, "fault".into())).collect();
+    timeline_chart(&timelines, &args.output, &args.title, &marks, args.smooth)?;
+    eprintln!("tcpls plot: wrote {}", args.output.display());
+    Ok(())
+}
+
+/// Goodput over time of labelled timelines, one line each, with `marks`
+/// and each timeline's events drawn as labelled vertical lines (the font
+/// must be loaded, see [`load_font`]).
+pub fn timeline_chart(
+    timelines: &[(String, Timeline)],
+    output: &Path,
+    title: &str,
+    marks: &[(f64, String)],
+    smooth: usize,
+) -> Result<()> {
+    let lines: Vec<_> = timelines
+        .iter()
+        .map(|(label, t)| (label.clone(), series(t, smooth), t.events.clone()))
+        .collect();
     let max_x = lines
         .iter()
         .flat_map(|(_, s, _)| s.last().map(|p| p.0))
@@ -110,10 +130,10 @@ pub fn run(args: PlotArgs) -> Result<()> {
     if lines.iter().all(|(_, s, _)| s.is_empty()) {
         bail!("the timelines hold no samples");
     }
-    let root = BitMapBackend::new(&args.output, (1000, 500)).into_drawing_area();
+    let root = BitMapBackend::new(output, (1000, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(&args.title, ("sans-serif", 24))
+        .caption(title, ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -123,7 +143,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         .x_desc("time (s)")
         .y_desc("goodput (Mbit/s)")
         .draw()?;
-    let mut marks: Vec<(f64, String)> = args.marks.iter().map(|m| (*m, "fault".into())).collect();
+    let mut marks = marks.to_vec();
     for (i, (label, s, events)) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -152,8 +172,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         .border_style(BLACK)
         .draw()?;
     root.present()
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("tcpls plot: wrote {}", args.output.display());
+        .with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }
 

@@ -264,17 +264,41 @@ fn perf_prints_ratio_against_tls_baseline() {
     }
 }
 
+/// The demo's story: two connections (from 127.0.0.1 and 127.0.0.2), the
+/// first reset mid-transfer, a new one joined from its address, every
+/// byte verified, a chart written.
 #[test]
-fn demo_verifies_its_transfer() {
+fn demo_resets_a_connection_and_still_verifies_its_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("demo.png");
     let out = run_bounded(
-        Command::new(BIN).args(["demo", "--bytes", "8M", "--json"]),
+        Command::new(BIN)
+            .args(["demo", "--bytes", "32M", "--json", "--png"])
+            .arg(&png),
         b"",
         Duration::from_secs(60),
     );
     let v = json(&out);
     assert_eq!(v["sha256_verified"], true);
     assert_eq!(v["tcpls"], true);
-    assert_eq!(v["bytes"], 8 << 20);
+    assert_eq!(v["bytes"], 32 << 20);
+    let conns = v["connections"].as_array().unwrap();
+    let reset: Vec<_> = conns.iter().filter(|c| c["reset"] == true).collect();
+    assert_eq!(reset.len(), 1, "{v}");
+    assert!(reset[0]["local"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["local"].as_str().unwrap_or("").starts_with("127.0.0.2:")),
+        "{v}"
+    );
+    assert!(v["reset_at_seconds"].as_f64().is_some());
+    let events = v["events"].to_string();
+    assert!(events.contains("connection 0 failed"), "{events}");
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
 }
 
 /// `serve`'s limits from the command line: sessions per address are

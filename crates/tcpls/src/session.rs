@@ -258,6 +258,21 @@ impl Session {
         self.with_proto(|p| p.close_connection(conn))
     }
 
+    /// Resets connection `conn` at the TCP level, as a failing path or a
+    /// middlebox would: the peer gets an RST, and both sides fail the
+    /// connection over to the session's others (a client whose last
+    /// connection it was rejoins). For demonstrations and failover tests.
+    pub fn kill_connection(&self, conn: ConnectionId) -> Result<(), Error> {
+        let sockets = self.shared().sockets_of(Some(conn));
+        let tcp = sockets
+            .first()
+            .ok_or(Error::Call(tcpls_proto::CallError::Usage(
+                "unknown connection id",
+            )))?;
+        crate::socket::reset(&**tcp)?;
+        Ok(())
+    }
+
     /// The session's connections and their states.
     pub fn connections(&self) -> Vec<(ConnectionId, tcpls_proto::session::ConnectionState)> {
         self.shared().lock().proto.connections()

@@ -179,6 +179,28 @@ pub(crate) fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) {
     );
 }
 
+/// Resets a connected TCP socket in place: `connect` with an `AF_UNSPEC`
+/// address disconnects it (the kernel's `tcp_disconnect`, which sends an
+/// RST), whichever of its descriptors the call goes through; closing a
+/// duplicate descriptor would not.
+pub(crate) fn reset(fd: &impl AsRawFd) -> std::io::Result<()> {
+    // SAFETY: a zeroed sockaddr is valid; AF_UNSPEC needs no more.
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `addr` is a sockaddr of the length passed; `fd` is open.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `tcpi_options` bit: the SYN's data was acknowledged (linux/tcp.h).
 const TCPI_OPT_SYN_DATA: u8 = 32;
 
