@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use openssl::ssl::{SslContext, SslContextBuilder, SslSessionCacheMode, SslVerifyMode};
 use openssl::x509::X509;
-use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::record::CipherSuite;
@@ -582,12 +581,14 @@ impl ServerConfigBuilder {
     }
 
     /// Generates a self-signed certificate for `names` (DNS names or IPs).
+    /// (Feature `self-signed`, on by default.)
+    #[cfg(feature = "self-signed")]
     pub fn self_signed(self, names: &[&str]) -> Result<Self, Error> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let ck = rcgen::generate_simple_self_signed(names)
             .map_err(|e| Error::BadConfig(format!("generating certificate: {e}")))?;
         let cert = ck.cert.pem();
-        let key = Zeroizing::new(ck.key_pair.serialize_pem());
+        let key = zeroize::Zeroizing::new(ck.key_pair.serialize_pem());
         self.pem(cert.as_bytes(), key.as_bytes())
     }
 

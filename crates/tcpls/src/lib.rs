@@ -34,6 +34,21 @@
 //! assert_eq!(back, b"echo me");
 //! # Ok(()) }
 //! ```
+//!
+//! **Linux only**: the runtime reads the kernel's per-connection TCP
+//! figures (`TCP_INFO`) to detect failed paths, sets `TCP_USER_TIMEOUT`,
+//! `TCP_NOTSENT_LOWAT` and `TCP_FASTOPEN_CONNECT`, and watches local links
+//! over rtnetlink. (The sans-IO core, `tcpls-proto`, has no such ties.)
+//!
+//! Features: `vendored` (default) builds OpenSSL from source; without it
+//! the system's OpenSSL 3 is used. `self-signed` (default) provides
+//! [`ServerConfigBuilder::self_signed`].
+//!
+//! More in `examples/`: an echo server and client, a download over two
+//! connections, and a TCP port forwarder over TCPLS.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("tcpls runs on Linux only (TCP_INFO, TCP_USER_TIMEOUT, rtnetlink)");
 
 mod driver;
 mod endpoint;
@@ -55,7 +70,11 @@ pub use shared::SessionEvent;
 pub use socket::{block_fast_open, fast_open_blocked_destinations, ConnectionStats};
 pub use stream::{RecvStream, SendStream, Stream};
 pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
+/// A connection's state in its session ([`Session::connections`]).
+pub use tcpls_proto::session::ConnectionState;
 pub use tcpls_proto::tls_options::{ClientAuth, VerifyStep};
+/// Why a session ended (what [`Error::Session`] carries).
+pub use tcpls_proto::Error as SessionError;
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
     CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, HandshakeKind, ServerConfig,
