@@ -215,7 +215,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 "localhost",
                 &format!("/file{i}.bin"),
                 true,
-                &Sink::Discard,
+                &|_| Sink::Discard,
                 &ProgressBar::hidden(),
                 Some(&counter),
             )

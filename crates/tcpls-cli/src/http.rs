@@ -216,8 +216,136 @@ pub async fn write_text_response<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A response body's framing (RFC 9112 §6.3).
+pub fn is_chunked(head: &Head) -> bool {
+    head.header("transfer-encoding").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+    })
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) fed in pieces of any size:
+/// chunk sizes through `httparse::parse_chunk_size`, chunk extensions and
+/// trailers skipped.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: ChunkState,
+    /// Bytes fed and not yet consumed.
+    pending: Vec<u8>,
+    /// Trailer bytes seen (bounded).
+    trailers: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    /// Decodes what `input` completes, appending body bytes to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.pending.extend_from_slice(input);
+        let mut pos = 0;
+        loop {
+            let rest = &self.pending[pos..];
+            match self.state {
+                ChunkState::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        pos += used;
+                        self.state = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() <= 1024 => break,
+                    _ => bail!("malformed chunk size line"),
+                },
+                ChunkState::Data(left) => {
+                    let k = (rest.len() as u64).min(left) as usize;
+                    if k == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&rest[..k]);
+                    pos += k;
+                    self.state = match left - k as u64 {
+                        0 => ChunkState::DataEnd,
+                        n => ChunkState::Data(n),
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if rest.len() < 2 {
+                        break;
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        bail!("chunk data not followed by CRLF");
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                        if self.trailers + rest.len() > MAX_HEAD {
+                            bail!("trailers longer than {MAX_HEAD} bytes");
+                        }
+                        break;
+                    };
+                    self.trailers += end + 2;
+                    if self.trailers > MAX_HEAD {
+                        bail!("trailers longer than {MAX_HEAD} bytes");
+                    }
+                    pos += end + 2;
+                    if end == 0 {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => {
+                    // Anything after the body is not ours.
+                    pos = self.pending.len();
+                    break;
+                }
+            }
+        }
+        self.pending.drain(..pos);
+        Ok(())
+    }
+
+    /// True once the last chunk and the trailers arrived.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunked_bodies_decode_however_they_are_split() {
+        use super::Chunked;
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nnext";
+        for split in 1..wire.len() {
+            let mut d = Chunked::default();
+            let mut out = Vec::new();
+            for piece in wire.chunks(split) {
+                d.feed(piece, &mut out).unwrap();
+            }
+            assert!(d.is_done(), "split {split}");
+            assert_eq!(out, b"hello, world", "split {split}");
+        }
+        let mut d = Chunked::default();
+        let mut out = Vec::new();
+        assert!(d.feed(b"zz\r\n", &mut out).is_err());
+        let mut d = Chunked::default();
+        assert!(d.feed(b"3\r\nabcX", &mut out).is_err());
+        let mut d = Chunked::default();
+        d.feed(b"3\r\nab", &mut out).unwrap();
+        assert!(!d.is_done());
+    }
 
     #[test]
     fn byte_ranges() {

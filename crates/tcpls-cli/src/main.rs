@@ -3,7 +3,9 @@
 
 mod access_log;
 mod client;
+mod connect;
 mod demo;
+mod exit;
 mod get;
 mod http;
 mod idle;
@@ -38,8 +40,13 @@ enum Cmd {
     Get(get::GetArgs),
     /// Measure goodput against `tcpls serve`, optionally beside plain TLS.
     Perf(perf::PerfArgs),
-    /// Server and client on loopback: a verified transfer and its goodput.
+    /// Server and client on loopback: two connections, one reset
+    /// mid-transfer, every byte verified, a goodput chart.
     Demo(demo::DemoArgs),
+    /// An interactive session, like `openssl s_client`: shows what was
+    /// negotiated, then copies standard input to a stream and the stream
+    /// to standard output.
+    Connect(connect::ConnectArgs),
     /// Hold many idle sessions against a server and report its memory.
     Idle(idle::IdleArgs),
     /// Many sessions of random verified transfers and resets for a long
@@ -98,6 +105,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Get(a) => get::run(a).await,
         Cmd::Perf(a) => perf::run(a).await,
         Cmd::Demo(a) => demo::run(a).await,
+        Cmd::Connect(a) => connect::run(a).await,
         Cmd::Mptcp(c) => mptcp::run(c).await,
         Cmd::Plot(a) => plot::run(a),
         Cmd::Idle(a) => idle::run(a).await,
@@ -111,7 +119,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tcpls: error: {}", client::describe(&e));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit::code_of(&e))
         }
     }
 }

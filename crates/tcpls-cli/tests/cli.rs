@@ -82,19 +82,24 @@ fn get_over_tcpls_fetches_urls_in_parallel() {
         assert_eq!(r["tcpls"], true);
         assert_eq!(r["status"], 200);
     }
-    // A missing file is an error with a non-zero exit.
+    // A missing file, with --fail, is an error: curl's exit code 22, and
+    // the failure is in the JSON report.
     let out = run_bounded(
         Command::new(BIN).args([
             "get",
             &format!("https://127.0.0.1:{port}/nope"),
             "-k",
             "--json",
+            "--fail",
         ]),
         b"",
         Duration::from_secs(30),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(22));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["exit_code"], 22);
+    assert!(v[0]["error"].as_str().unwrap().contains("404"));
 }
 
 #[test]
@@ -742,4 +747,200 @@ fn mutual_tls_and_the_self_signed_hint() {
     ]);
     let v = json(&out);
     assert_eq!(v[0]["sha256"], sum);
+}
+
+/// A TCPLS server of canned responses for `get`'s HTTP handling: a chunked
+/// body, redirects (same host and to another port), an error page.
+async fn canned_server() -> (u16, u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let cfg = tcpls::ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .build()
+            .unwrap();
+        let server = tcpls::Server::bind("127.0.0.1:0".parse().unwrap(), std::sync::Arc::new(cfg))
+            .await
+            .unwrap();
+        ports.push(server.local_addr().unwrap().port());
+        let body = body.clone();
+        tokio::spawn(async move {
+            while let Ok(session) = server.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    while let Ok(mut s) = session.accept_stream().await {
+                        let body = body.clone();
+                        tokio::spawn(async move {
+                            let mut req = Vec::new();
+                            let mut buf = [0u8; 1024];
+                            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match s.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            let line = String::from_utf8_lossy(&req).to_string();
+                            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                            let mut out = Vec::new();
+                            match path.as_str() {
+                                "/chunked" => {
+                                    out.extend_from_slice(
+                                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                    );
+                                    for c in body.chunks(7_777) {
+                                        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                                        out.extend_from_slice(c);
+                                        out.extend_from_slice(b"\r\n");
+                                    }
+                                    out.extend_from_slice(b"0\r\nX-Done: yes\r\n\r\n");
+                                }
+                                "/redirect" => out.extend_from_slice(
+                                    b"HTTP/1.1 302 Found\r\nLocation: /chunked\r\nContent-Length: 0\r\n\r\n",
+                                ),
+                                p if p.starts_with("/elsewhere/") => {
+                                    let port = &p["/elsewhere/".len()..];
+                                    out.extend_from_slice(format!(
+                                        "HTTP/1.1 301 Moved\r\nLocation: https://localhost:{port}/redirect\r\nContent-Length: 0\r\n\r\n"
+                                    ).as_bytes());
+                                }
+                                _ => out.extend_from_slice(
+                                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope",
+                                ),
+                            }
+                            let _ = s.write_all(&out).await;
+                            let _ = s.shutdown().await;
+                        });
+                    }
+                });
+            }
+        });
+    }
+    (ports[0], ports[1], body)
+}
+
+/// `get`'s HTTP and curl conventions: chunked bodies, `-L` (same host and
+/// across hosts), `--fail`, `--resolve`, `--connect-timeout` and the exit
+/// codes 6, 7, 22, 28 and 60.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_speaks_http_as_curl_does() {
+    let (a, b, body) = canned_server().await;
+    let sum = hex(&Sha256::digest(&body));
+    let get = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            run_bounded(
+                Command::new(BIN).arg("get").args(&args).args([
+                    "--no-session-cache",
+                    "--fallback-after",
+                    "10s",
+                ]),
+                b"",
+                Duration::from_secs(60),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let url = |port: u16, path: &str| format!("https://localhost:{port}{path}");
+    // Chunked.
+    let v = json(&get(vec![url(a, "/chunked"), "-k".into(), "--json".into()]).await);
+    assert_eq!(v[0]["sha256"], sum, "{v}");
+    // A redirect not followed is the response itself.
+    let v = json(&get(vec![url(a, "/redirect"), "-k".into(), "--json".into()]).await);
+    assert_eq!(v[0]["status"], 302, "{v}");
+    // Followed: to the same host, and from another host.
+    let v = json(
+        &get(vec![
+            url(b, &format!("/elsewhere/{a}")),
+            "-k".into(),
+            "-L".into(),
+            "--json".into(),
+        ])
+        .await,
+    );
+    assert_eq!(v[0]["status"], 200, "{v}");
+    assert_eq!(v[0]["sha256"], sum, "{v}");
+    assert_eq!(v[0]["redirects"].as_array().unwrap().len(), 2, "{v}");
+    // --fail: 22; without it the error page is the body, exit 0.
+    let out = get(vec![url(a, "/missing"), "-k".into(), "--fail".into()]).await;
+    assert_eq!(out.status.code(), Some(22));
+    let out = get(vec![url(a, "/missing"), "-k".into()]).await;
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"nope");
+    // --resolve: a name that does not exist, pointed at the server.
+    let out = get(vec![
+        "https://tcpls.invalid:443/chunked".into(),
+        "-k".into(),
+        "--json".into(),
+        "--resolve".into(),
+        format!("tcpls.invalid:443:127.0.0.1"),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(7), "port 443 is closed here");
+    let out = get(vec![
+        format!("https://tcpls.invalid:{a}/chunked"),
+        "-k".into(),
+        "--json".into(),
+        "--resolve".into(),
+        format!("tcpls.invalid:{a}:127.0.0.1"),
+    ])
+    .await;
+    assert_eq!(json(&out)[0]["sha256"], sum);
+    // Exit codes: no such host (6), nobody listening (7), self-signed
+    // without --ca or -k (60), a server that never answers (28).
+    let out = get(vec!["https://tcpls.invalid/".into()]).await;
+    assert_eq!(out.status.code(), Some(6));
+    let closed = free_port();
+    let out = get(vec![url(closed, "/")]).await;
+    assert_eq!(out.status.code(), Some(7));
+    let out = get(vec![url(a, "/chunked")]).await;
+    assert_eq!(out.status.code(), Some(60));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let out = get(vec![
+        url(port, "/"),
+        "-k".into(),
+        "--connect-timeout".into(),
+        "1s".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(28));
+    drop(silent);
+}
+
+/// `tcpls connect`: what was negotiated on standard error, the stream's
+/// bytes on standard output; the end of standard input half-closes.
+#[test]
+fn connect_shows_the_session_and_relays_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from tcpls serve\n").unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let out = run_bounded(
+        Command::new(BIN).args([
+            "connect",
+            &format!("localhost:{port}"),
+            "-k",
+            "--alpn",
+            "http/1.1",
+            "--no-session-cache",
+        ]),
+        b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("hello from tcpls serve"), "{text}");
+    let info = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "TCPLS",
+        "as localhost",
+        "cipher suite TLS_",
+        "ALPN http/1.1",
+        "certificate 0: subject",
+        "failover on",
+    ] {
+        assert!(info.contains(want), "{want:?} missing: {info}");
+    }
 }

@@ -10,7 +10,9 @@ use tcpls_proto::CallError;
 #[non_exhaustive]
 pub enum Error {
     /// A socket operation failed (connect refused, bind, ...).
-    #[error("I/O error: {0}")]
+    // Transparent: the I/O error's own text, once (an outer "{0}" would
+    // repeat it when the chain is printed, as anyhow's `{:#}` does).
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The session has ended (failed or closed), for this reason.
     #[error(transparent)]

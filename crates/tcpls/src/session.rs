@@ -116,6 +116,11 @@ impl Session {
         self.shared().lock().proto.failover()
     }
 
+    /// The peer's transport parameters (TCPLS only; `None` in plain TLS).
+    pub fn peer_params(&self) -> Option<tcpls_proto::TransportParams> {
+        self.shared().lock().proto.peer_params().copied()
+    }
+
     /// The ALPN protocol the server chose.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.shared().lock().proto.alpn().map(<[u8]>::to_vec)
