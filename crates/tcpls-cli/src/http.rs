@@ -341,7 +341,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(d.feed(b"zz\r\n", &mut out).is_err());
         let mut d = Chunked::default();
-        assert!(d.feed(b"3\r\nabcX", &mut out).is_err());
+        assert!(d.feed(b"3\r\nabcXY", &mut out).is_err());
         let mut d = Chunked::default();
         d.feed(b"3\r\nab", &mut out).unwrap();
         assert!(!d.is_done());
