@@ -4,7 +4,8 @@
 # iproute2 (`ip netns`, `tc`: the testbed's network namespaces) and
 # iptables (the testbed's fault injection and delay lines), ping (the delay
 # line's test), curl (an unmodified application through `tcpls tunnel`),
-# nginx (interop) and the DejaVu font (charts).
+# nginx (interop), headless Chromium (a browser against `tcpls serve`) and
+# the DejaVu font (charts).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # A TLS server nobody here wrote (interop test of the fallback path).
 [ -x /usr/sbin/nginx ] || need+=(nginx)
+# A real browser against `tcpls serve` (the plain TLS path).
+command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
 # The font of `tcpls plot` and the benchmark's bar chart.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 

@@ -944,3 +944,59 @@ fn connect_shows_the_session_and_relays_a_stream() {
         assert!(info.contains(want), "{want:?} missing: {info}");
     }
 }
+
+/// A real browser: headless Chromium loads a page from `tcpls serve` (its
+/// plain TLS path, ALPN http/1.1) whose script fetches a 50 MiB file and
+/// writes its length and SHA-256 into the page, which Chromium dumps.
+#[test]
+fn headless_chromium_loads_a_page_and_a_50_mib_file() {
+    let ok = Command::new("chromium-headless-shell")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: chromium-headless-shell is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sum = random_file(&dir.path().join("big.bin"), 50 << 20);
+    std::fs::write(
+        dir.path().join("index.html"),
+        r#"<!doctype html><html><head><title>tcpls</title></head><body><p id="s">loading</p>
+<script>
+fetch('/big.bin').then(r => r.arrayBuffer()).then(async b => {
+  const h = new Uint8Array(await crypto.subtle.digest('SHA-256', b));
+  const hex = Array.from(h).map(x => x.toString(16).padStart(2, '0')).join('');
+  document.getElementById('s').textContent = 'fetched ' + b.byteLength + ' ' + hex;
+}).catch(e => { document.getElementById('s').textContent = 'error ' + e; });
+</script></body></html>"#,
+    )
+    .unwrap();
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let profile = tempfile::tempdir().unwrap();
+    let out = run_bounded(
+        Command::new("chromium-headless-shell")
+            .args([
+                "--no-sandbox",
+                "--disable-gpu",
+                "--ignore-certificate-errors",
+                "--virtual-time-budget=60000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("https://127.0.0.1:{port}/")),
+        b"",
+        Duration::from_secs(120),
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(&format!("fetched {} {sum}", 50 << 20)),
+        "page: {dom}\nchromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
