@@ -218,6 +218,9 @@ pub struct ClientConfig {
     /// Where tickets from servers are kept for resumption (`None`: never
     /// resume). Shared by every session made with this configuration.
     pub session_cache: Option<Arc<SessionCache>>,
+    /// Let [`crate::Session::connect_early`] send early data (default
+    /// true; it only does so with a ticket that allows it).
+    pub early_data: bool,
     pub(crate) verify: bool,
 }
 
@@ -249,6 +252,7 @@ impl ClientConfig {
             enable_tcpls: true,
             plain_fallback: Some(std::time::Duration::from_secs(3)),
             session_cache: Some(Arc::new(SessionCache::new(256))),
+            early_data: true,
         }
     }
 
@@ -262,6 +266,7 @@ impl ClientConfig {
             enable_tcpls: false,
             plain_fallback: None,
             session_cache: self.session_cache.clone(),
+            early_data: self.early_data,
             verify: self.verify,
         }
     }
@@ -288,6 +293,7 @@ pub struct ClientConfigBuilder {
     enable_tcpls: bool,
     plain_fallback: Option<std::time::Duration>,
     session_cache: Option<Arc<SessionCache>>,
+    early_data: bool,
 }
 
 impl std::fmt::Debug for Identity {
@@ -435,6 +441,13 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Whether [`crate::Session::connect_early`] may send early data
+    /// (default yes; only with a ticket that allows it).
+    pub fn early_data(mut self, yes: bool) -> Self {
+        self.early_data = yes;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ClientConfig, Error> {
         self.transport.check()?;
@@ -468,10 +481,19 @@ impl ClientConfigBuilder {
             enable_tcpls: self.enable_tcpls,
             plain_fallback: self.plain_fallback,
             session_cache: self.session_cache,
+            early_data: self.early_data,
             verify: self.verify,
         })
     }
 }
+
+/// Most early data a server accepts per session: OpenSSL's default
+/// receive limit (`SSL_CTX_set_recv_max_early_data`, not bound by
+/// rust-openssl).
+const EARLY_DATA_MAX: u64 = 16_384;
+
+/// Sessions the server keeps for early data anti-replay.
+const EARLY_DATA_REPLAY_CACHE: i32 = 10_000;
 
 /// Loads the distribution's CA bundle. The vendored OpenSSL's compiled-in
 /// default directory is not where Debian, Fedora or Alpine keep theirs.
@@ -520,6 +542,7 @@ impl ServerConfig {
             tickets: 2,
             ticket_lifetime: Duration::from_secs(2 * 3600),
             ticket_key_rotation: Duration::from_secs(12 * 3600),
+            max_early_data: 0,
         }
     }
 }
@@ -538,6 +561,7 @@ pub struct ServerConfigBuilder {
     tickets: usize,
     ticket_lifetime: Duration,
     ticket_key_rotation: Duration,
+    max_early_data: u32,
 }
 
 impl std::fmt::Debug for ServerConfigBuilder {
@@ -552,6 +576,7 @@ impl std::fmt::Debug for ServerConfigBuilder {
             .field("tickets", &self.tickets)
             .field("ticket_lifetime", &self.ticket_lifetime)
             .field("ticket_key_rotation", &self.ticket_key_rotation)
+            .field("max_early_data", &self.max_early_data)
             .finish_non_exhaustive()
     }
 }
@@ -702,6 +727,19 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Accepts early data (TLS 1.3 0-RTT) from clients resuming with a
+    /// ticket: up to `bytes` (at most 16,384, and no more than the
+    /// transport's initial windows) per session, 0 to refuse it (the
+    /// default). Early requests are answered before the client's Finished.
+    /// An attacker can replay early data: only enable it for requests
+    /// that are safe to process twice. OpenSSL's anti-replay (each ticket
+    /// accepted once for early data) keeps up to 10,000 sessions in the
+    /// server's memory for that.
+    pub fn max_early_data(mut self, bytes: u32) -> Self {
+        self.max_early_data = bytes;
+        self
+    }
+
     /// Builds the configuration.
     pub fn build(self) -> Result<ServerConfig, Error> {
         self.transport.check()?;
@@ -744,8 +782,21 @@ impl ServerConfigBuilder {
         // handshake, before any record of ours: the session starts its own
         // sequence numbers after them (see docs/protocol.md).
         b.set_num_tickets(self.tickets).map_err(tls_err)?;
-        // Stateless tickets: a server keeps nothing per ticket.
-        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        let early = (self.max_early_data as u64)
+            .min(EARLY_DATA_MAX)
+            .min(self.transport.stream_window)
+            .min(self.transport.session_window) as u32;
+        if early > 0 && self.tickets > 0 {
+            b.set_max_early_data(early).map_err(tls_err)?;
+            // Anti-replay: OpenSSL accepts early data with a ticket only
+            // while the ticket's session is in its cache, and removes it
+            // then.
+            b.set_session_cache_mode(SslSessionCacheMode::SERVER);
+            b.set_session_cache_size(EARLY_DATA_REPLAY_CACHE);
+        } else {
+            // Stateless tickets: a server keeps nothing per ticket.
+            b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        }
         tls_ffi::set_session_lifetime(&mut b, self.ticket_lifetime);
         tls_ffi::install_ticket_keys(&mut b, self.ticket_key_rotation)?;
         self.tls.run_context_hook(&mut b)?;

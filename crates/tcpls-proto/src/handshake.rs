@@ -135,6 +135,9 @@ pub(crate) enum Outcome {
         resumed: bool,
         /// Client with a session cache: reads the tickets the server sends.
         tickets: Option<TicketReader>,
+        /// Early data was offered (client) or could be read (server), and
+        /// whether the server accepted it.
+        early_accepted: Option<bool>,
     },
     /// The peer is plain TLS: OpenSSL keeps the record layer.
     Fallback(Box<SslStream<MemIo>>),
@@ -145,10 +148,36 @@ pub(crate) struct Handshake {
     stream: SslStream<MemIo>,
     shared: Shared,
     side: Side,
+    early: EarlyHs,
+    /// Server: early data that came and was not taken yet.
+    early_in: Vec<u8>,
+}
+
+/// Where a handshake is with early data (TLS 1.3 0-RTT).
+enum EarlyHs {
+    None,
+    /// Client: the ticket allows this many early bytes; the first early
+    /// write sends the ClientHello with it.
+    Client {
+        budget: usize,
+        started: bool,
+    },
+    /// Server: reading early data (with `SSL_read_early_data`) until the
+    /// client's EndOfEarlyData.
+    ServerReading,
+    /// Server: early data over (read, rejected or never offered).
+    ServerDone,
 }
 
 impl Handshake {
-    pub(crate) fn client(cfg: &ClientConfig, server_name: &str) -> Result<Self, Error> {
+    /// A client handshake; with `early`, early data is prepared when the
+    /// ticket offered allows it (see [`Self::early_budget`]): the
+    /// ClientHello then leaves with the first [`Self::write_early`].
+    pub(crate) fn client(
+        cfg: &ClientConfig,
+        server_name: &str,
+        early: bool,
+    ) -> Result<Self, Error> {
         let mut ssl = Ssl::new(cfg.context()).map_err(internal)?;
         match server_name.parse::<std::net::IpAddr>() {
             Ok(ip) => {
@@ -169,14 +198,24 @@ impl Handshake {
             params: cfg.transport.params(),
         };
         let mut resume_key = None;
+        let mut budget = 0;
         if let Some(cache) = &cfg.session_cache {
             let key = cache_key(server_name, cfg.enable_tcpls, cfg.verify);
             if let Some(ticket) = cache.take(&key) {
                 tls_ffi::set_session(&mut ssl, &ticket)?;
+                if early && cfg.enable_tcpls {
+                    budget = ticket.max_early_data() as usize;
+                }
             }
             resume_key = Some(key);
         }
-        let hs = Self::new(ssl, ext, Side::Client)?;
+        let mut hs = Self::new(ssl, ext, Side::Client)?;
+        if budget > 0 {
+            hs.early = EarlyHs::Client {
+                budget,
+                started: false,
+            };
+        }
         hs.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -191,7 +230,82 @@ impl Handshake {
             version: TCPLS_VERSION,
             params: cfg.transport.params(),
         };
-        Self::new(ssl, ext, Side::Server)
+        let early = cfg.tls.max_early_data() > 0;
+        let mut hs = Self::new(ssl, ext, Side::Server)?;
+        hs.early = if early {
+            EarlyHs::ServerReading
+        } else {
+            EarlyHs::ServerDone
+        };
+        Ok(hs)
+    }
+
+    /// Client: early bytes the ticket allows, 0 without early data.
+    pub(crate) fn early_budget(&self) -> usize {
+        match self.early {
+            EarlyHs::Client { budget, .. } => budget,
+            _ => 0,
+        }
+    }
+
+    /// Client: sends `data` as early data (the ClientHello goes with the
+    /// first call). At most [`Self::early_budget`] bytes in all.
+    pub(crate) fn write_early(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        let EarlyHs::Client { budget, started } = &mut self.early else {
+            return Err(Error::Internal("early data without a ticket for it".into()));
+        };
+        if data.len() > *budget {
+            return Err(Error::Internal("early data over the ticket's limit".into()));
+        }
+        *budget -= data.len();
+        *started = true;
+        while !data.is_empty() {
+            let n = self
+                .stream
+                .write_early_data(data)
+                .map_err(|e| Error::Handshake(format!("writing early data: {e}")))?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Client: whether the ClientHello has gone (an early handshake holds
+    /// it until the first early write).
+    pub(crate) fn started(&self) -> bool {
+        !matches!(self.early, EarlyHs::Client { started: false, .. })
+    }
+
+    /// Server: the early data that arrived since the last call (TCPLS
+    /// early units), once the server accepted it.
+    pub(crate) fn take_early(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.early_in)
+    }
+
+    /// Server: early data was accepted and the server's application key
+    /// exists (its Finished is written): it may send records now, before
+    /// the client's Finished (0.5-RTT). The secret, to build that key.
+    pub(crate) fn early_send_secret(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        if self.side != Side::Server || !tls_ffi::early_data_accepted(self.stream.ssl()) {
+            return None;
+        }
+        let st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        st.peer_ext.as_ref()?;
+        st.server_secret.clone()
+    }
+
+    /// The peer's transport parameters, once its `tcpls` extension came.
+    pub(crate) fn peer_params(&self) -> Option<crate::wire::TransportParams> {
+        let st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        st.peer_ext.as_ref().map(|e| e.params)
+    }
+
+    /// The negotiated suite, once known.
+    pub(crate) fn suite(&self) -> Option<CipherSuite> {
+        self.stream
+            .ssl()
+            .current_cipher()
+            .and_then(|c| c.standard_name())
+            .and_then(CipherSuite::from_name)
     }
 
     fn new(mut ssl: Ssl, ext: TcplsExtension, side: Side) -> Result<Self, Error> {
@@ -205,6 +319,8 @@ impl Handshake {
             stream,
             shared,
             side,
+            early: EarlyHs::None,
+            early_in: Vec::new(),
         })
     }
 
@@ -223,6 +339,21 @@ impl Handshake {
 
     /// Advances the handshake. `Ok(true)` once it is complete.
     pub(crate) fn drive(&mut self) -> Result<bool, Error> {
+        if matches!(self.early, EarlyHs::ServerReading) {
+            // Runs the handshake up to the client's Finished, collecting
+            // the early data on the way.
+            let mut buf = [0u8; 4096];
+            loop {
+                match tls_ffi::read_early_data(self.stream.ssl(), &mut buf)? {
+                    tls_ffi::EarlyRead::Data(n) => self.early_in.extend_from_slice(&buf[..n]),
+                    tls_ffi::EarlyRead::WantRead => return Ok(false),
+                    tls_ffi::EarlyRead::Finished => {
+                        self.early = EarlyHs::ServerDone;
+                        break;
+                    }
+                }
+            }
+        }
         match self.stream.do_handshake() {
             Ok(()) => Ok(true),
             Err(e) if e.code() == ErrorCode::WANT_READ => Ok(false),
@@ -276,7 +407,18 @@ impl Handshake {
             Side::Server => (sk, ck),
         };
         let leftover = self.stream.get_mut().take_input();
+        // The record layer is ours from here: freeing this SSL without
+        // close_notify must not count as a failed connection, which would
+        // take its session out of the server's cache (stateful tickets,
+        // early data anti-replay) or make the client's not resumable.
+        self.stream.set_shutdown(ShutdownState::SENT);
         let resumed = self.stream.ssl().session_reused();
+        let early_accepted = match self.early {
+            EarlyHs::Client { started: true, .. } | EarlyHs::ServerDone => {
+                Some(tls_ffi::early_data_accepted(self.stream.ssl()))
+            }
+            _ => None,
+        };
         let wants_tickets = self.side == Side::Client
             && self
                 .shared
@@ -292,26 +434,55 @@ impl Handshake {
             resumed,
             tickets: wants_tickets.then(|| TicketReader {
                 stream: Box::new(self.stream),
+                fed: 0,
+                records: 0,
             }),
+            early_accepted,
         })
     }
 }
 
 /// The client's OpenSSL after a TCPLS handshake, kept only to read the
-/// server's NewSessionTicket messages. They are the server's first records
-/// on the first connection, sealed by its OpenSSL under the application key
-/// at the sequence numbers this OpenSSL expects: the session decrypts them
-/// like any record, and when one holds tickets gives this reader a copy of
-/// its ciphertext. OpenSSL then builds the session and the cache stores it.
+/// server's NewSessionTicket messages. The session decrypts them like any
+/// record; each one it finds is sealed again, under the same key, at the
+/// sequence number this OpenSSL expects (its own count of tickets: after
+/// 0-RTT the server's 0.5-RTT records come first, so the server's
+/// sequence numbers differ) and handed to OpenSSL, which builds the
+/// session; the cache stores it.
 pub(crate) struct TicketReader {
     stream: Box<SslStream<MemIo>>,
+    /// Ticket records given to OpenSSL so far.
+    fed: u64,
+    /// Records of the first connection looked at.
+    pub(crate) records: u32,
 }
 
 impl TicketReader {
-    /// Hands one record (header and ciphertext) of tickets to OpenSSL.
-    /// False if OpenSSL did not take it as tickets: read no more.
-    pub(crate) fn read(&mut self, record: &[u8]) -> bool {
-        self.stream.get_mut().feed(record);
+    /// Ticket records given to OpenSSL so far.
+    pub(crate) fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Hands one record's plaintext (only NewSessionTicket messages),
+    /// sealed again with the server's first key `key`, to OpenSSL. False
+    /// if OpenSSL did not take it as tickets: read no more.
+    pub(crate) fn read(&mut self, plain: &[u8], key: &crate::record::RecordKey) -> bool {
+        let mut record = vec![0u8; crate::wire::record::HEADER_LEN];
+        record.extend_from_slice(plain);
+        if key
+            .seal(
+                crate::ids::ConnectionId::FIRST,
+                self.fed,
+                crate::wire::record::ContentType::Handshake,
+                &mut record,
+                0,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.fed += 1;
+        self.stream.get_mut().feed(&record);
         let mut buf = [0u8; 1];
         match self.stream.ssl_read(&mut buf) {
             Err(e) if e.code() == ErrorCode::WANT_READ => {

@@ -43,7 +43,7 @@ pub use error::{CallError, DecodeError, Error, ErrorCode};
 pub use ids::{ConnectionId, Side, StreamId};
 pub use record::CipherSuite;
 pub use resumption::SessionCache;
-pub use session::{Event, HandshakeKind, ReadOutcome, Session};
+pub use session::{EarlyData, Event, HandshakeKind, ReadOutcome, Session};
 pub use wire::extension::TransportParams;
 pub use wire::frame::TOKEN_LEN;
 /// What a server needs to route a new TCP connection: the first bytes of a

@@ -19,6 +19,53 @@ use crate::error::Error;
 extern "C" {
     // In libssl since 0.9.8; openssl-sys has no binding.
     fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: c_long) -> c_long;
+    // Since 1.1.1; not bound either.
+    fn SSL_get_early_data_status(s: *const ffi::SSL) -> c_int;
+}
+
+/// `SSL_EARLY_DATA_ACCEPTED` (ssl.h).
+const EARLY_DATA_ACCEPTED: c_int = 2;
+
+/// Whether the server accepted the early data of this (finished)
+/// handshake.
+pub(crate) fn early_data_accepted(ssl: &SslRef) -> bool {
+    // SAFETY: a live SSL.
+    unsafe { SSL_get_early_data_status(ssl.as_ptr()) == EARLY_DATA_ACCEPTED }
+}
+
+/// What one `SSL_read_early_data` call gave.
+pub(crate) enum EarlyRead {
+    /// Early data bytes (into the buffer).
+    Data(usize),
+    /// No more early data: the handshake goes on.
+    Finished,
+    /// More input is needed.
+    WantRead,
+}
+
+/// Server: reads early data (`SSL_read_early_data`, which also runs the
+/// handshake up to the client's Finished). rust-openssl's wrapper maps
+/// both "finished" and an empty read to `Ok(0)`.
+pub(crate) fn read_early_data(ssl: &SslRef, buf: &mut [u8]) -> Result<EarlyRead, Error> {
+    let mut read = 0usize;
+    // SAFETY: `buf` is writable for its length; `read` outlives the call.
+    let ret = unsafe {
+        ffi::SSL_read_early_data(ssl.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut read)
+    };
+    match ret {
+        ffi::SSL_READ_EARLY_DATA_SUCCESS => Ok(EarlyRead::Data(read)),
+        ffi::SSL_READ_EARLY_DATA_FINISH => Ok(EarlyRead::Finished),
+        _ => {
+            // SAFETY: a live SSL and the return value of its last call.
+            let e = unsafe { ffi::SSL_get_error(ssl.as_ptr(), ret) };
+            if e == ffi::SSL_ERROR_WANT_READ {
+                Ok(EarlyRead::WantRead)
+            } else {
+                let stack = openssl::error::ErrorStack::get();
+                Err(Error::Handshake(format!("reading early data: {stack}")))
+            }
+        }
+    }
 }
 
 /// `SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB` (tls1.h).

@@ -156,6 +156,11 @@ impl RecvKeys {
             .expect("at least one generation")
     }
 
+    /// The key of generation `gen`, if still held.
+    pub fn key_of(&self, gen: u32) -> Option<&RecordKey> {
+        self.gens.iter().find(|g| g.gen == gen).map(|g| &g.key)
+    }
+
     /// The newest generation known: a new connection starts there.
     pub fn newest_gen(&self) -> u32 {
         self.newest().gen

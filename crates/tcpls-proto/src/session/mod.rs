@@ -59,6 +59,7 @@
 pub mod assembler;
 mod close;
 mod connection;
+mod early;
 mod fallback;
 pub mod flow;
 mod join;
@@ -95,6 +96,7 @@ use crate::wire::frame::TOKEN_LEN;
 use crate::wire::TransportParams;
 use close::Closing;
 pub use connection::ConnectionState;
+pub use early::EarlyData;
 use fallback::Fallback;
 use keys::{RecvKeys, SendKeys};
 use paths::Paths;
@@ -260,6 +262,8 @@ pub struct Session {
     tickets: Option<TicketReader>,
     /// ALPN, the peer's certificates, the server name.
     handshake_info: Option<Box<HandshakeInfo>>,
+    /// Early data (0-RTT), both sides.
+    early: early::Early,
 }
 
 impl std::fmt::Debug for Session {
@@ -281,7 +285,7 @@ impl Session {
         server_name: &str,
         now: Instant,
     ) -> Result<Self, Error> {
-        let mut hs = Handshake::client(&config, server_name)?;
+        let mut hs = Handshake::client(&config, server_name, false)?;
         hs.drive()?;
         let state = State::Handshake(Box::new(hs));
         Ok(Self::new(
@@ -331,6 +335,7 @@ impl Session {
             handshake_kind: None,
             tickets: None,
             handshake_info: None,
+            early: early::Early::default(),
             cfg,
         }
     }

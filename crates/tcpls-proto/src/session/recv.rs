@@ -34,6 +34,10 @@ use crate::wire::frame::{Frame, FrameIter};
 use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
 use crate::wire::TransportParams;
 
+/// Records of the first connection looked at for tickets before giving
+/// up on them.
+const TICKET_RECORDS: u32 = 64;
+
 /// Connections a session fails over because their records arrived
 /// corrupted, before a further one ends the session instead.
 const MAX_CORRUPT_CONNECTIONS: u32 = 8;
@@ -67,7 +71,7 @@ fn count_records(mut bytes: &[u8]) -> u64 {
     n
 }
 
-fn kind(resumed: bool) -> HandshakeKind {
+pub(super) fn kind(resumed: bool) -> HandshakeKind {
     if resumed {
         HandshakeKind::Resumed
     } else {
@@ -108,6 +112,7 @@ impl Session {
         self.now = now;
         let r = match &mut self.state {
             State::Handshake(_) => self.recv_handshake(buf),
+            State::Tcpls(_) if self.early.finishing.is_some() => self.recv_finishing(buf),
             State::Tcpls(_) => self.recv_records(conn, buf),
             State::Fallback(_) => self.recv_fallback(buf),
             State::Done => {
@@ -139,6 +144,8 @@ impl Session {
                 Side::Client => 0,
             };
             self.on_handshake_done(buf, tickets)?;
+        } else if self.side == Side::Server {
+            self.maybe_start_early_server()?;
         }
         Ok(())
     }
@@ -149,6 +156,10 @@ impl Session {
         };
         self.timers.stop(SessionTimer::Handshake);
         self.handshake_info = Some(Box::new(hs.info()));
+        let mut hs = hs;
+        // Server: early data read with the handshake (accepted, but the
+        // whole handshake completed in one step).
+        let early_units = hs.take_early();
         match hs.finish()? {
             Outcome::Tcpls {
                 peer,
@@ -157,10 +168,17 @@ impl Session {
                 leftover,
                 resumed,
                 tickets,
+                early_accepted,
             } => {
                 self.establish_tcpls(peer.params, send, recv);
                 self.handshake_kind = Some(kind(resumed));
                 self.tickets = tickets;
+                self.finish_early_client(early_accepted);
+                if !early_units.is_empty() {
+                    self.early.status = super::EarlyData::Accepted;
+                    self.early.units.extend_from_slice(&early_units);
+                    self.take_early_units()?;
+                }
                 // OpenSSL sealed the tickets with sequence numbers 0.. of
                 // the first connection: ours follow.
                 if let Some(c) = self.paths.conns.get_mut(&ConnectionId::FIRST) {
@@ -340,10 +358,6 @@ impl Session {
                 return Ok(());
             };
             let mut rec = buf.split_to(HEADER_LEN + hdr.len);
-            // Until the server's first other record, a record may hold
-            // tickets, which OpenSSL reads from the ciphertext.
-            let ticket_copy =
-                (self.tickets.is_some() && conn == ConnectionId::FIRST).then(|| rec.to_vec());
             let opened = match c.recv_gen {
                 Some(gen) => keys.recv.open(gen, conn, c.recv_seq, &mut rec),
                 // A join's first record: its key generation is found out.
@@ -373,21 +387,28 @@ impl Session {
                 c.ack_due = true;
             }
             let plain = rec.freeze().slice(HEADER_LEN..HEADER_LEN + len);
-            if let Some(copy) = ticket_copy {
-                self.read_tickets(ct, &plain, &copy);
+            if self.tickets.is_some() && conn == ConnectionId::FIRST {
+                self.read_tickets(ct, &plain);
             }
             self.on_record(conn, ct, plain)?;
         }
     }
 
     /// Client: a record of tickets goes to OpenSSL, which stores them in
-    /// the session cache; the first other record ends the ticket reading.
-    fn read_tickets(&mut self, ct: ContentType, plain: &[u8], ciphertext: &[u8]) {
-        let Some(reader) = &mut self.tickets else {
+    /// the session cache. Reading ends at the first other record after a
+    /// ticket (tickets come together), or after `TICKET_RECORDS` records
+    /// without one (0.5-RTT records may come first).
+    fn read_tickets(&mut self, ct: ContentType, plain: &[u8]) {
+        let (Some(reader), State::Tcpls(keys)) = (&mut self.tickets, &self.state) else {
             return;
         };
-        if ct != ContentType::Handshake || !only_session_tickets(plain) || !reader.read(ciphertext)
-        {
+        reader.records += 1;
+        let keep = if ct == ContentType::Handshake && only_session_tickets(plain) {
+            keys.recv.key_of(0).is_some_and(|k| reader.read(plain, k))
+        } else {
+            reader.fed() == 0 && reader.records < TICKET_RECORDS
+        };
+        if !keep {
             self.tickets = None;
         }
     }
@@ -492,7 +513,7 @@ impl Session {
     }
 
     /// Hands one frame to the sub-state it concerns.
-    fn on_frame(
+    pub(super) fn on_frame(
         &mut self,
         frame: Frame<'_>,
         plain: &Bytes,

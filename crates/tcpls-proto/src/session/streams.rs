@@ -209,7 +209,7 @@ impl Session {
     /// first stream.
     pub fn open_stream(&mut self) -> Result<StreamId, CallError> {
         self.check_open()?;
-        if self.is_handshaking() {
+        if self.is_handshaking() && !self.early_open() {
             return Err(CallError::Usage("handshake not complete"));
         }
         let st = &mut self.streams;
@@ -233,7 +233,7 @@ impl Session {
     /// True when [`Self::open_stream`] would succeed now.
     pub fn can_open_stream(&self) -> bool {
         self.close.error.is_none()
-            && !self.is_handshaking()
+            && (!self.is_handshaking() || self.early_open())
             && self.streams.next_local < self.streams.local_limit
     }
 

@@ -49,6 +49,11 @@ impl Session {
             out.extend_from_slice(&self.raw_out);
             self.raw_out.clear();
         }
+        if self.early_wants_transmit() {
+            if let Err(e) = self.write_early_units() {
+                self.fail_silently(e);
+            }
+        }
         match &mut self.state {
             State::Handshake(hs) => {
                 let flight = &mut self.scratch.frame;
@@ -82,7 +87,7 @@ impl Session {
             return true;
         }
         match &self.state {
-            State::Handshake(hs) => hs.has_output(),
+            State::Handshake(hs) => hs.has_output() || self.early_wants_transmit(),
             State::Done => false,
             State::Fallback(fb) => {
                 fb.has_output() || self.close.frame.is_some() || !self.streams.send_queue.is_empty()
