@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Time to first response byte of a small GET over an emulated path (issue
 # 17): TCPLS (`tcpls get`) full, with TCP Fast Open, resumed from a ticket,
-# and resumed with Fast Open, beside TLS 1.3 over TCP (curl with the
+# resumed with Fast Open, and resumed with the request as early data
+# (0-RTT, with and without Fast Open), beside TLS 1.3 over TCP (curl with the
 # system's OpenSSL, against the same server as a plain TLS client: its
 # OpenSSL then keeps the record layer; Debian's `openssl s_server` has no
 # Fast Open) full, resumed, and with Fast Open (curl's OpenSSL offers X25519 only; TCPLS's default is the hybrid
@@ -40,10 +41,10 @@ tcpls_ms() {
     cli "$BIN" get https://10.71.1.2:4443/small.bin -k --json "$@" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["first_byte_seconds"] * 1000)'
 }
-# The handshake kind and Fast Open flag of one `tcpls get`.
+# The handshake kind, Fast Open and early data of one `tcpls get`.
 tcpls_kind() {
     cli "$BIN" get https://10.71.1.2:4443/small.bin -k --json "$@" |
-        python3 -c 'import json,sys; r = json.load(sys.stdin)[0]; print(r["handshake"], "tfo" if r["fast_open"] else "no-tfo")'
+        python3 -c 'import json,sys; r = json.load(sys.stdin)[0]; print(r["handshake"], "tfo" if r["fast_open"] else "no-tfo", "0-rtt " + r["early_data"])'
 }
 # Milliseconds to the first byte of curl's last URL (each URL's body
 # discarded; `-w` prints a line per URL).
@@ -88,10 +89,13 @@ line "TCPLS full" "$(tcpls_kind --no-session-cache --no-fast-open)" \
     tcpls_ms --no-session-cache --no-fast-open
 line "TCPLS full + TFO" "$(tcpls_kind --no-session-cache)" tcpls_ms --no-session-cache
 cli "$BIN" get https://10.71.1.2:4443/small.bin -k -o /dev/null --session-cache "$cache"
-line "TCPLS resumed" "$(tcpls_kind --session-cache "$cache" --no-fast-open)" \
+ne=(--no-early-data)
+line "TCPLS resumed" "$(tcpls_kind --session-cache "$cache" --no-fast-open "${ne[@]}")" \
+    tcpls_ms --session-cache "$cache" --no-fast-open "${ne[@]}"
+line "TCPLS resumed + TFO" "$(tcpls_kind --session-cache "$cache" "${ne[@]}")" \
+    tcpls_ms --session-cache "$cache" "${ne[@]}"
+line "TCPLS resumed + 0-RTT" "$(tcpls_kind --session-cache "$cache" --no-fast-open)" \
     tcpls_ms --session-cache "$cache" --no-fast-open
-line "TCPLS resumed + TFO" "$(tcpls_kind --session-cache "$cache")" \
-    tcpls_ms --session-cache "$cache"
 # The default hybrid post-quantum key share makes the ClientHello about
 # 1,500 bytes: the SYN carries only its first 1,420 and the server waits
 # for the rest, so Fast Open saves nothing. With X25519 alone it fits.
@@ -99,7 +103,9 @@ x=(--groups X25519)
 line "TCPLS full + TFO, X25519" "$(tcpls_kind --no-session-cache "${x[@]}")" \
     tcpls_ms --no-session-cache "${x[@]}"
 cli "$BIN" get https://10.71.1.2:4443/small.bin -k -o /dev/null --session-cache "$cache" "${x[@]}"
-line "TCPLS resumed + TFO, X25519" "$(tcpls_kind --session-cache "$cache" "${x[@]}")" \
+line "TCPLS resumed + TFO, X25519" "$(tcpls_kind --session-cache "$cache" "${x[@]}" "${ne[@]}")" \
+    tcpls_ms --session-cache "$cache" "${x[@]}" "${ne[@]}"
+line "TCPLS resumed + 0-RTT + TFO, X25519" "$(tcpls_kind --session-cache "$cache" "${x[@]}")" \
     tcpls_ms --session-cache "$cache" "${x[@]}"
 url=https://10.71.1.2:4443/small.bin
 

@@ -133,6 +133,11 @@ impl TransportOptionArgs {
         };
     }
 
+    /// True when [`Self::apply`] has something to do.
+    pub fn sends_requests(&self) -> bool {
+        self.cc.is_some() || self.peer_cc.is_some() || self.peer_user_timeout.is_some()
+    }
+
     /// Applies `--cc` and sends the `--peer-*` requests on a new session.
     pub fn apply(&self, session: &tcpls::Session) -> Result<()> {
         if !session.is_tcpls() {

@@ -53,6 +53,11 @@ pub struct GetArgs {
     /// curl's --resolve). The certificate is still checked for HOST.
     #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_resolve)]
     pub resolve: Vec<(String, u16, IpAddr)>,
+    /// Do not send requests as early data (TLS 1.3 0-RTT). By default,
+    /// with a ticket from the server that allows it and one connection,
+    /// the request travels with the ClientHello (GET is safe to replay).
+    #[arg(long)]
+    pub no_early_data: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -85,6 +90,9 @@ pub struct Report {
     pub handshake: Option<&'static str>,
     /// The ClientHello rode in the SYN (TCP Fast Open).
     pub fast_open: bool,
+    /// The request went as early data: `none`, `accepted` or `rejected`
+    /// (then sent again after the handshake).
+    pub early_data: Option<&'static str>,
     pub tcpls: bool,
     /// Why the client fell back to plain TLS after its TCPLS hello got a
     /// reset, an EOF or no answer (null: it did not).
@@ -133,6 +141,7 @@ struct Policy {
     fail: bool,
     connect_timeout: Option<Duration>,
     resolve: Vec<(String, u16, IpAddr)>,
+    early_data: bool,
     opts: ClientOpts,
     cfg: Arc<tcpls::ClientConfig>,
 }
@@ -183,6 +192,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
         fail: args.fail,
         connect_timeout: args.connect_timeout,
         resolve: args.resolve.clone(),
+        early_data: !args.no_early_data,
         opts: args.client.clone(),
         cfg: cfg.clone(),
     };
@@ -270,7 +280,22 @@ async fn connect(host: &str, port: u16, p: &Policy) -> Result<tcpls::Session> {
     if addrs.is_empty() {
         return Err(coded(exit::RESOLVE, format!("cannot resolve {host}")));
     }
-    let open = p.opts.open_session(&addrs, host, p.cfg.clone());
+    // Early data: one connection, no local address chosen, and no
+    // transport option to send once the handshake is done (waiting for it
+    // would send the ClientHello before the request).
+    let early = p.early_data
+        && p.opts.connections == 1
+        && p.opts.binds.is_empty()
+        && !p.opts.options.sends_requests();
+    let open = async {
+        if early {
+            tcpls::connect_early(addrs[0], host, p.cfg.clone())
+                .await
+                .with_context(|| format!("connecting to {}", addrs[0]))
+        } else {
+            p.opts.open_session(&addrs, host, p.cfg.clone()).await
+        }
+    };
     let session = match p.connect_timeout {
         Some(t) => tokio::time::timeout(t, open).await.map_err(|_| {
             coded(
@@ -298,14 +323,18 @@ async fn fetch_group(
         }
         Err(e) => return targets.iter().map(|t| Report::failed(&t.url, &e)).collect(),
     };
-    let tcpls = first.is_tcpls();
     let mut tasks = Vec::new();
     for (i, t) in targets.into_iter().enumerate() {
         let bar = bars.add(ProgressBar::new(0));
         let (p, host, first) = (p.clone(), host.to_string(), first.clone());
         tasks.push(tokio::spawn(async move {
-            // A plain TLS server gets one connection per URL.
-            let fresh = !tcpls && i > 0;
+            // A plain TLS server gets one connection per URL. (The first
+            // URL goes at once: with early data, its request leaves with
+            // the ClientHello; the others wait for the handshake.)
+            let fresh = i > 0 && {
+                let _ = first.established().await;
+                !first.is_tcpls()
+            };
             let r = fetch_url(&t, &host, port, first, fresh, connect_start, &p, &bar).await;
             bar.finish_and_clear();
             r.unwrap_or_else(|e| Report::failed(&t.url, &e))
@@ -349,7 +378,8 @@ async fn fetch_url(
         // Not steered: the server's scheduler spreads each response over
         // every connection of the session.
         let stream = session.open_stream().await?;
-        let is_tcpls = session.is_tcpls();
+        // An early session's server spoke TCPLS when it gave the ticket.
+        let half_close = session.is_tcpls() || session.early_data() == tcpls::EarlyData::Pending;
         let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
         let (follow, fail) = (p.location, p.fail);
         let sink = |status: u16| {
@@ -359,7 +389,7 @@ async fn fetch_url(
                 t.sink.clone()
             }
         };
-        let got = fetch(stream, &origin.0, path, is_tcpls, &sink, bar, None).await?;
+        let got = fetch(stream, &origin.0, path, half_close, &sink, bar, None).await?;
         if let (true, true, Some(loc)) = (p.location, is_redirect(got.status), &got.location) {
             if redirects.len() == MAX_REDIRECTS {
                 bail!("more than {MAX_REDIRECTS} redirects");
@@ -393,7 +423,8 @@ async fn fetch_url(
                     .map_or("none", tcpls::HandshakeKind::as_str),
             ),
             fast_open: session.used_fast_open(),
-            tcpls: is_tcpls,
+            early_data: Some(session.early_data().as_str()),
+            tcpls: session.is_tcpls(),
             fallback: session.fallback_reason(),
             saved_to: match &t.sink {
                 Sink::File(p) => Some(p.clone()),

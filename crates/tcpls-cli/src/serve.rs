@@ -111,6 +111,13 @@ pub struct ServerOpts {
     /// (default OpenSSL's, hybrid post-quantum X25519MLKEM768 first).
     #[arg(long, value_name = "LIST")]
     pub groups: Option<String>,
+    /// Early data (TLS 1.3 0-RTT) accepted per session from a resuming
+    /// client, e.g. 16K (at most 16K; 0 refuses it). Early requests are
+    /// answered before the client's Finished; an attacker can replay them,
+    /// so only idempotent ones belong there. Default: 16K for `serve`
+    /// (GET and HEAD only change nothing), 0 for `tunnel server`.
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_bytes)]
+    pub max_early_data: Option<u64>,
     /// TLS session tickets sent after each full handshake, for clients to
     /// resume with (0: no resumption).
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -142,7 +149,12 @@ impl ServerOpts {
     /// Binds the server these options describe (writing `--cert-out`);
     /// sessions idle for `idle_default` are closed unless --idle-timeout
     /// says otherwise.
-    pub async fn bind(&self, idle_default: Duration, alpn: &[&[u8]]) -> Result<Server> {
+    pub async fn bind(
+        &self,
+        idle_default: Duration,
+        alpn: &[&[u8]],
+        early_default: u32,
+    ) -> Result<Server> {
         self.check()?;
         let defaults = TransportConfig::default();
         let mut transport = TransportConfig {
@@ -160,7 +172,11 @@ impl ServerOpts {
             .transport(transport)
             .tickets(self.tickets)
             .ticket_lifetime(self.ticket_lifetime)
-            .ticket_key_rotation(self.ticket_key_rotation);
+            .ticket_key_rotation(self.ticket_key_rotation)
+            .max_early_data(
+                self.max_early_data
+                    .map_or(early_default, |b| b.min(u32::MAX as u64) as u32),
+            );
         let builder = match &self.groups {
             Some(g) => builder.key_exchange_groups(g),
             None => builder,
@@ -265,7 +281,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => None,
     };
     // HTTP/1.1 over ALPN: browsers and curl offer h2 first.
-    let server = args.server.bind(SERVE_IDLE_TIMEOUT, &[b"http/1.1"]).await?;
+    let server = args
+        .server
+        .bind(SERVE_IDLE_TIMEOUT, &[b"http/1.1"], 16 << 10)
+        .await?;
     eprintln!(
         "tcpls: listening on {} (TCPLS, and plain TLS 1.3 by fallback), serving {}{}",
         server.local_addr()?,

@@ -33,6 +33,9 @@ struct Ticket {
     server: String,
     /// The DER-encoded OpenSSL session, in hex.
     session: String,
+    /// The server spoke TCPLS (early data may be sent with this ticket).
+    #[serde(default)]
+    tcpls: bool,
 }
 
 /// `$XDG_CACHE_HOME/tcpls/sessions.json`, else `~/.cache/tcpls/sessions.json`.
@@ -64,12 +67,13 @@ pub fn load(path: &Path) -> Arc<SessionCache> {
             return cache;
         }
     };
-    let decoded: Vec<(String, Vec<u8>)> = file
-        .tickets
-        .into_iter()
-        .filter_map(|t| Some((t.server, hex::decode(t.session).ok()?)))
-        .collect();
-    let kept = cache.import(decoded.iter().map(|(s, d)| (s.as_str(), d.as_slice())));
+    let kept = cache.import(file.tickets.into_iter().filter_map(|t| {
+        Some(tcpls::ExportedTicket {
+            key: t.server,
+            der: hex::decode(t.session).ok()?,
+            tcpls: t.tcpls,
+        })
+    }));
     for (ip, secs) in file.no_fast_open {
         tcpls::block_fast_open(ip, UNIX_EPOCH + Duration::from_secs(secs));
     }
@@ -95,9 +99,10 @@ pub fn save(cache: &SessionCache, path: &Path) -> Result<()> {
         tickets: cache
             .export()
             .into_iter()
-            .map(|(server, der)| Ticket {
-                server,
-                session: hex::encode(der),
+            .map(|t| Ticket {
+                server: t.key,
+                session: hex::encode(t.der),
+                tcpls: t.tcpls,
             })
             .collect(),
         no_fast_open: tcpls::fast_open_blocked_destinations()

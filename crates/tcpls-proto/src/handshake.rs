@@ -202,9 +202,11 @@ impl Handshake {
         if let Some(cache) = &cfg.session_cache {
             let key = cache_key(server_name, cfg.enable_tcpls, cfg.verify);
             if let Some(ticket) = cache.take(&key) {
-                tls_ffi::set_session(&mut ssl, &ticket)?;
-                if early && cfg.enable_tcpls {
-                    budget = ticket.max_early_data() as usize;
+                tls_ffi::set_session(&mut ssl, &ticket.session)?;
+                // Early data carries TCPLS frames: only to a server that
+                // spoke TCPLS when it issued the ticket.
+                if early && cfg.enable_tcpls && ticket.tcpls {
+                    budget = ticket.session.max_early_data() as usize;
                 }
             }
             resume_key = Some(key);

@@ -42,7 +42,7 @@ pub use config::{ClientConfig, ServerConfig, TransportConfig};
 pub use error::{CallError, DecodeError, Error, ErrorCode};
 pub use ids::{ConnectionId, Side, StreamId};
 pub use record::CipherSuite;
-pub use resumption::SessionCache;
+pub use resumption::{ExportedTicket, SessionCache};
 pub use session::{EarlyData, Event, HandshakeKind, ReadOutcome, Session};
 pub use wire::extension::TransportParams;
 pub use wire::frame::TOKEN_LEN;

@@ -44,9 +44,27 @@ impl std::fmt::Debug for SessionCache {
     }
 }
 
+/// A ticket and whether its server spoke TCPLS (only then may early data,
+/// which carries TCPLS frames, be sent with it).
+pub(crate) struct Ticket {
+    pub session: SslSession,
+    pub tcpls: bool,
+}
+
+/// A ticket as [`SessionCache::export`] gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedTicket {
+    /// The cache key (server name and how the session was made).
+    pub key: String,
+    /// The OpenSSL session, DER: it holds the resumption secret.
+    pub der: Vec<u8>,
+    /// The server spoke TCPLS (early data may be sent with the ticket).
+    pub tcpls: bool,
+}
+
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, VecDeque<SslSession>>,
+    map: HashMap<String, VecDeque<Ticket>>,
     /// Least recently stored first.
     order: VecDeque<String>,
 }
@@ -67,15 +85,15 @@ impl SessionCache {
 
     /// Takes a ticket for `key` that has not expired; it is not given out
     /// again.
-    pub(crate) fn take(&self, key: &str) -> Option<SslSession> {
+    pub(crate) fn take(&self, key: &str) -> Option<Ticket> {
         let mut inner = self.lock();
         let q = inner.map.get_mut(key)?;
         let now = unix_now();
         let mut found = None;
         // Newest first: the freshest ticket has the most lifetime left.
-        while let Some(s) = q.pop_back() {
-            if !expired(&s, now) {
-                found = Some(s);
+        while let Some(t) = q.pop_back() {
+            if !expired(&t.session, now) {
+                found = Some(t);
                 break;
             }
         }
@@ -87,7 +105,7 @@ impl SessionCache {
     }
 
     /// Stores a ticket the server `key` issued.
-    pub(crate) fn insert(&self, key: &str, session: SslSession) {
+    pub(crate) fn insert(&self, key: &str, ticket: Ticket) {
         let mut inner = self.lock();
         inner.order.retain(|k| k != key);
         inner.order.push_back(key.to_string());
@@ -95,7 +113,7 @@ impl SessionCache {
         if q.len() == PER_SERVER {
             q.pop_front();
         }
-        q.push_back(session);
+        q.push_back(ticket);
         while inner.order.len() > self.capacity {
             if let Some(old) = inner.order.pop_front() {
                 inner.map.remove(&old);
@@ -113,17 +131,21 @@ impl SessionCache {
         self.len() == 0
     }
 
-    /// The unexpired tickets, as (cache key, DER-encoded session) pairs,
-    /// least recently stored server first. The DER holds the resumption
-    /// secret: store it where only its owner can read it.
-    pub fn export(&self) -> Vec<(String, Vec<u8>)> {
+    /// The unexpired tickets, least recently stored server first. The DER
+    /// holds the resumption secret: store it where only its owner can
+    /// read it.
+    pub fn export(&self) -> Vec<ExportedTicket> {
         let inner = self.lock();
         let now = unix_now();
         let mut out = Vec::new();
         for key in &inner.order {
-            for s in inner.map.get(key).into_iter().flatten() {
-                if let (false, Ok(der)) = (expired(s, now), s.to_der()) {
-                    out.push((key.clone(), der));
+            for t in inner.map.get(key).into_iter().flatten() {
+                if let (false, Ok(der)) = (expired(&t.session, now), t.session.to_der()) {
+                    out.push(ExportedTicket {
+                        key: key.clone(),
+                        der,
+                        tcpls: t.tcpls,
+                    });
                 }
             }
         }
@@ -132,13 +154,19 @@ impl SessionCache {
 
     /// Adds tickets from [`Self::export`]; entries that do not decode or
     /// have expired are skipped. Returns how many were kept.
-    pub fn import<'a>(&self, entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> usize {
+    pub fn import(&self, entries: impl IntoIterator<Item = ExportedTicket>) -> usize {
         let now = unix_now();
         let mut kept = 0;
-        for (key, der) in entries {
-            match SslSession::from_der(der) {
-                Ok(s) if !expired(&s, now) => {
-                    self.insert(key, s);
+        for e in entries {
+            match SslSession::from_der(&e.der) {
+                Ok(session) if !expired(&session, now) => {
+                    self.insert(
+                        &e.key,
+                        Ticket {
+                            session,
+                            tcpls: e.tcpls,
+                        },
+                    );
                     kept += 1;
                 }
                 _ => {}

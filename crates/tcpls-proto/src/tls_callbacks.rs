@@ -160,14 +160,13 @@ pub(crate) fn install_ticket_store(b: &mut SslContextBuilder, cache: std::sync::
     b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
     b.set_new_session_callback(move |ssl, session| {
         let Some(st) = shared(ssl) else { return };
-        let key = st
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .resume_key
-            .clone();
+        let (key, tcpls) = {
+            let st = st.lock().unwrap_or_else(|p| p.into_inner());
+            (st.resume_key.clone(), st.peer_ext.is_some())
+        };
         if let Some(key) = key {
-            tracing::debug!(%key, "session ticket stored");
-            cache.insert(&key, session);
+            tracing::debug!(%key, tcpls, "session ticket stored");
+            cache.insert(&key, crate::resumption::Ticket { session, tcpls });
         }
     });
 }

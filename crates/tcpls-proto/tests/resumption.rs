@@ -198,10 +198,16 @@ fn the_cache_exports_and_imports_tickets() {
     let saved = cache.export();
     assert_eq!(saved.len(), 2);
     let restored = Arc::new(SessionCache::new(8));
-    let n = restored.import(saved.iter().map(|(k, d)| (k.as_str(), d.as_slice())));
+    assert!(saved.iter().all(|t| t.tcpls), "the server spoke TCPLS");
+    let n = restored.import(saved);
     assert_eq!(n, 2);
     // Garbage is skipped, not an error.
-    assert_eq!(restored.import([("localhost", &b"not a session"[..])]), 0);
+    let junk = tcpls_proto::ExportedTicket {
+        key: "localhost".into(),
+        der: b"not a session".to_vec(),
+        tcpls: true,
+    };
+    assert_eq!(restored.import([junk]), 0);
     let c2 = client(&restored, true);
     let q = session(&c2, &s);
     assert_eq!(q.c.handshake_kind(), Some(HandshakeKind::Resumed));

@@ -76,7 +76,7 @@ fn start(
     }
 }
 
-async fn established(session: &Session) -> Result<(), Error> {
+pub(crate) async fn established(session: &Session) -> Result<(), Error> {
     poll_fn(|cx| {
         let mut inner = session.shared().lock();
         if inner.connected.is_some() {
@@ -102,6 +102,35 @@ pub async fn connect(
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
     connect_from(addr, None, server_name, config).await
+}
+
+/// Opens a session that sends early data (TLS 1.3 0-RTT) when the
+/// configuration's session cache holds a ticket of `server_name` that
+/// allows it. It returns once TCP is connected, before the handshake:
+/// streams opened and written now travel with the ClientHello (in the SYN
+/// with TCP Fast Open), and the server may answer them in its first
+/// flight. The ClientHello waits for the first write, or for
+/// [`Session::established`].
+///
+/// An attacker can replay early data: write early only what is safe to
+/// process twice (an idempotent request). [`Session::early_data`] says what
+/// became of it (refused early data is sent again after the handshake,
+/// transparently). Without such a ticket this is [`connect`] returning
+/// before the handshake, without the plain TLS retry.
+pub async fn connect_early(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<Session, Error> {
+    let fast_open = config.transport.fast_open;
+    let tcp = tokio::time::timeout(
+        config.transport.handshake_timeout,
+        tcp_connect(addr, None, fast_open),
+    )
+    .await
+    .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
+    let proto = tcpls_proto::Session::connect_early(config, server_name, Instant::now())?;
+    Ok(start(proto, tcp, BytesMut::new(), None, None))
 }
 
 /// Like [`connect`], from the local address `bind` (e.g. one interface).

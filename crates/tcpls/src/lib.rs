@@ -62,7 +62,7 @@ mod shared;
 mod socket;
 mod stream;
 
-pub use endpoint::{connect, connect_any, connect_from, ConnectOptions, Server};
+pub use endpoint::{connect, connect_any, connect_early, connect_from, ConnectOptions, Server};
 pub use error::{Error, StreamReset};
 pub use limits::ServerLimits;
 pub use session::Session;
@@ -77,6 +77,6 @@ pub use tcpls_proto::tls_options::{ClientAuth, VerifyStep};
 pub use tcpls_proto::Error as SessionError;
 pub use tcpls_proto::{
     config::{ClientConfigBuilder, ServerConfigBuilder},
-    CallError, CipherSuite, ClientConfig, ConnectionId, ErrorCode, HandshakeKind, ServerConfig,
-    SessionCache, StreamId, TransportConfig,
+    CallError, CipherSuite, ClientConfig, ConnectionId, EarlyData, ErrorCode, ExportedTicket,
+    HandshakeKind, ServerConfig, SessionCache, StreamId, TransportConfig,
 };

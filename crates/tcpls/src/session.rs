@@ -137,6 +137,22 @@ impl Session {
         self.shared().lock().proto.server_name().map(str::to_string)
     }
 
+    /// What became of early data (see [`crate::connect_early`]).
+    pub fn early_data(&self) -> tcpls_proto::EarlyData {
+        self.shared().lock().proto.early_data()
+    }
+
+    /// Waits until the handshake is done (at once if it is); a session
+    /// from [`crate::connect_early`] sends its ClientHello now if it was
+    /// waiting for a first write.
+    pub async fn established(&self) -> Result<(), Error> {
+        let _ = self.with_proto(|p| {
+            p.start_handshake();
+            Ok(())
+        });
+        crate::endpoint::established(self).await
+    }
+
     /// Whether the TLS handshake was full or resumed from a ticket (`None`
     /// while it runs).
     pub fn handshake_kind(&self) -> Option<tcpls_proto::HandshakeKind> {

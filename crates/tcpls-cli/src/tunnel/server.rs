@@ -53,7 +53,9 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
     if args.to.is_none() && allow.is_empty() {
         anyhow::bail!("nothing to connect streams to: give --to HOST:PORT, --allow RULE, or both");
     }
-    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT, &[]).await?;
+    // No early data by default: a tunnelled application's first bytes may
+    // not be safe to replay.
+    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT, &[], 0).await?;
     eprintln!(
         "tcpls: tunnel server on {} -> {}{}",
         server.local_addr()?,
