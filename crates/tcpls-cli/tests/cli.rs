@@ -186,6 +186,42 @@ fn tcpls_get_against_openssl_s_server_falls_back() {
     let v = get();
     assert_eq!(v[0]["handshake"], "resumed");
     assert_eq!(v[0]["sha256"], sum);
+    // A plain TLS server's ticket never carries TCPLS early data.
+    assert_eq!(v[0]["early_data"], "none");
+}
+
+/// Against `tcpls serve`, the second `get` resumes and sends its request
+/// as early data (0-RTT), which the server accepts; the third too (the
+/// 0-RTT session's fresh ticket came through its 0.5-RTT records).
+#[test]
+fn get_sends_its_request_as_early_data_when_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let sum = random_file(&dir.path().join("a.bin"), 300_000);
+    let (_srv, port) = start_tcpls_serve(dir.path(), &[]);
+    let cache = dir.path().join("sessions.json");
+    let get = |extra: &[&str]| {
+        json(&run_bounded(
+            Command::new(BIN)
+                .args(["get", &format!("https://127.0.0.1:{port}/a.bin")])
+                .args(["-k", "--json", "--session-cache"])
+                .arg(&cache)
+                .args(extra),
+            b"",
+            Duration::from_secs(30),
+        ))[0]
+            .clone()
+    };
+    let first = get(&[]);
+    assert_eq!(first["early_data"], "none", "{first}");
+    for _ in 0..2 {
+        let v = get(&[]);
+        assert_eq!(v["handshake"], "resumed", "{v}");
+        assert_eq!(v["early_data"], "accepted", "{v}");
+        assert_eq!(v["sha256"], sum);
+    }
+    let v = get(&["--no-early-data"]);
+    assert_eq!(v["early_data"], "none", "{v}");
+    assert_eq!(v["handshake"], "resumed", "{v}");
 }
 
 #[test]
