@@ -35,10 +35,22 @@ pub fn coded(code: u8, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// The exit code `e` calls for: the one it carries, else 1.
+/// The exit code `e` calls for: the one it carries, else what a failed
+/// handshake says (a session started with early data fails its handshake
+/// while a request is under way), else 1.
 pub fn code_of(e: &anyhow::Error) -> u8 {
+    use tcpls_proto::Error as S;
     e.chain()
         .find_map(|c| c.downcast_ref::<Coded>().map(|c| c.code))
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| match c.downcast_ref::<tcpls::Error>()? {
+                    tcpls::Error::Session(S::Certificate { .. }) => Some(CERTIFICATE),
+                    tcpls::Error::Session(S::HandshakeTimeout) => Some(TIMEOUT),
+                    tcpls::Error::Session(S::Handshake(_)) => Some(TLS),
+                    _ => None,
+                })
+        })
         .unwrap_or(1)
 }
 

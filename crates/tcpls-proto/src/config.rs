@@ -271,6 +271,19 @@ impl ClientConfig {
         }
     }
 
+    /// Whether a session to `server_name` would send early data now (the
+    /// cache holds a ticket that allows it; see
+    /// [`crate::Session::connect_early`]).
+    pub fn has_early_ticket(&self, server_name: &str) -> bool {
+        let key = crate::resumption::cache_key(server_name, self.enable_tcpls, self.verify);
+        self.early_data
+            && self.enable_tcpls
+            && self
+                .session_cache
+                .as_ref()
+                .is_some_and(|c| c.has_early_ticket(&key))
+    }
+
     /// The OpenSSL context used for this session (TCPLS offered or not).
     pub(crate) fn context(&self) -> &SslContext {
         if self.enable_tcpls {

@@ -121,6 +121,18 @@ impl SessionCache {
         }
     }
 
+    /// Whether the newest unexpired ticket for `key` allows early data to
+    /// a TCPLS server (what [`Self::take`] would give).
+    pub(crate) fn has_early_ticket(&self, key: &str) -> bool {
+        let inner = self.lock();
+        let now = unix_now();
+        inner
+            .map
+            .get(key)
+            .and_then(|q| q.iter().rev().find(|t| !expired(&t.session, now)))
+            .is_some_and(|t| t.tcpls && t.session.max_early_data() > 0)
+    }
+
     /// Tickets held, over all servers.
     pub fn len(&self) -> usize {
         self.lock().map.values().map(VecDeque::len).sum()

@@ -115,13 +115,16 @@ pub async fn connect(
 /// An attacker can replay early data: write early only what is safe to
 /// process twice (an idempotent request). [`Session::early_data`] says what
 /// became of it (refused early data is sent again after the handshake,
-/// transparently). Without such a ticket this is [`connect`] returning
-/// before the handshake, without the plain TLS retry.
+/// transparently). Without such a ticket this is [`connect`] (which
+/// returns after the handshake, and may retry with plain TLS).
 pub async fn connect_early(
     addr: SocketAddr,
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
+    if !config.has_early_ticket(server_name) {
+        return connect(addr, server_name, config).await;
+    }
     let fast_open = config.transport.fast_open;
     let tcp = tokio::time::timeout(
         config.transport.handshake_timeout,
@@ -130,7 +133,22 @@ pub async fn connect_early(
     .await
     .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
     let proto = tcpls_proto::Session::connect_early(config, server_name, Instant::now())?;
-    Ok(start(proto, tcp, BytesMut::new(), None, None))
+    let session = start(proto, tcp, BytesMut::new(), None, None);
+    if fast_open {
+        // As `handshake` does: remember a path that drops SYNs with data.
+        let s = session.clone();
+        let wait = s.shared().lock().proto.transport_config().handshake_timeout;
+        tokio::spawn(async move {
+            // Bounded: a session dropped before its first write never
+            // starts its handshake.
+            if let Ok(Ok(())) = tokio::time::timeout(wait, established(&s)).await {
+                for tcp in s.shared().sockets_of(Some(ConnectionId::FIRST)) {
+                    crate::socket::note_fast_open_outcome(&tcp, addr.ip());
+                }
+            }
+        });
+    }
+    Ok(session)
 }
 
 /// Like [`connect`], from the local address `bind` (e.g. one interface).
