@@ -276,6 +276,22 @@ fn openssl_s_client_resumes_against_tcpls_serve() {
     assert!(sess.exists(), "s_client saved no session: no ticket came");
     let second = connect("-sess_in");
     assert!(second.contains("Reused, TLSv1.3"), "{second}");
+    // A plain TLS client's early data is refused (it would carry no TCPLS
+    // frames, and has nowhere to go before the handshake ends).
+    let req = dir.path().join("req.txt");
+    std::fs::write(&req, "GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let out = run_bounded(
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-tls1_3", "-sess_in"])
+            .arg(&sess)
+            .arg("-early_data")
+            .arg(&req),
+        b"",
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Early data was rejected"), "{text}");
 }
 
 #[test]

@@ -274,8 +274,8 @@ impl ClientConfig {
     /// Whether a session to `server_name` would send early data now (the
     /// cache holds a ticket that allows it; see
     /// [`crate::Session::connect_early`]).
-    pub fn has_early_ticket(&self, server_name: &str) -> bool {
-        let key = crate::resumption::cache_key(server_name, self.enable_tcpls, self.verify);
+    pub fn has_early_ticket(&self, server_name: &str, port: Option<u16>) -> bool {
+        let key = crate::resumption::cache_key(server_name, port, self.enable_tcpls, self.verify);
         self.early_data
             && self.enable_tcpls
             && self
@@ -806,6 +806,7 @@ impl ServerConfigBuilder {
             // then.
             b.set_session_cache_mode(SslSessionCacheMode::SERVER);
             b.set_session_cache_size(EARLY_DATA_REPLAY_CACHE);
+            tls_ffi::allow_early_data_only_for_tcpls(&mut b);
         } else {
             // Stateless tickets: a server keeps nothing per ticket.
             b.set_session_cache_mode(SslSessionCacheMode::OFF);

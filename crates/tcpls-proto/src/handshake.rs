@@ -176,6 +176,7 @@ impl Handshake {
     pub(crate) fn client(
         cfg: &ClientConfig,
         server_name: &str,
+        port: Option<u16>,
         early: bool,
     ) -> Result<Self, Error> {
         let mut ssl = Ssl::new(cfg.context()).map_err(internal)?;
@@ -200,7 +201,7 @@ impl Handshake {
         let mut resume_key = None;
         let mut budget = 0;
         if let Some(cache) = &cfg.session_cache {
-            let key = cache_key(server_name, cfg.enable_tcpls, cfg.verify);
+            let key = cache_key(server_name, port, cfg.enable_tcpls, cfg.verify);
             if let Some(ticket) = cache.take(&key) {
                 tls_ffi::set_session(&mut ssl, &ticket.session)?;
                 // Early data carries TCPLS frames: only to a server that

@@ -203,14 +203,25 @@ fn expired(s: &SslSession, now: i64) -> bool {
     time.saturating_add(s.timeout()) <= now
 }
 
-/// The cache key of a session to `server_name`:
+/// The cache key of a session to `server_name` (and `port`):
 /// - with or without the `tcpls` extension: a ticket is only offered by
 ///   the OpenSSL context that received it (see `tls_ffi::set_session`);
 /// - verified or not: a resumed handshake does not check the certificate
 ///   again, so a ticket from an unverified session must not let a
 ///   verifying client skip the check.
-pub(crate) fn cache_key(server_name: &str, tcpls: bool, verified: bool) -> String {
-    let mut key = server_name.to_string();
+pub(crate) fn cache_key(
+    server_name: &str,
+    port: Option<u16>,
+    tcpls: bool,
+    verified: bool,
+) -> String {
+    // The port too when known: two services on one host are two servers
+    // (their tickets do not resume on each other, and a plain TLS one must
+    // never get a TCPLS server's early data).
+    let mut key = match port {
+        Some(p) => format!("{server_name}:{p}"),
+        None => server_name.to_string(),
+    };
     if !tcpls {
         key.push_str(" (plain TLS)");
     }

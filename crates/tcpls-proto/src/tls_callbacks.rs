@@ -77,6 +77,17 @@ fn keylog_file() -> Option<&'static Mutex<std::fs::File>> {
     .as_ref()
 }
 
+/// Server: the client's hello carried a `tcpls` extension this side
+/// speaks.
+pub(crate) fn peer_offered_tcpls(ssl: &SslRef) -> bool {
+    shared(ssl).is_some_and(|st| {
+        st.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peer_ext
+            .is_some()
+    })
+}
+
 fn parse_hex(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     if !s.len().is_multiple_of(2) {
         return None;

@@ -21,6 +21,31 @@ extern "C" {
     fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: c_long) -> c_long;
     // Since 1.1.1; not bound either.
     fn SSL_get_early_data_status(s: *const ffi::SSL) -> c_int;
+    fn SSL_CTX_set_allow_early_data_cb(
+        ctx: *mut ffi::SSL_CTX,
+        cb: Option<unsafe extern "C" fn(*mut ffi::SSL, *mut std::ffi::c_void) -> c_int>,
+        arg: *mut std::ffi::c_void,
+    );
+}
+
+/// Server: early data is accepted only from clients that offered TCPLS
+/// (its units are TCPLS frames; a plain TLS client's early bytes would
+/// have nowhere to go before the handshake ends).
+pub(crate) fn allow_early_data_only_for_tcpls(b: &mut SslContextBuilder) {
+    // SAFETY: the callback has the signature OpenSSL documents and uses
+    // no argument.
+    unsafe {
+        SSL_CTX_set_allow_early_data_cb(b.as_ptr(), Some(allow_early_data), std::ptr::null_mut())
+    };
+}
+
+unsafe extern "C" fn allow_early_data(ssl: *mut ffi::SSL, _arg: *mut std::ffi::c_void) -> c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: OpenSSL passes the live SSL whose ClientHello it parsed.
+        let ssl = unsafe { SslRef::from_ptr(ssl) };
+        c_int::from(crate::tls_callbacks::peer_offered_tcpls(ssl))
+    })
+    .unwrap_or(0)
 }
 
 /// `SSL_EARLY_DATA_ACCEPTED` (ssl.h).

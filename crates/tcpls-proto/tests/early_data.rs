@@ -81,7 +81,7 @@ fn an_early_request_is_answered_in_the_servers_first_flight() {
     let s = server(16_384);
     prime(&c, &s);
     let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", now).unwrap();
+    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
     let mut sv = Session::accept(s.clone(), now).unwrap();
     assert_eq!(cl.early_data(), EarlyData::Pending);
     // The ClientHello waits for the request.
@@ -140,7 +140,7 @@ fn refused_early_data_is_sent_again_and_arrives_once() {
     // are refused, the handshake is full.
     let s2 = server(16_384);
     let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", now).unwrap();
+    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
     let mut sv = Session::accept(s2, now).unwrap();
     let id = cl.open_stream().unwrap();
     cl.write(id, b"request").unwrap();
@@ -164,7 +164,7 @@ fn a_replayed_first_flight_is_not_processed_twice() {
     let s = server(16_384);
     prime(&c, &s);
     let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", now).unwrap();
+    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
     let id = cl.open_stream().unwrap();
     cl.write(id, b"transfer 100 coins").unwrap();
     let mut flight = Vec::new();
@@ -193,7 +193,7 @@ fn without_early_data_on_the_server_connect_early_is_a_plain_connect() {
     let s = server(0);
     prime(&c, &s);
     let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", now).unwrap();
+    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
     assert_eq!(cl.early_data(), EarlyData::NotAttempted);
     let mut sv = Session::accept(s, now).unwrap();
     for _ in 0..4 {
@@ -205,4 +205,36 @@ fn without_early_data_on_the_server_connect_early_is_a_plain_connect() {
         cl.handshake_kind(),
         Some(tcpls_proto::HandshakeKind::Resumed)
     );
+}
+
+#[test]
+fn early_data_refused_by_a_plain_tls_server_goes_on_the_tls_stream() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache);
+    prime(&c, &server(16_384));
+    // The same name now answers as a plain TLS server.
+    let plain = Arc::new(
+        ServerConfig::builder()
+            .self_signed(&["localhost"])
+            .unwrap()
+            .enable_tcpls(false)
+            .max_early_data(16_384)
+            .transport(quiet())
+            .build()
+            .unwrap(),
+    );
+    let now = Instant::now();
+    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
+    assert_eq!(cl.early_data(), EarlyData::Pending);
+    let mut sv = Session::accept(plain, now).unwrap();
+    let id = cl.open_stream().unwrap();
+    cl.write(id, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    for _ in 0..6 {
+        send(&mut cl, &mut sv, now);
+        send(&mut sv, &mut cl, now);
+    }
+    assert!(!cl.is_tcpls());
+    assert_eq!(cl.early_data(), EarlyData::Rejected);
+    let sid = sv.accept_stream().unwrap();
+    assert_eq!(read_all(&mut sv, sid), b"GET / HTTP/1.1\r\n\r\n");
 }

@@ -122,7 +122,7 @@ pub async fn connect_early(
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<Session, Error> {
-    if !config.has_early_ticket(server_name) {
+    if !config.has_early_ticket(server_name, Some(addr.port())) {
         return connect(addr, server_name, config).await;
     }
     let fast_open = config.transport.fast_open;
@@ -132,7 +132,12 @@ pub async fn connect_early(
     )
     .await
     .map_err(|_| Error::Session(tcpls_proto::Error::HandshakeTimeout))??;
-    let proto = tcpls_proto::Session::connect_early(config, server_name, Instant::now())?;
+    let proto = tcpls_proto::Session::connect_early(
+        config,
+        server_name,
+        Some(addr.port()),
+        Instant::now(),
+    )?;
     let session = start(proto, tcp, BytesMut::new(), None, None);
     if fast_open {
         // As `handshake` does: remember a path that drops SYNs with data.
@@ -203,8 +208,9 @@ async fn handshake(
         .await
         .map_err(|_| Attempt::Connect(Error::Session(tcpls_proto::Error::HandshakeTimeout)))?
         .map_err(|e| Attempt::Connect(e.into()))?;
-    let proto = tcpls_proto::Session::connect(config, server_name, Instant::now())
-        .map_err(|e| Attempt::Connect(e.into()))?;
+    let proto =
+        tcpls_proto::Session::connect_to(config, server_name, Some(addr.port()), Instant::now())
+            .map_err(|e| Attempt::Connect(e.into()))?;
     let session = start(proto, tcp, BytesMut::new(), None, None);
     match tokio::time::timeout(wait, established(&session)).await {
         Ok(Ok(())) => {

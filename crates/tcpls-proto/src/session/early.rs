@@ -104,9 +104,10 @@ impl Session {
     pub fn connect_early(
         config: std::sync::Arc<crate::config::ClientConfig>,
         server_name: &str,
+        port: Option<u16>,
         now: Instant,
     ) -> Result<Self, Error> {
-        let mut hs = Handshake::client(&config, server_name, config.early_data)?;
+        let mut hs = Handshake::client(&config, server_name, port, config.early_data)?;
         let early = hs.early_budget() > 0;
         if !early {
             hs.drive()?;

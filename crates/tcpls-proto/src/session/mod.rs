@@ -285,7 +285,18 @@ impl Session {
         server_name: &str,
         now: Instant,
     ) -> Result<Self, Error> {
-        let mut hs = Handshake::client(&config, server_name, false)?;
+        Self::connect_to(config, server_name, None, now)
+    }
+
+    /// [`Self::connect`] to `server_name`'s service on `port`: its tickets
+    /// are kept apart from other ports' (the runtime passes the port).
+    pub fn connect_to(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        port: Option<u16>,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let mut hs = Handshake::client(&config, server_name, port, false)?;
         hs.drive()?;
         let state = State::Handshake(Box::new(hs));
         Ok(Self::new(

@@ -242,6 +242,20 @@ impl Session {
         st.send_credit = SendCredit::new(u64::MAX);
         let mut s = Stream::new(u64::MAX, self.cfg.stream_window, ConnectionId::FIRST);
         s.recv.credit = RecvCredit::new(u64::MAX);
+        // Early data to a server that turned out plain TLS (refused): what
+        // the client wrote on its first stream goes on the TLS stream; other
+        // early streams have no place in plain TLS.
+        if let Some(early) = st.map.remove(&StreamId(0)) {
+            s.send.unsent = early.send.unsent;
+            s.send.fin_queued = early.send.fin_queued;
+        }
+        for id in std::mem::take(&mut st.map).into_keys() {
+            self.events.push_back(Event::StreamReadable(id));
+        }
+        if self.early.status == super::EarlyData::Pending {
+            self.early.status = super::EarlyData::Rejected;
+            self.early.sent.clear();
+        }
         st.map.insert(StreamId(0), s);
         self.events.push_back(Event::Connected { tcpls: false });
         match self.side {
