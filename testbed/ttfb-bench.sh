@@ -7,6 +7,7 @@
 # OpenSSL then keeps the record layer; Debian's `openssl s_server` has no
 # Fast Open) full, resumed, and with Fast Open (curl's OpenSSL offers X25519 only; TCPLS's default is the hybrid
 # post-quantum X25519MLKEM768, so TCPLS also runs with --groups X25519).
+# quinn too (`quic-ttfb` of tcpls-bench: full handshakes, and 0-RTT).
 # Each line is the median of RUNS fetches, each a new process
 # (curl's resumed line: the second of two URLs in one process, which
 # resumes the first one's session). Prints a Markdown table, in
@@ -17,6 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${BIN:-target/release/tcpls}")
+QUIC=target/release/quic-ttfb
+[ -x "$QUIC" ] || cargo build --release -p tcpls-bench --bin quic-ttfb >&2
+QUIC=$(realpath "$QUIC")
 RUNS=${RUNS:-20}
 RATE=${RATE:-100mbit}
 DELAY=${DELAY:-25ms}
@@ -32,6 +36,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 cli() { ip netns exec $P-cli "$@"; }
 ip netns exec $P-srv "$BIN" serve --listen 0.0.0.0:4443 --root "$dir" \
     --cert "$dir/cert.pem" --key "$dir/key.pem" >/dev/null 2>&1 &
+ip netns exec $P-srv "$QUIC" server 0.0.0.0:4444 "$dir/quic-cert.pem" >/dev/null 2>&1 &
 sleep 1
 rtt=$(cli ping -c 5 -i 0.2 -q 10.71.1.2 | awk -F/ '/^rtt/ {print $5}')
 
@@ -115,3 +120,16 @@ line "TLS 1.3/TCP (curl, OpenSSL) full + TFO" "$(curl_kind --tcp-fastopen "$url"
 line "TLS 1.3/TCP (curl, OpenSSL) resumed" "$(curl_kind "$url" "$url")" curl_ms "$url" "$url"
 line "TLS 1.3/TCP (curl, OpenSSL) resumed + TFO" "$(curl_kind --tcp-fastopen "$url" "$url")" \
     curl_ms --tcp-fastopen "$url" "$url"
+# quinn: the client times RUNS connections itself (median, then what they
+# were: "full" or "0-rtt accepted").
+quic_line() {
+    local name=$1
+    shift
+    local out v check
+    out=$(cli "$QUIC" client 10.71.1.2:4444 "$dir/quic-cert.pem" --runs "$RUNS" "$@")
+    v=$(echo "$out" | sed -n 1p)
+    check=$(echo "$out" | sed -n 2p)
+    printf '| %s | %s | %s | %.2f |\n' "$name" "$check" "$v" "$(echo "$v / $rtt" | bc -l)"
+}
+quic_line "QUIC (quinn) full"
+quic_line "QUIC (quinn) resumed + 0-RTT" --zero-rtt
