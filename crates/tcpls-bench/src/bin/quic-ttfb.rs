@@ -29,7 +29,10 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Answer every stream with 1 KiB; write the certificate to CERT_OUT.
-    Server { addr: SocketAddr, cert_out: std::path::PathBuf },
+    Server {
+        addr: SocketAddr,
+        cert_out: std::path::PathBuf,
+    },
     /// Time `--runs` connections to the server.
     Client {
         addr: SocketAddr,
@@ -75,9 +78,13 @@ async fn server(addr: SocketAddr, cert_out: &std::path::Path) -> Result<()> {
     eprintln!("quic-ttfb server on {}", ep.local_addr()?);
     while let Some(incoming) = ep.accept().await {
         tokio::spawn(async move {
-            let Ok(connecting) = incoming.accept() else { return };
+            let Ok(connecting) = incoming.accept() else {
+                return;
+            };
             // A server may always take 0-RTT streams.
-            let Ok((conn, _)) = connecting.into_0rtt() else { return };
+            let Ok((conn, _)) = connecting.into_0rtt() else {
+                return;
+            };
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 tokio::spawn(async move {
                     if recv.read_to_end(4096).await.is_ok() {
@@ -91,7 +98,12 @@ async fn server(addr: SocketAddr, cert_out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn client(addr: SocketAddr, cert: &std::path::Path, runs: usize, zero_rtt: bool) -> Result<()> {
+async fn client(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+    runs: usize,
+    zero_rtt: bool,
+) -> Result<()> {
     let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile_certs(&pem)? {
@@ -158,10 +170,7 @@ async fn once(ep: &quinn::Endpoint, addr: SocketAddr, zero_rtt: bool) -> Result<
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(b"GET\n").await?;
     send.finish()?;
-    let first = recv
-        .read_chunk(4096, true)
-        .await?
-        .context("no answer")?;
+    let first = recv.read_chunk(4096, true).await?.context("no answer")?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let mut got = first.bytes.len();
     while let Some(c) = recv.read_chunk(4096, true).await? {

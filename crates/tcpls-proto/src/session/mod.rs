@@ -22,6 +22,7 @@
 //! | `recv.rs` | the input path: handshake, records, frames |
 //! | `transmit.rs` | the output path: `poll_transmit`, building and sealing records |
 //! | `record_builder.rs` | one record's plaintext while it is assembled |
+//! | `early.rs` | early data (0-RTT), both sides |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -258,7 +259,8 @@ pub struct Session {
     options: options::Options,
     /// How the handshake went, once it is over.
     handshake_kind: Option<HandshakeKind>,
-    /// Client: reads the server's tickets until its first other record.
+    /// Client: hands the server's tickets to OpenSSL (`recv.rs`
+    /// `read_tickets` says until when).
     tickets: Option<TicketReader>,
     /// ALPN, the peer's certificates, the server name.
     handshake_info: Option<Box<HandshakeInfo>>,
