@@ -38,6 +38,9 @@ use crate::wire::TransportParams;
 /// up on them.
 const TICKET_RECORDS: u32 = 64;
 
+/// Ticket records read per session.
+const MAX_TICKETS_READ: u64 = 2;
+
 /// Connections a session fails over because their records arrived
 /// corrupted, before a further one ends the session instead.
 const MAX_CORRUPT_CONNECTIONS: u32 = 8;
@@ -409,16 +412,21 @@ impl Session {
     }
 
     /// Client: a record of tickets goes to OpenSSL, which stores them in
-    /// the session cache. Reading ends at the first other record after a
-    /// ticket (tickets come together), or after `TICKET_RECORDS` records
-    /// without one (0.5-RTT records may come first).
+    /// the session cache. Reading ends after `MAX_TICKETS_READ` tickets, at
+    /// the first other record after a ticket (tickets come together), or
+    /// after `TICKET_RECORDS` records without one (0.5-RTT records may
+    /// come first).
     fn read_tickets(&mut self, ct: ContentType, plain: &[u8]) {
         let (Some(reader), State::Tcpls(keys)) = (&mut self.tickets, &self.state) else {
             return;
         };
         reader.records += 1;
         let keep = if ct == ContentType::Handshake && only_session_tickets(plain) {
+            // Two tickets are what a server sends (and more than a client
+            // keeps using); an idle session would otherwise hold its
+            // OpenSSL until its next record.
             keys.recv.key_of(0).is_some_and(|k| reader.read(plain, k))
+                && reader.fed() < MAX_TICKETS_READ
         } else {
             reader.fed() == 0 && reader.records < TICKET_RECORDS
         };
