@@ -39,31 +39,28 @@ pub fn coded(code: u8, msg: impl Into<String>) -> anyhow::Error {
 /// handshake says (a session started with early data fails its handshake
 /// while a request is under way), else 1.
 pub fn code_of(e: &anyhow::Error) -> u8 {
-    use tcpls_proto::Error as S;
     e.chain()
         .find_map(|c| c.downcast_ref::<Coded>().map(|c| c.code))
-        .or_else(|| {
-            e.chain()
-                .find_map(|c| match c.downcast_ref::<tcpls::Error>()? {
-                    tcpls::Error::Session(S::Certificate { .. }) => Some(CERTIFICATE),
-                    tcpls::Error::Session(S::HandshakeTimeout) => Some(TIMEOUT),
-                    tcpls::Error::Session(S::Handshake(_)) => Some(TLS),
-                    _ => None,
-                })
-        })
+        .or_else(|| handshake_code(e, false))
         .unwrap_or(1)
 }
 
 /// The exit code of a failure to open a session: what the handshake's
-/// failure says, else "no connection" (7).
+/// failure says (a peer's alert counts), else "no connection" (7).
 pub fn connect_code(e: &anyhow::Error) -> u8 {
+    handshake_code(e, true).unwrap_or(CONNECT)
+}
+
+/// The code of a failed handshake in `e`'s chain: certificate (60),
+/// timeout (28), TLS (35; with `alerts`, a peer's alert too).
+fn handshake_code(e: &anyhow::Error, alerts: bool) -> Option<u8> {
     use tcpls_proto::Error as S;
     e.chain()
         .find_map(|c| match c.downcast_ref::<tcpls::Error>()? {
             tcpls::Error::Session(S::Certificate { .. }) => Some(CERTIFICATE),
             tcpls::Error::Session(S::HandshakeTimeout) => Some(TIMEOUT),
-            tcpls::Error::Session(S::Handshake(_) | S::Alert(_)) => Some(TLS),
+            tcpls::Error::Session(S::Handshake(_)) => Some(TLS),
+            tcpls::Error::Session(S::Alert(_)) if alerts => Some(TLS),
             _ => None,
         })
-        .unwrap_or(CONNECT)
 }

@@ -525,7 +525,6 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     let mut decoded = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut input: &[u8] = &rest;
-    let mut n_read;
     loop {
         // The body's bytes in `input`, then whether it is complete.
         let (body, done): (&[u8], bool) = match &mut framing {
@@ -550,7 +549,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             break;
         }
-        n_read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await?;
+        let n_read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await?;
         if n_read == 0 {
             match framing {
                 Framing::Length(l) => bail!("body ended after {total} of {l} bytes"),

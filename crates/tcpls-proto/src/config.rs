@@ -195,10 +195,6 @@ fn tls_err(e: openssl::error::ErrorStack) -> Error {
     Error::BadConfig(e.to_string())
 }
 
-fn file_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::BadConfig(format!("{what} {}: {e}", path.display()))
-}
-
 /// Configuration of a client session. Cheap to share behind an `Arc`.
 pub struct ClientConfig {
     pub(crate) tls: SslContext,
@@ -321,7 +317,7 @@ impl ClientConfigBuilder {
     /// Trusts the certificates in a PEM file (in addition to the system's).
     pub fn root_certificates_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let pem = std::fs::read(path).map_err(|e| file_err("reading", path, e))?;
+        let pem = tls_options::read_file(path)?;
         self = self.root_certificates_pem(&pem)?;
         Ok(self)
     }

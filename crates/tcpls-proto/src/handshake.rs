@@ -304,11 +304,7 @@ impl Handshake {
 
     /// The negotiated suite, once known.
     pub(crate) fn suite(&self) -> Option<CipherSuite> {
-        self.stream
-            .ssl()
-            .current_cipher()
-            .and_then(|c| c.standard_name())
-            .and_then(CipherSuite::from_name)
+        suite_of(self.stream.ssl())
     }
 
     fn new(mut ssl: Ssl, ext: TcplsExtension, side: Side) -> Result<Self, Error> {
@@ -390,14 +386,10 @@ impl Handshake {
             drop(st);
             return Ok(Outcome::Fallback(Box::new(self.stream)));
         };
-        let name = self
-            .stream
-            .ssl()
-            .current_cipher()
-            .and_then(|c| c.standard_name())
-            .ok_or_else(|| Error::Internal("no cipher after handshake".into()))?;
-        let suite = CipherSuite::from_name(name)
-            .ok_or_else(|| Error::Internal(format!("unsupported suite {name}")))?;
+        // The contexts offer only the suites `CipherSuite` knows.
+        let suite = self
+            .suite()
+            .ok_or_else(|| Error::Internal("no known cipher suite after handshake".into()))?;
         let (c, s) = match (st.client_secret.take(), st.server_secret.take()) {
             (Some(c), Some(s)) => (c, s),
             _ => return Err(Error::Internal("traffic secrets not exported".into())),
@@ -496,13 +488,11 @@ impl TicketReader {
     }
 }
 
-impl Drop for TicketReader {
-    fn drop(&mut self) {
-        // Freeing an SSL that never sent close_notify marks its current
-        // session (the last ticket read) not resumable; the record layer
-        // is ours, so OpenSSL's view of the connection's end is irrelevant.
-        self.stream.set_shutdown(ShutdownState::SENT);
-    }
+/// The TLS 1.3 suite an SSL negotiated, if one we know.
+pub(crate) fn suite_of(ssl: &openssl::ssl::SslRef) -> Option<CipherSuite> {
+    ssl.current_cipher()
+        .and_then(|c| c.standard_name())
+        .and_then(CipherSuite::from_name)
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {

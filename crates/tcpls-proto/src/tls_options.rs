@@ -301,7 +301,7 @@ fn select_alpn<'a>(ours: &[Vec<u8>], mut client: &'a [u8]) -> Option<&'a [u8]> {
         .find_map(|o| offered.iter().find(|p| **p == o.as_slice()).copied())
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::BadConfig(format!("reading {}: {e}", path.display())))
 }
 

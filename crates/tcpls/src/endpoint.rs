@@ -147,9 +147,7 @@ pub async fn connect_early(
             // Bounded: a session dropped before its first write never
             // starts its handshake.
             if let Ok(Ok(())) = tokio::time::timeout(wait, established(&s)).await {
-                for tcp in s.shared().sockets_of(Some(ConnectionId::FIRST)) {
-                    crate::socket::note_fast_open_outcome(&tcp, addr.ip());
-                }
+                note_fast_open(&s, addr);
             }
         });
     }
@@ -186,6 +184,14 @@ pub async fn connect_from(
     Ok(session)
 }
 
+/// After a handshake with Fast Open asked: remembers `addr` if its path
+/// dropped the SYN's data (see `socket::note_fast_open_outcome`).
+fn note_fast_open(session: &Session, addr: SocketAddr) {
+    for tcp in session.shared().sockets_of(Some(ConnectionId::FIRST)) {
+        crate::socket::note_fast_open_outcome(&tcp, addr.ip());
+    }
+}
+
 /// How one connection attempt failed.
 enum Attempt {
     /// TCP did not connect: nothing to retry differently.
@@ -215,9 +221,7 @@ async fn handshake(
     match tokio::time::timeout(wait, established(&session)).await {
         Ok(Ok(())) => {
             if fast_open {
-                for tcp in session.shared().sockets_of(Some(ConnectionId::FIRST)) {
-                    crate::socket::note_fast_open_outcome(&tcp, addr.ip());
-                }
+                note_fast_open(&session, addr);
             }
             Ok(session)
         }

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::handshake::{Handshake, Outcome};
 use crate::ids::{ConnectionId, Side, StreamId};
 use crate::wire::frame::{stream_header, Frame, FrameIter, STREAM_HEADER_LEN};
-use crate::wire::record::HEADER_LEN;
+use crate::wire::record::{split_records, HEADER_LEN};
 
 /// Streams a client may open before the handshake (the server's limit is
 /// not known yet; TCPLS's default is 256).
@@ -362,30 +362,23 @@ impl Session {
     /// the first connection, which the session's own records already used)
     /// sealed again at the session's next sequence numbers, ahead of any
     /// later record.
-    fn reseal_tickets(&mut self, mut records: &[u8]) -> Result<(), Error> {
+    fn reseal_tickets(&mut self, records: &[u8]) -> Result<(), Error> {
         let State::Tcpls(keys) = &mut self.state else {
             return Ok(());
         };
         let Keys { send, .. } = &mut **keys;
-        let key = send.seal_key(0)?;
         let Some(c) = self.paths.conns.get_mut(&ConnectionId::FIRST) else {
             return Ok(());
         };
-        let mut openssl_seq = 0;
-        while records.len() >= HEADER_LEN {
-            let len = u16::from_be_bytes([records[3], records[4]]) as usize;
-            let Some(rec) = records.get(..HEADER_LEN + len) else {
-                break;
-            };
+        for (openssl_seq, rec) in split_records(records).enumerate() {
+            let key = send.seal_key(0)?;
             let mut rec = rec.to_vec();
-            records = &records[HEADER_LEN + len..];
-            let (ct, plain_len) = key.open(ConnectionId::FIRST, openssl_seq, &mut rec)?;
-            openssl_seq += 1;
-            let mut out = vec![0u8; HEADER_LEN];
-            out.extend_from_slice(&rec[HEADER_LEN..HEADER_LEN + plain_len]);
-            key.seal(ConnectionId::FIRST, c.send_seq, ct, &mut out, 0)?;
+            // Opened in place, the plaintext is sealed again where it lies.
+            let (ct, plain_len) = key.open(ConnectionId::FIRST, openssl_seq as u64, &mut rec)?;
+            rec.truncate(HEADER_LEN + plain_len);
+            key.seal(ConnectionId::FIRST, c.send_seq, ct, &mut rec, 0)?;
             c.send_seq += 1;
-            self.raw_out.extend_from_slice(&out);
+            self.raw_out.extend_from_slice(&rec);
         }
         Ok(())
     }

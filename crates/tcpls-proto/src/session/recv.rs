@@ -29,9 +29,8 @@ use super::{Event, HandshakeKind, Keys, Session, State};
 use crate::error::{CallError, Error, ErrorCode};
 use crate::handshake::Outcome;
 use crate::ids::{ConnectionId, Side, StreamId};
-use crate::record::CipherSuite;
 use crate::wire::frame::{Frame, FrameIter};
-use crate::wire::record::{ContentType, RecordHeader, HEADER_LEN};
+use crate::wire::record::{split_records, ContentType, RecordHeader, HEADER_LEN};
 use crate::wire::TransportParams;
 
 /// Records of the first connection looked at for tickets before giving
@@ -58,20 +57,6 @@ fn only_session_tickets(mut msgs: &[u8]) -> bool {
         msgs = rest;
     }
     true
-}
-
-/// Whole TLS records in `bytes`.
-fn count_records(mut bytes: &[u8]) -> u64 {
-    let mut n = 0;
-    while bytes.len() >= HEADER_LEN {
-        let len = u16::from_be_bytes([bytes[3], bytes[4]]) as usize;
-        let Some(rest) = bytes.get(HEADER_LEN + len..) else {
-            break;
-        };
-        bytes = rest;
-        n += 1;
-    }
-    n
 }
 
 pub(super) fn kind(resumed: bool) -> HandshakeKind {
@@ -143,7 +128,7 @@ impl Session {
             // A server's last handshake step writes only its tickets, each a
             // record under the application key (see `establish_tcpls`).
             let tickets = match self.side {
-                Side::Server => count_records(&self.raw_out[before..]),
+                Side::Server => split_records(&self.raw_out[before..]).count() as u64,
                 Side::Client => 0,
             };
             self.on_handshake_done(buf, tickets)?;
@@ -193,11 +178,7 @@ impl Session {
             Outcome::Fallback(ssl) => {
                 tracing::debug!(side = ?self.side, "peer is plain TLS: fallback");
                 self.handshake_kind = Some(kind(ssl.ssl().session_reused()));
-                self.suite = ssl
-                    .ssl()
-                    .current_cipher()
-                    .and_then(|c| c.standard_name())
-                    .and_then(CipherSuite::from_name);
+                self.suite = crate::handshake::suite_of(ssl.ssl());
                 let update_after = self.cfg.key_update_records;
                 self.state = State::Fallback(Box::new(Fallback::new(ssl, update_after)));
                 self.open_fallback_stream();

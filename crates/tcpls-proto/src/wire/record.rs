@@ -49,6 +49,18 @@ impl From<ContentType> for u8 {
     }
 }
 
+/// The whole records (header and fragment) at the front of `bytes`, in
+/// order; a partial one at the end is left out. Lengths are not checked
+/// against the limits: for output of our own TLS library.
+pub fn split_records(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = HEADER_LEN + u16::from_be_bytes([*bytes.get(3)?, *bytes.get(4)?]) as usize;
+        let rec = bytes.get(..len)?;
+        bytes = &bytes[len..];
+        Some(rec)
+    })
+}
+
 /// A parsed record header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
