@@ -102,6 +102,12 @@ pub struct TransportOptionArgs {
     /// allows it, and the answer is reported).
     #[arg(long, value_name = "NAME")]
     pub peer_cc: Option<String>,
+    /// Ship this compiled BPF congestion controller (a struct_ops
+    /// tcp_congestion_ops object, e.g. from bpf/build.sh) to the peer,
+    /// which loads it if its --accept-cc-programs allows, then uses it as
+    /// --peer-cc NAME (the name the object registers).
+    #[arg(long, value_name = "FILE", requires = "peer_cc")]
+    pub peer_cc_program: Option<PathBuf>,
     /// Ask the peer to use this TCP user timeout (e.g. 2s) on the session's
     /// connections: TCP_USER_TIMEOUT there, and the threshold at which it
     /// declares a connection failed (clamped by the peer to 100 ms-30 s).
@@ -111,6 +117,17 @@ pub struct TransportOptionArgs {
     /// (comma-separated; "none" refuses all).
     #[arg(long, value_name = "NAMES", default_value = "reno,cubic,bbr")]
     pub accept_cc: String,
+    /// BPF congestion controllers the peer may ship to this side
+    /// (--peer-cc-program), which it then loads into the kernel (needs
+    /// root and a build with the bpf-cc feature): "none", SHA-256 digests
+    /// of the objects (comma-separated, as sha256sum prints them), or
+    /// "any" (labs only: the kernel's verifier is then the only check).
+    #[arg(long, value_name = "POLICY", default_value = "none",
+          value_parser = tcpls::CcProgramPolicy::parse)]
+    pub accept_cc_programs: tcpls::CcProgramPolicy,
+    /// The --peer-cc-program file, read once.
+    #[arg(skip)]
+    program: std::sync::OnceLock<bytes::Bytes>,
     /// No TCP Fast Open: a client's ClientHello and join hellos never ride
     /// in the SYN, a server's listener refuses SYNs with data. (Fast Open
     /// also needs net.ipv4.tcp_fastopen=3 on Linux; see docs/deployment.md.)
@@ -131,6 +148,26 @@ impl TransportOptionArgs {
                 .filter(|n| !n.is_empty())
                 .collect()
         };
+        transport.peer_cc_programs = self.accept_cc_programs.clone();
+    }
+
+    /// The --peer-cc-program object, read on first use (a server checks
+    /// it at start, not at its first client).
+    pub fn program(&self) -> Result<Option<bytes::Bytes>> {
+        let Some(path) = &self.peer_cc_program else {
+            return Ok(None);
+        };
+        if let Some(p) = self.program.get() {
+            return Ok(Some(p.clone()));
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("--peer-cc-program {}", path.display()))?;
+        anyhow::ensure!(
+            bytes.starts_with(b"\x7fELF"),
+            "--peer-cc-program {}: not an ELF object (build one with bpf/build.sh)",
+            path.display()
+        );
+        Ok(Some(self.program.get_or_init(|| bytes.into()).clone()))
     }
 
     /// True when [`Self::apply`] has something to do.
@@ -151,7 +188,11 @@ impl TransportOptionArgs {
                 .with_context(|| format!("--cc {name}"))?;
         }
         if let Some(name) = &self.peer_cc {
-            session.set_peer_option(None, tcpls::PeerOption::CongestionControl(name.clone()))?;
+            let option = match self.program()? {
+                Some(program) => tcpls::PeerOption::congestion_program(name, program),
+                None => tcpls::PeerOption::CongestionControl(name.clone()),
+            };
+            session.set_peer_option(None, option)?;
         }
         if let Some(t) = self.peer_user_timeout {
             session.set_peer_option(None, tcpls::PeerOption::UserTimeout(t))?;

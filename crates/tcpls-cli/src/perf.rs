@@ -367,6 +367,13 @@ pub async fn measure(args: &PerfArgs) -> Result<PerfReport> {
             }
             None => None,
         };
+        // A peer's transport option still arriving or loading (a BPF
+        // congestion controller) would change the connections under the
+        // next run and is missing from this one's report: let it settle.
+        let settle = Instant::now();
+        while session.peer_options_pending() && settle.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         done.notify_one();
         timeline = sampler.await?;
         if let Some(at) = joined_at {

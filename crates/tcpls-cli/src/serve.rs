@@ -165,6 +165,7 @@ impl ServerOpts {
             ..defaults
         };
         self.options.configure(&mut transport);
+        self.options.program()?;
         // Sent with the first join tokens (a client behind a load
         // balancer must not join before it knows them).
         transport.advertised_addresses = self.advertise.clone();

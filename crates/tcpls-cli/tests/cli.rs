@@ -521,6 +521,77 @@ fn the_server_chooses_the_clients_congestion_controller() {
     );
 }
 
+/// A congestion controller shipped as eBPF through the CLI: `serve
+/// --peer-cc tcpls_vegas --peer-cc-program vegas.bpf.o` ships the object,
+/// a client whose --accept-cc-programs lists its SHA-256 loads it and its
+/// upload connection uses it (getsockopt, in --json); a client with the
+/// default policy refuses it and goes on with its default. Root only.
+#[cfg(feature = "bpf-cc")]
+#[test]
+fn the_server_ships_a_bpf_congestion_controller() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: loading BPF congestion controllers needs root");
+        return;
+    }
+    if std::process::Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: clang is missing (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bpf = dir.path().join("bpf");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf/build.sh");
+    assert!(Command::new(script).arg(&bpf).status().unwrap().success());
+    let object = bpf.join("vegas.bpf.o");
+    let digest = hex::encode(openssl::sha::sha256(&std::fs::read(&object).unwrap()));
+    let object = object.to_str().unwrap();
+    let (_srv, port) = start_tcpls_serve(
+        dir.path(),
+        &[
+            "--perf",
+            "--peer-cc",
+            "tcpls_vegas",
+            "--peer-cc-program",
+            object,
+        ],
+    );
+    let perf = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["perf", &format!("127.0.0.1:{port}"), "-k", "--bytes", "4M"])
+            .args(["--repeat", "1", "--upload", "--json"])
+            .args(extra);
+        json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)))
+    };
+    let v = perf(&["--accept-cc-programs", &digest]);
+    assert_eq!(
+        v["connections"][0]["congestion_control"], "tcpls_vegas",
+        "{v}"
+    );
+    let asked = format!(
+        "peer asked congestion_program=tcpls_vegas sha256={digest} on all connections: applied"
+    );
+    assert!(v["events"].to_string().contains(&asked), "{v}");
+
+    let v = perf(&[]);
+    assert_ne!(
+        v["connections"][0]["congestion_control"], "tcpls_vegas",
+        "{v}"
+    );
+    assert!(
+        v["events"].to_string().contains("not accepted here"),
+        "the refusal is reported: {v}"
+    );
+    let available =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap();
+    assert!(
+        !available.contains("tcpls_vegas"),
+        "unregistered: {available}"
+    );
+}
+
 /// `serve` as a service: it takes the listening socket systemd passes
 /// (socket activation: LISTEN_FDS, fd 3), logs each request with its
 /// status, bytes and duration, and on SIGTERM stops accepting, closes

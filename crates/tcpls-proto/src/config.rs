@@ -62,6 +62,15 @@ pub struct TransportConfig {
     /// use (TRANSPORT_OPTION; default reno, cubic and bbr); other names are
     /// refused with a reason and the session goes on. Empty: none.
     pub peer_congestion_controls: Vec<String>,
+    /// Congestion controllers a peer may ship to this side as BPF objects
+    /// (TRANSPORT_OPTION 3), which this side's runtime would load into the
+    /// kernel: none by default. A refused program is answered as soon as
+    /// its announcement arrives, before any of its bytes are kept.
+    pub peer_cc_programs: crate::session::options::CcProgramPolicy,
+    /// The largest such program this side takes (default 1 MiB); larger
+    /// ones are refused. At most one is being received at a time, so this
+    /// bounds what a session holds of them.
+    pub max_cc_program: usize,
     /// Server: addresses advertised to every client (NEW_ADDRESS) in the
     /// same record as its first join tokens, so that a client never joins
     /// before it knows them (behind a load balancer, a join toward the
@@ -140,6 +149,8 @@ impl Default for TransportConfig {
             max_peer_user_timeout: Duration::from_secs(30),
             min_peer_user_timeout: Duration::from_millis(100),
             peer_congestion_controls: ["reno", "cubic", "bbr"].map(String::from).to_vec(),
+            peer_cc_programs: Default::default(),
+            max_cc_program: 1 << 20,
             advertised_addresses: Vec::new(),
             max_connections: 8,
             failover: true,

@@ -863,6 +863,107 @@ fn transport_options_are_requested_applied_and_answered() {
     assert_eq!(p.s.accept_stream(), Some(id));
 }
 
+/// A congestion controller program (TRANSPORT_OPTION 3 and its
+/// TRANSPORT_OPTION_DATA): refused by default at its announcement, taken
+/// when its SHA-256 is allowed, handed to the runtime whole and intact
+/// (40 KB: several records, out of one frame's reach), refused when over
+/// the size limit or not in the allowlist; the session goes on each time.
+#[test]
+fn congestion_controller_programs_follow_local_policy() {
+    use tcpls_proto::session::options::{CcProgramPolicy, OptionStatus, PeerOption};
+    let program: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let option = PeerOption::congestion_program("tcpls_test", program.clone());
+    let PeerOption::CongestionProgram { digest, .. } = option.clone() else {
+        unreachable!()
+    };
+    let answer_of = |p: &mut Net, request: u32| {
+        p.drive();
+        option_events(&mut p.s)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::PeerOptionAnswered {
+                    request: r, answer, ..
+                } if r == request => Some(answer),
+                _ => None,
+            })
+            .expect("answered")
+    };
+    let pair = |policy: CcProgramPolicy, max: usize| {
+        let t = TransportConfig {
+            peer_cc_programs: policy,
+            max_cc_program: max,
+            ..Default::default()
+        };
+        let mut p = Net::new(
+            client_config(t),
+            server_config(TransportConfig::default()),
+            1,
+        );
+        p.drive();
+        drain_events(&mut p.c);
+        drain_events(&mut p.s);
+        p
+    };
+
+    // Default policy: refused on the announcement.
+    let mut p = pair(CcProgramPolicy::default(), 1 << 20);
+    let r = p.s.set_peer_option(None, option.clone()).unwrap();
+    let answer = answer_of(&mut p, r);
+    assert!(
+        matches!(&answer, Err((OptionStatus::NotAllowed, why)) if why.contains("not accepted")),
+        "{answer:?}"
+    );
+    assert!(
+        option_events(&mut p.c).is_empty(),
+        "never reaches the runtime"
+    );
+
+    // Allowed by digest: the runtime gets the bytes.
+    let mut p = pair(CcProgramPolicy::Digests(vec![digest]), 1 << 20);
+    let r = p.s.set_peer_option(None, option.clone()).unwrap();
+    p.drive();
+    let asked = option_events(&mut p.c);
+    let [Event::PeerOption {
+        request,
+        conn: None,
+        option: got,
+    }] = &asked[..]
+    else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(got, &option, "the program arrives whole and intact");
+    p.c.answer_peer_option(
+        *request,
+        None,
+        got,
+        Err((OptionStatus::Failed, "verifier".into())),
+    );
+    let answer = answer_of(&mut p, r);
+    assert!(matches!(&answer, Err((OptionStatus::Failed, why)) if why == "verifier"));
+
+    // Another digest, or too large: refused.
+    let other = PeerOption::congestion_program("tcpls_test", vec![1u8; 10]);
+    let r = p.s.set_peer_option(None, other).unwrap();
+    let answer = answer_of(&mut p, r);
+    assert!(
+        matches!(&answer, Err((OptionStatus::NotAllowed, why)) if why.contains("SHA-256")),
+        "{answer:?}"
+    );
+    let mut p = pair(CcProgramPolicy::Any, 1000);
+    let r = p.s.set_peer_option(None, option).unwrap();
+    let answer = answer_of(&mut p, r);
+    assert!(
+        matches!(&answer, Err((OptionStatus::NotAllowed, why)) if why.contains("over the limit")),
+        "{answer:?}"
+    );
+    // The session goes on.
+    let id = p.c.open_stream().unwrap();
+    p.c.write(id, b"still here").unwrap();
+    p.drive();
+    assert_eq!(p.s.accept_stream(), Some(id));
+    assert!(p.c.error().is_none() && p.s.error().is_none());
+}
+
 /// Malformed or unknown options are answered with a typed status, never
 /// an error of the session; a hostile peer's flood of requests is bounded.
 #[test]

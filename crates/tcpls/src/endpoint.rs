@@ -60,6 +60,7 @@ fn start(
             leftover: Default::default(),
             inline_out: Default::default(),
             congestion_control: None,
+            cc_programs: Vec::new(),
         }),
         writers: Default::default(),
         rx: Default::default(),

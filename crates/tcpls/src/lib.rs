@@ -50,6 +50,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("tcpls runs on Linux only (TCP_INFO, TCP_USER_TIMEOUT, rtnetlink)");
 
+mod bpf_cc;
 mod driver;
 mod endpoint;
 mod error;
@@ -62,6 +63,7 @@ mod shared;
 mod socket;
 mod stream;
 
+pub use bpf_cc::loaded_congestion_programs;
 pub use endpoint::{connect, connect_any, connect_early, connect_from, ConnectOptions, Server};
 pub use error::{Error, StreamReset};
 pub use limits::ServerLimits;
@@ -69,7 +71,7 @@ pub use session::Session;
 pub use shared::SessionEvent;
 pub use socket::{block_fast_open, fast_open_blocked_destinations, ConnectionStats};
 pub use stream::{RecvStream, SendStream, Stream};
-pub use tcpls_proto::session::options::{OptionStatus, PeerOption};
+pub use tcpls_proto::session::options::{CcProgramPolicy, OptionStatus, PeerOption};
 /// A connection's state in its session ([`Session::connections`]).
 pub use tcpls_proto::session::ConnectionState;
 pub use tcpls_proto::tls_options::{ClientAuth, VerifyStep};

@@ -111,6 +111,13 @@ impl Session {
         self.shared().lock().fallback.clone()
     }
 
+    /// True while a transport option the peer asked for is not answered
+    /// yet (e.g. a congestion controller program still arriving or
+    /// loading): a measurement waits for it to settle.
+    pub fn peer_options_pending(&self) -> bool {
+        self.shared().lock().proto.peer_options_pending()
+    }
+
     /// True when both sides acknowledge records (failover is on).
     pub fn failover(&self) -> bool {
         self.shared().lock().proto.failover()

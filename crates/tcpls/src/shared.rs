@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
-use tcpls_proto::session::options::PeerOption;
+use tcpls_proto::session::options::{OptionStatus, PeerOption};
 use tcpls_proto::{ConnectionId, ErrorCode, Event, StreamId};
 use tokio::sync::Notify;
 
@@ -120,6 +120,22 @@ pub(crate) struct Inner {
     /// later ones too (this side's `Session::set_congestion_control`, or
     /// the peer's request for all connections).
     pub congestion_control: Option<String>,
+    /// The peer's congestion controller programs this session uses
+    /// (registered while some session holds them).
+    pub cc_programs: Vec<Arc<crate::bpf_cc::Controller>>,
+}
+
+/// An option as events report it: without a program's bytes, which the
+/// application has no use for and an event queue should not hold.
+fn without_program(option: PeerOption) -> PeerOption {
+    match option {
+        PeerOption::CongestionProgram { name, digest, .. } => PeerOption::CongestionProgram {
+            name,
+            digest,
+            program: Default::default(),
+        },
+        other => other,
+    }
 }
 
 /// See [`Inner::writing`].
@@ -267,6 +283,11 @@ impl Inner {
                 Event::PeerOption {
                     request,
                     conn,
+                    option: option @ PeerOption::CongestionProgram { .. },
+                } => self.load_peer_program(request, conn, option),
+                Event::PeerOption {
+                    request,
+                    conn,
                     option,
                 } => {
                     let answer = self.apply_peer_option(conn, &option);
@@ -304,11 +325,14 @@ impl Inner {
                     self.push_app_event(SessionEvent::PeerOptionAnswered {
                         request,
                         conn,
-                        option,
+                        option: without_program(option),
                         answer: answer.map_err(|(status, why)| format!("{status:?}: {why}")),
                     });
                 }
                 Event::Closed(e) => {
+                    // The peer's congestion controller programs go with the
+                    // session (unregistered unless another session uses them).
+                    self.cc_programs.clear();
                     self.readers.drain().for_each(|(_, w)| w.wake());
                     self.writers.drain().for_each(|(_, w)| w.wake());
                     self.flushers.drain(..).for_each(Waker::wake);
@@ -331,7 +355,6 @@ impl Inner {
         conn: Option<ConnectionId>,
         option: &PeerOption,
     ) -> tcpls_proto::session::options::OptionAnswer {
-        use tcpls_proto::session::options::OptionStatus;
         let Some(me) = self.me.as_ref().and_then(Weak::upgrade) else {
             return Err((OptionStatus::Failed, "session ending".into()));
         };
@@ -349,6 +372,55 @@ impl Inner {
             self.congestion_control = Some(name.clone());
         }
         Ok(())
+    }
+
+    /// The peer's congestion controller program: loaded on a blocking
+    /// thread (the verifier can take milliseconds), then set on the
+    /// sockets and answered by [`Shared::finish_program`].
+    fn load_peer_program(&mut self, request: u32, conn: Option<ConnectionId>, option: PeerOption) {
+        let PeerOption::CongestionProgram {
+            name,
+            digest,
+            program,
+        } = &option
+        else {
+            return;
+        };
+        let (name, digest, program) = (name.clone(), *digest, program.clone());
+        match (self.me.clone(), tokio::runtime::Handle::try_current()) {
+            (Some(me), Ok(rt)) => {
+                rt.spawn_blocking(move || {
+                    let loaded = crate::bpf_cc::load(&name, &digest, &program);
+                    // A session that ended meanwhile drops the controller.
+                    if let Some(shared) = me.upgrade() {
+                        shared.finish_program(request, conn, option, loaded);
+                    }
+                });
+            }
+            _ => {
+                let why = (OptionStatus::Failed, "session ending".to_string());
+                self.answer_program(request, conn, option, Err(why));
+            }
+        }
+    }
+
+    /// Answers the peer's program request and tells the application.
+    fn answer_program(
+        &mut self,
+        request: u32,
+        conn: Option<ConnectionId>,
+        option: PeerOption,
+        answer: tcpls_proto::session::options::OptionAnswer,
+    ) {
+        tracing::info!(?conn, option = %option.describe(), ?answer, "peer's congestion controller program");
+        let applied = answer.clone().map_err(|(_, why)| why);
+        self.proto
+            .answer_peer_option(request, conn, &option, answer);
+        self.push_app_event(SessionEvent::PeerOption {
+            conn,
+            option: without_program(option),
+            applied,
+        });
     }
 
     /// Records that this session is the plain TLS retry of a failed TCPLS
@@ -407,6 +479,39 @@ impl Shared {
         drop(inner);
         self.wake_writers();
         r
+    }
+
+    /// A peer's program, loaded or not (`bpf_cc::load`): set on the
+    /// sockets it was asked for, kept while the session lasts, answered.
+    pub fn finish_program(
+        &self,
+        request: u32,
+        conn: Option<ConnectionId>,
+        option: PeerOption,
+        loaded: Result<Arc<crate::bpf_cc::Controller>, crate::bpf_cc::LoadError>,
+    ) {
+        let mut inner = self.lock();
+        let answer = loaded.and_then(|controller| {
+            let targets = self.sockets_of(conn);
+            let name = PeerOption::CongestionControl(controller.name.clone());
+            crate::options::apply(&targets, &name, inner.proto.failover()).map_err(
+                |(status, why)| {
+                    (
+                        status,
+                        format!("{why} (does the program register this name?)"),
+                    )
+                },
+            )?;
+            if conn.is_none() {
+                inner.congestion_control = Some(controller.name.clone());
+            }
+            inner.cc_programs.push(controller);
+            Ok(())
+        });
+        inner.answer_program(request, conn, option, answer);
+        inner.dispatch();
+        drop(inner);
+        self.wake_writers();
     }
 
     /// Sets TCP_NOTSENT_LOWAT on every connection's socket when a

@@ -574,6 +574,14 @@ impl Session {
                 self.on_transport_option_ack(request, status, reason);
                 Ok(())
             }
+            Frame::TransportOptionData {
+                request,
+                offset,
+                data,
+            } => {
+                self.on_transport_option_data(request, offset, data);
+                Ok(())
+            }
             Frame::KeyUpdate { gen } => self.on_key_update(arrival, gen),
         }
     }

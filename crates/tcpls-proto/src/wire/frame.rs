@@ -22,9 +22,12 @@
 //! | 0x0a | MAX_DATA | `[max u64][type]` |
 //! | 0x0b | MAX_STREAM_DATA | `[stream u32][max u64][type]` |
 //! | 0x0c | RESET_STREAM | `[stream u32][code u32][final size u64][type]` |
-//! | 0x0d | TRANSPORT_OPTION | `[value][len u16][option u16][type]` |
+//! | 0x0d | TRANSPORT_OPTION | `[value][len u16][option u16][conn u32][request u32][type]` |
 //! | 0x0e | CLOSE | `[reason][len u16][code u32][type]` |
 //! | 0x0f | MAX_STREAMS | `[max u32][type]` |
+//! | 0x10 | KEY_UPDATE | `[generation u32][type]` |
+//! | 0x11 | TRANSPORT_OPTION_ACK | `[reason][len u16][status u8][request u32][type]` |
+//! | 0x12 | TRANSPORT_OPTION_DATA | `[data][len u16][offset u32][request u32][type]` |
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -55,6 +58,7 @@ pub enum FrameType {
     MaxStreams = 0x0f,
     KeyUpdate = 0x10,
     TransportOptionAck = 0x11,
+    TransportOptionData = 0x12,
 }
 
 impl FrameType {
@@ -79,6 +83,7 @@ impl FrameType {
             0x0f => MaxStreams,
             0x10 => KeyUpdate,
             0x11 => TransportOptionAck,
+            0x12 => TransportOptionData,
             _ => return None,
         })
     }
@@ -111,6 +116,10 @@ impl TransportOptionId {
     pub const USER_TIMEOUT: Self = Self(1);
     /// Congestion control algorithm name (ASCII value).
     pub const CONGESTION_CONTROL: Self = Self(2);
+    /// A congestion controller shipped as a BPF object: the value is
+    /// `[length u32][sha256 32][name]`, the object follows in
+    /// TRANSPORT_OPTION_DATA frames of the same request.
+    pub const CONGESTION_PROGRAM: Self = Self(3);
 }
 
 /// One decoded frame. Byte payloads borrow from the record plaintext.
@@ -167,6 +176,13 @@ pub enum Frame<'a> {
         request: u32,
         status: u8,
         reason: &'a [u8],
+    },
+    /// `data` found at `offset` of the object a TRANSPORT_OPTION `request`
+    /// announced (a congestion controller program).
+    TransportOptionData {
+        request: u32,
+        offset: u32,
+        data: &'a [u8],
     },
     Close {
         code: u32,
@@ -307,6 +323,18 @@ impl Frame<'_> {
                 out.extend_from_slice(&request.to_be_bytes());
                 out.push(FrameType::TransportOptionAck as u8);
             }
+            Frame::TransportOptionData {
+                request,
+                offset,
+                data,
+            } => {
+                debug_assert!(data.len() <= u16::MAX as usize);
+                out.extend_from_slice(data);
+                out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&request.to_be_bytes());
+                out.push(FrameType::TransportOptionData as u8);
+            }
             Frame::Close { code, reason } => {
                 let reason = &reason[..reason.len().min(MAX_REASON_LEN)];
                 out.extend_from_slice(reason);
@@ -341,6 +369,7 @@ impl Frame<'_> {
             Frame::ResetStream { .. } => 16,
             Frame::TransportOption { value, .. } => value.len() + 12,
             Frame::TransportOptionAck { reason, .. } => reason.len().min(MAX_REASON_LEN) + 7,
+            Frame::TransportOptionData { data, .. } => data.len() + 10,
             Frame::Close { reason, .. } => reason.len().min(MAX_REASON_LEN) + 6,
             Frame::MaxStreams(_) | Frame::KeyUpdate { .. } => 4,
         }
@@ -465,6 +494,19 @@ impl<'a> FrameIter<'a> {
                     reason,
                 }
             }
+            FrameType::TransportOptionData => {
+                let request = r.u32("option data request")?;
+                let offset = r.u32("option data offset")?;
+                let len = r.u16("option data length")? as usize;
+                let data = r
+                    .take(len, "option data")
+                    .map_err(|_| DecodeError::BadLength("option data"))?;
+                Frame::TransportOptionData {
+                    request,
+                    offset,
+                    data,
+                }
+            }
             FrameType::Close => {
                 let code = r.u32("close code")?;
                 let len = r.u16("close reason length")? as usize;
@@ -509,7 +551,7 @@ mod tests {
     /// Owned description of a frame, so proptest can generate borrowed ones.
     fn arb_frame() -> impl Strategy<Value = (u8, u64, u64, u32, Vec<u8>, SocketAddr, [u8; 32])> {
         (
-            0u8..18,
+            0u8..19,
             any::<u64>(),
             0u64..(u64::MAX / 2),
             any::<u32>(),
@@ -571,6 +613,11 @@ mod tests {
                 request: b,
                 status: a as u8,
                 reason: data,
+            },
+            18 => Frame::TransportOptionData {
+                request: b,
+                offset: a as u32,
+                data,
             },
             14 => Frame::Close {
                 code: b,
