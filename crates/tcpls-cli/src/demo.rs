@@ -354,6 +354,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             "tcpls demo: a connection reset mid-transfer, the other carries on",
             &[],
             2,
+            crate::plot::Metric::Goodput,
         )?;
     }
     let report = DemoReport {

@@ -121,6 +121,11 @@ pub struct Timeline {
     /// Longest run of intervals without progress, after the first byte and
     /// before the last, in milliseconds.
     pub max_stall_ms: u64,
+    /// The first connection's smoothed RTT (tcpi_rtt, microseconds) at the
+    /// end of each interval (0: not known); a sender's queueing delay
+    /// shows here (`tcpls plot --rtt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtt_us: Vec<u32>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -511,6 +516,8 @@ pub(crate) async fn sample(
         let now = progress.load(Ordering::Relaxed);
         t.bytes.push(now - last);
         last = now;
+        let rtt = session.connection_stats().first().map_or(0, |c| c.rtt_us);
+        t.rtt_us.push(rtt);
         if let Some(at) = next_migration {
             if Instant::now() >= at && migrations < max_migrations && conns.len() > 1 {
                 target = (target + 1) % conns.len();

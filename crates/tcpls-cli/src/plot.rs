@@ -29,6 +29,10 @@ pub struct PlotArgs {
     /// Average over this many 10 ms samples (smooths the curve).
     #[arg(long, default_value_t = 5)]
     pub smooth: usize,
+    /// Plot the first connection's smoothed RTT (from `tcpls perf
+    /// --timeline`) instead of goodput.
+    #[arg(long)]
+    pub rtt: bool,
     /// TrueType font for labels.
     #[arg(long, default_value = DEFAULT_FONT)]
     pub font: PathBuf,
@@ -49,6 +53,33 @@ pub fn load_font(path: &Path) -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| anyhow::anyhow!("{} is not a usable font", path.display()))?;
     Ok(())
+}
+
+/// What a timeline chart shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Mbit/s delivered.
+    Goodput,
+    /// The first connection's smoothed RTT, ms.
+    Rtt,
+}
+
+/// RTT series in (seconds, ms), averaged over `smooth` samples (unknown
+/// samples left out).
+fn rtt_series(t: &Timeline, smooth: usize) -> Vec<(f64, f64)> {
+    let dt = t.interval_ms as f64 / 1000.0;
+    let w = smooth.max(1);
+    t.rtt_us
+        .chunks(w)
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let known: Vec<f64> = c.iter().filter(|r| **r > 0).map(|r| *r as f64).collect();
+            (!known.is_empty()).then(|| {
+                let ms = known.iter().sum::<f64>() / known.len() as f64 / 1000.0;
+                ((i * w) as f64 * dt, ms)
+            })
+        })
+        .collect()
 }
 
 /// Goodput series in (seconds, Mbit/s), averaged over `smooth` samples.
@@ -97,24 +128,43 @@ pub fn run(args: PlotArgs) -> Result<()> {
         timelines.push((label, t));
     }
     let marks: Vec<(f64, String)> = args.marks.iter().map(|m| (*m, "fault".into())).collect();
-    timeline_chart(&timelines, &args.output, &args.title, &marks, args.smooth)?;
+    let metric = if args.rtt {
+        Metric::Rtt
+    } else {
+        Metric::Goodput
+    };
+    timeline_chart(
+        &timelines,
+        &args.output,
+        &args.title,
+        &marks,
+        args.smooth,
+        metric,
+    )?;
     eprintln!("tcpls plot: wrote {}", args.output.display());
     Ok(())
 }
 
-/// Goodput over time of labelled timelines, one line each, with `marks`
-/// and each timeline's events drawn as labelled vertical lines (the font
-/// must be loaded, see [`load_font`]).
+/// Goodput (or RTT) over time of labelled timelines, one line each, with
+/// `marks` and each timeline's events drawn as labelled vertical lines
+/// (the font must be loaded, see [`load_font`]).
 pub fn timeline_chart(
     timelines: &[(String, Timeline)],
     output: &Path,
     title: &str,
     marks: &[(f64, String)],
     smooth: usize,
+    metric: Metric,
 ) -> Result<()> {
     let lines: Vec<_> = timelines
         .iter()
-        .map(|(label, t)| (label.clone(), series(t, smooth), t.events.clone()))
+        .map(|(label, t)| {
+            let s = match metric {
+                Metric::Goodput => series(t, smooth),
+                Metric::Rtt => rtt_series(t, smooth),
+            };
+            (label.clone(), s, t.events.clone())
+        })
         .collect();
     let max_x = lines
         .iter()
@@ -128,6 +178,9 @@ pub fn timeline_chart(
         .max(1.0)
         * 1.1;
     if lines.iter().all(|(_, s, _)| s.is_empty()) {
+        if metric == Metric::Rtt {
+            bail!("the timelines hold no RTT samples (tcpls perf --timeline records them)");
+        }
         bail!("the timelines hold no samples");
     }
     let root = BitMapBackend::new(output, (1000, 500)).into_drawing_area();
@@ -141,7 +194,10 @@ pub fn timeline_chart(
     chart
         .configure_mesh()
         .x_desc("time (s)")
-        .y_desc("goodput (Mbit/s)")
+        .y_desc(match metric {
+            Metric::Goodput => "goodput (Mbit/s)",
+            Metric::Rtt => "smoothed RTT (ms)",
+        })
         .draw()?;
     let mut marks = marks.to_vec();
     for (i, (label, s, events)) in lines.iter().enumerate() {

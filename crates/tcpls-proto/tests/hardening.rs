@@ -312,3 +312,88 @@ fn a_flood_of_transport_option_requests_is_bounded() {
     assert!(asked + refused > 0);
     assert!(p.s.error().is_none() && p.c.error().is_none());
 }
+
+/// A peer sending congestion controller program bytes
+/// (TRANSPORT_OPTION_DATA) to a side that accepts any program: tiny
+/// scattered pieces, pieces of many requests never announced, pieces past
+/// the limit, then a whole program whose bytes do not match the announced
+/// SHA-256. What is held stays within about twice the size limit, the bad
+/// program is refused with a reason, and the session goes on.
+#[test]
+fn hostile_program_data_is_bounded_and_refused() {
+    use tcpls_proto::session::options::CcProgramPolicy;
+    use tcpls_proto::session::Event;
+    use tcpls_proto::wire::frame::TransportOptionId;
+    const MAX: usize = 16 << 10;
+    let t = TransportConfig {
+        peer_cc_programs: CcProgramPolicy::Any,
+        max_cc_program: MAX,
+        ..Default::default()
+    };
+    let mut p = Net::new(client_config(TransportConfig::default()), server_config(t), 1);
+    p.drive();
+    while p.s.poll_event().is_some() {}
+    let deliver = |p: &mut Net, rec: &[u8]| {
+        p.c.send_raw_record_for_testing(rec).unwrap();
+        let mut wire = Vec::new();
+        p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 24)
+            .unwrap();
+        let mut input = bytes::BytesMut::from(&wire[..]);
+        let now = p.now;
+        p.s.recv(ConnectionId(0), &mut input, now).unwrap();
+    };
+    let mut peak = 0;
+    // One-byte pieces at every other offset of one request, then of many
+    // requests, then far past the limit.
+    for round in 0..40u32 {
+        let mut rec = Vec::new();
+        for i in 0..400u32 {
+            let (request, offset) = match round % 3 {
+                0 => (7, (round * 400 + i) * 2),
+                1 => (100 + i, i),
+                _ => (7, u32::MAX - 10 - i),
+            };
+            Frame::TransportOptionData {
+                request,
+                offset,
+                data: &[0xaa],
+            }
+            .encode(&mut rec);
+        }
+        deliver(&mut p, &rec);
+        peak = peak.max(p.s.peer_program_held());
+    }
+    assert!(peak <= 2 * MAX + 4096, "held {peak}");
+    // A whole program whose bytes are not the announced ones.
+    let mut value = 1000u32.to_be_bytes().to_vec();
+    value.extend_from_slice(&[0x11; 32]);
+    value.extend_from_slice(b"tcpls_x");
+    let mut rec = Vec::new();
+    Frame::TransportOption {
+        request: 9,
+        conn: None,
+        option: TransportOptionId::CONGESTION_PROGRAM,
+        value: &value,
+    }
+    .encode(&mut rec);
+    Frame::TransportOptionData {
+        request: 9,
+        offset: 0,
+        data: &[0x22; 1000],
+    }
+    .encode(&mut rec);
+    deliver(&mut p, &rec);
+    let refused: Vec<String> = std::iter::from_fn(|| p.s.poll_event())
+        .filter_map(|e| match e {
+            Event::PeerOptionRefused { reason, .. } => Some(reason),
+            Event::PeerOption { option, .. } => panic!("handed to the runtime: {option:?}"),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.iter().any(|r| r.contains("SHA-256 differs")),
+        "{refused:?}"
+    );
+    assert_eq!(p.s.peer_program_held(), 0);
+    assert!(p.s.error().is_none() && p.c.error().is_none());
+}

@@ -477,6 +477,12 @@ impl Session {
         }
     }
 
+    /// Memory held by a peer's congestion controller program being
+    /// received (bounded by about twice `TransportConfig::max_cc_program`).
+    pub fn peer_program_held(&self) -> usize {
+        self.options.incoming.as_ref().map_or(0, |i| i.asm.held())
+    }
+
     /// True while a request of the peer is not answered yet: being
     /// received (a program's bytes), with the runtime, or its answer not
     /// yet written.
