@@ -330,7 +330,11 @@ fn hostile_program_data_is_bounded_and_refused() {
         max_cc_program: MAX,
         ..Default::default()
     };
-    let mut p = Net::new(client_config(TransportConfig::default()), server_config(t), 1);
+    let mut p = Net::new(
+        client_config(TransportConfig::default()),
+        server_config(t),
+        1,
+    );
     p.drive();
     while p.s.poll_event().is_some() {}
     let deliver = |p: &mut Net, rec: &[u8]| {
