@@ -343,14 +343,21 @@ impl ClientOpts {
                 .await
                 .with_context(|| format!("connecting to {addr}"))?
         };
-        self.options.apply(&session)?;
+        self.complete_session(&session, addr).await?;
+        Ok(session)
+    }
+
+    /// What follows a session's handshake: the transport options, then the
+    /// other `--connections` (unless `--join-after` leaves them for later).
+    pub async fn complete_session(&self, session: &tcpls::Session, addr: SocketAddr) -> Result<()> {
+        self.options.apply(session)?;
         let addr = session.peer_addr().unwrap_or(addr);
         if self.join_after.is_some() {
             // `perf --join-after`: the caller joins the rest later.
-            return Ok(session);
+            return Ok(());
         }
         if self.connections == 1 || !session.is_tcpls() {
-            return Ok(session);
+            return Ok(());
         }
         // Tokens (and address advertisements) follow the handshake at once.
         for _ in 0..200 {
@@ -359,8 +366,7 @@ impl ClientOpts {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.join_more(&session, addr, 1).await?;
-        Ok(session)
+        self.join_more(session, addr, 1).await
     }
 
     /// `--join-after`: joins the other `--connections` that long from now,

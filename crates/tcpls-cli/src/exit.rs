@@ -1,12 +1,14 @@
 //! curl's exit codes, so that scripts written against curl read `tcpls
 //! get`'s outcome unchanged: 6 the host did not resolve, 7 no connection,
-//! 22 an HTTP error with `--fail`, 28 a timeout, 35 the TLS handshake
-//! failed, 60 the server's certificate was refused; 1 for anything else.
+//! 18 the body ended before its length or last chunk, 22 an HTTP error
+//! with `--fail`, 28 a timeout, 35 the TLS handshake failed, 60 the
+//! server's certificate was refused; 1 for anything else.
 
 use std::fmt;
 
 pub const RESOLVE: u8 = 6;
 pub const CONNECT: u8 = 7;
+pub const PARTIAL: u8 = 18;
 pub const HTTP: u8 = 22;
 pub const TIMEOUT: u8 = 28;
 pub const TLS: u8 = 35;

@@ -549,12 +549,27 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             break;
         }
-        let n_read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await?;
+        // The end of the connection ends a body read to the close; one
+        // with a length or chunks is truncated (curl's 18), whether the
+        // TLS peer sent close_notify or just closed TCP.
+        let truncated = |cause: String| {
+            let what = match framing {
+                Framing::Length(l) => format!("body ended after {total} of {l} bytes"),
+                _ => format!("chunked body ended before its last chunk ({total} bytes)"),
+            };
+            coded(exit::PARTIAL, format!("{what}{cause}"))
+        };
+        let n_read = match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+            Ok(n) => n,
+            Err(e) if !matches!(framing, Framing::Close) => {
+                return Err(truncated(format!(": {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n_read == 0 {
             match framing {
-                Framing::Length(l) => bail!("body ended after {total} of {l} bytes"),
-                Framing::Chunked(_) => bail!("chunked body ended before its last chunk"),
                 Framing::Close => break,
+                _ => return Err(truncated(String::new())),
             }
         }
         input = &buf[..n_read];

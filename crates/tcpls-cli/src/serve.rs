@@ -113,9 +113,13 @@ pub struct ServerOpts {
     pub groups: Option<String>,
     /// Early data (TLS 1.3 0-RTT) accepted per session from a resuming
     /// client, e.g. 16K (at most 16K; 0 refuses it). Early requests are
-    /// answered before the client's Finished; an attacker can replay them,
-    /// so only idempotent ones belong there. Default: 16K for `serve`
-    /// (GET and HEAD only change nothing), 0 for `tunnel server`.
+    /// answered before the client's Finished. Tickets are single use and
+    /// their keys stay in this process, so a replayed ClientHello gets a
+    /// full handshake and its early data is dropped; still, only what is
+    /// safe to receive twice belongs there (a client may send it again in
+    /// a new session after a failure). Default 16K: `serve` answers GET
+    /// and HEAD early, `tunnel server` takes a stream's header (its
+    /// destination) early.
     #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_bytes)]
     pub max_early_data: Option<u64>,
     /// TLS session tickets sent after each full handshake, for clients to

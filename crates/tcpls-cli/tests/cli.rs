@@ -755,6 +755,94 @@ fn get_against_nginx_never_fails() {
     }
 }
 
+/// A plain TLS 1.3 server (OpenSSL, no TCPLS) that answers each
+/// connection's request with `response` and then closes TCP without
+/// close_notify, as servers often do. Returns its port.
+fn abrupt_tls_server(dir: &Path, responses: Vec<Vec<u8>>) -> u16 {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    use std::io::{Read, Write};
+    let (cert, key) = write_cert(dir);
+    let mut b = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server()).unwrap();
+    b.set_certificate_chain_file(&cert).unwrap();
+    b.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+    let acceptor = b.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (tcp, response) in listener.incoming().zip(responses) {
+            let Ok(tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(mut tls) = acceptor.accept(tcp) else {
+                continue;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tls.write_all(&response);
+            // Dropped without shutdown(): the TCP connection just closes.
+        }
+    });
+    port
+}
+
+/// A plain TLS server that closes TCP right after its response, without
+/// close_notify: a complete message (Content-Length reached, or chunked
+/// to its last chunk) is a success, as curl has it; an incomplete one is
+/// reported as truncated with curl's exit code 18, never as a success.
+#[test]
+fn get_tells_complete_responses_from_truncated_ones_when_tls_ends_abruptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+    let with_length = |len: usize, sent: usize| {
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+        r.extend_from_slice(&body[..sent]);
+        r
+    };
+    let chunked = |complete: bool| {
+        let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        r.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        r.extend_from_slice(&body);
+        r.extend_from_slice(b"\r\n");
+        if complete {
+            r.extend_from_slice(b"0\r\n\r\n");
+        }
+        r
+    };
+    let port = abrupt_tls_server(
+        dir.path(),
+        vec![
+            with_length(body.len(), body.len()),
+            chunked(true),
+            with_length(body.len(), body.len() / 2),
+            chunked(false),
+        ],
+    );
+    let get = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "get",
+            &format!("https://127.0.0.1:{port}/x"),
+            "-k",
+            "--json",
+        ]);
+        run_bounded(&mut cmd, b"", Duration::from_secs(30))
+    };
+    let sha = hex(&Sha256::digest(&body));
+    for what in ["content-length", "chunked"] {
+        let out = get();
+        assert!(out.status.success(), "{what}: {out:?}");
+        assert_eq!(json(&out)[0]["sha256"], sha.as_str(), "{what}");
+    }
+    for what in ["content-length", "chunked"] {
+        let out = get();
+        assert_eq!(out.status.code(), Some(18), "{what} truncated: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ended"), "{what}: {err}");
+    }
+}
+
 /// What a browser needs of `serve` (over its plain TLS path, with curl):
 /// a directory gives its index.html, content types follow file names,
 /// HEAD gives the head alone, and a byte range gives 206 with just those

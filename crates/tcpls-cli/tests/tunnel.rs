@@ -65,6 +65,16 @@ fn destination() -> (u16, mpsc::Receiver<String>) {
 /// A tunnel server toward `dest_port` and a client in front of it; returns
 /// them and the client's port.
 fn tunnel(dest_port: u16, server_extra: &[&str], client_extra: &[&str]) -> (Reaper, Reaper, u16) {
+    tunnel_logged(dest_port, server_extra, client_extra, Stdio::null())
+}
+
+/// [`tunnel`], the server's standard error going to `server_log`.
+fn tunnel_logged(
+    dest_port: u16,
+    server_extra: &[&str],
+    client_extra: &[&str],
+    server_log: Stdio,
+) -> (Reaper, Reaper, u16) {
     let sport = free_port();
     let mut server = Command::new(BIN)
         .args([
@@ -76,7 +86,7 @@ fn tunnel(dest_port: u16, server_extra: &[&str], client_extra: &[&str]) -> (Reap
         .args(["--to", &format!("127.0.0.1:{dest_port}")])
         .args(server_extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(server_log)
         .spawn()
         .unwrap();
     wait_listening(sport, &mut server);
@@ -130,6 +140,40 @@ fn a_tunnel_carries_a_connection_with_half_close_both_ways() {
     let big = std::thread::spawn(move || echo_hash(connect(port), &body(8 << 20)));
     echo_hash(connect(port), &body(1000));
     big.join().unwrap();
+}
+
+/// A tunnel session opened again for a local connection (the server
+/// closed the last one when it idled) resumes with a ticket of the first
+/// one, and the stream's header travels as early data, which the server
+/// takes: no round trip before the destination is named.
+#[test]
+fn a_reopened_tunnel_session_sends_its_header_as_early_data() {
+    let (dest, _rx) = destination();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (_s, _c, port) =
+        tunnel_logged(dest, &["-v", "--idle-timeout", "1s"], &[], Stdio::from(log));
+    echo_hash(connect(port), &body(1000));
+    // The server closes the idle session; the next connection opens one.
+    std::thread::sleep(Duration::from_millis(2500));
+    echo_hash(connect(port), &body(200_000));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tunnel session"))
+        .collect();
+    assert_eq!(sessions.len(), 2, "{log}");
+    assert!(
+        sessions[0].contains("early_data=\"none\""),
+        "{}",
+        sessions[0]
+    );
+    assert!(
+        sessions[1].contains("early_data=\"accepted\""),
+        "the second session resumed with early data: {}",
+        sessions[1]
+    );
 }
 
 #[test]

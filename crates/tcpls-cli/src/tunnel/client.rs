@@ -1,6 +1,14 @@
 //! `tcpls tunnel client`: each accepted local TCP connection becomes one
 //! stream of a TCPLS session to the tunnel server, shared by all of them
 //! and opened again when it ended.
+//!
+//! The first session opens at start. One opened again for a local
+//! connection resumes the last one when a ticket allows (TLS 1.3 0-RTT):
+//! the stream's header (its destination) travels as early data with the
+//! ClientHello, in the SYN with TCP Fast Open, so the tunnel adds no round
+//! trip to the one the destination's own TCP handshake costs (seed 003's
+//! single-ended proxy). The header is safe to replay, and the server's
+//! single-use tickets refuse replays anyway.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,17 +64,51 @@ struct Tunnel {
 }
 
 impl Tunnel {
-    /// The live session, or a new one.
+    /// The live session, or a new one (resumed with early data when it
+    /// replaces an earlier one and a ticket allows: see the module's
+    /// comment).
     async fn session(&self) -> Result<tcpls::Session> {
         let mut slot = self.session.lock().await;
         if let Some(s) = slot.as_ref().filter(|s| s.close_reason().is_none()) {
             return Ok(s.clone());
         }
+        if slot.is_some() && self.opts.binds.is_empty() {
+            let s = tcpls::connect_early(self.addrs[0], &self.name, self.cfg.clone())
+                .await
+                .with_context(|| format!("connecting to {}", self.addrs[0]))?;
+            if s.early_data() == tcpls::EarlyData::Pending {
+                // The ticket's server spoke TCPLS. The ClientHello leaves
+                // with the first stream's header; the rest once it is done.
+                let (opts, later, addr) = (self.opts.clone(), s.clone(), self.addrs[0]);
+                tokio::spawn(async move {
+                    if later.established().await.is_ok() {
+                        if let Err(e) = opts.complete_session(&later, addr).await {
+                            tracing::warn!(error = %format!("{e:#}"), "completing the tunnel session");
+                        }
+                        opts.join_later(&later);
+                    }
+                });
+                return self.adopt(&mut slot, s);
+            }
+            // No ticket: a full handshake is done.
+            self.opts.complete_session(&s, self.addrs[0]).await?;
+            return self.adopt(&mut slot, s);
+        }
         let s = self
             .opts
             .open_session(&self.addrs, &self.name, self.cfg.clone())
             .await?;
-        if !s.is_tcpls() {
+        self.adopt(&mut slot, s)
+    }
+
+    /// Checks and keeps a new session.
+    fn adopt(
+        &self,
+        slot: &mut Option<tcpls::Session>,
+        s: tcpls::Session,
+    ) -> Result<tcpls::Session> {
+        let early = s.early_data() == tcpls::EarlyData::Pending;
+        if !early && !s.is_tcpls() {
             bail!(
                 "{} answered with plain TLS{}: a tunnel needs a TCPLS server (`tcpls tunnel server`)",
                 self.name,
@@ -78,8 +120,10 @@ impl Tunnel {
         if let Some(name) = &self.scheduler {
             s.set_scheduler(crate::client::scheduler_choice(name))?;
         }
-        self.opts.join_later(&s);
-        tracing::info!(peer = ?s.peer_addr(), connections = s.connections().len(), "tunnel session open");
+        if !early {
+            self.opts.join_later(&s);
+        }
+        tracing::info!(peer = ?s.peer_addr(), connections = s.connections().len(), early, "tunnel session open");
         *slot = Some(s.clone());
         Ok(s)
     }

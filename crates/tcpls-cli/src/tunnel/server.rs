@@ -19,6 +19,10 @@ use crate::serve::ServerOpts;
 /// rightly be quiet for long (an idle ssh), so like stunnel's default.
 const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
+/// Early data a resuming tunnel client may send (its first stream's
+/// header, and whatever follows it in the same write).
+const TUNNEL_EARLY_DATA: u32 = 16 << 10;
+
 /// How long a client may take to send a stream's destination header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,9 +57,15 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
     if args.to.is_none() && allow.is_empty() {
         anyhow::bail!("nothing to connect streams to: give --to HOST:PORT, --allow RULE, or both");
     }
-    // No early data by default: a tunnelled application's first bytes may
-    // not be safe to replay.
-    let server = args.server.bind(TUNNEL_IDLE_TIMEOUT, &[], 0).await?;
+    // Early data by default, so a client's stream header (its
+    // destination) rides with its ClientHello when it resumes. Replays are
+    // refused: tickets are single use (the server's session cache) and
+    // their keys never leave this process, so another instance cannot
+    // take one either. `--max-early-data 0` turns it off.
+    let server = args
+        .server
+        .bind(TUNNEL_IDLE_TIMEOUT, &[], TUNNEL_EARLY_DATA)
+        .await?;
     eprintln!(
         "tcpls: tunnel server on {} -> {}{}",
         server.local_addr()?,
@@ -90,7 +100,10 @@ pub async fn run(args: TunnelServerArgs) -> Result<()> {
         let s = session.clone();
         sessions.spawn(session, async move {
             let peer = s.peer_addr();
-            tracing::info!(?peer, tcpls = s.is_tcpls(), "tunnel session");
+            // (Accepted early data means a resumed handshake, still under
+            // way: the stream's header arrived with the ClientHello.)
+            let early_data = s.early_data().as_str();
+            tracing::info!(?peer, tcpls = s.is_tcpls(), early_data, "tunnel session");
             crate::serve::log_option_events(&s);
             while let Ok(stream) = s.accept_stream().await {
                 let targets = targets.clone();
