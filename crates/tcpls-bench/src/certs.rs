@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    SslAcceptor, SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode,
-    SslVersion,
+    SslAcceptor, SslConnector, SslMethod, SslOptions, SslSession, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -34,22 +34,30 @@ pub struct Configs {
     /// Client connections (OpenSSL, rustls) whose handshake resumed: the
     /// resumed figures check that every timed one did.
     pub resumed: AtomicU32,
+    /// OpenSSL and TCPLS resume without key exchange (psk_ke) both sides.
+    pub psk_ke: bool,
 }
 
 impl Configs {
     /// Configurations for full handshakes: no server sends tickets.
     pub fn new(suite: CipherSuite) -> Result<Self> {
-        Self::build(suite, false)
+        Self::build(suite, false, false)
     }
 
     /// Configurations for resumed handshakes: each server (OpenSSL,
     /// rustls; quinn's are those of [`Self::new`]) sends one ticket per
     /// handshake and each client offers its newest.
     pub fn resuming(suite: CipherSuite) -> Result<Self> {
-        Self::build(suite, true)
+        Self::build(suite, true, false)
     }
 
-    fn build(suite: CipherSuite, resuming: bool) -> Result<Self> {
+    /// [`Self::resuming`], OpenSSL and TCPLS resuming without key exchange
+    /// (psk_ke, both sides opted in; rustls and quinn have no such mode).
+    pub fn resuming_psk_ke(suite: CipherSuite) -> Result<Self> {
+        Self::build(suite, true, true)
+    }
+
+    fn build(suite: CipherSuite, resuming: bool, psk_ke: bool) -> Result<Self> {
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .context("generating the certificate")?;
         let cert_pem = ck.cert.pem();
@@ -66,9 +74,16 @@ impl Configs {
         let pkey = PKey::private_key_from_pem(key_pem.as_bytes())?;
         a.set_private_key(&pkey)?;
         a.set_num_tickets(resuming as usize)?;
+        // SSL_OP_ALLOW_NO_DHE_KEX (bit 10), SSL_OP_PREFER_NO_DHE_KEX (35).
+        if psk_ke {
+            a.set_options(SslOptions::from_bits_retain(1 << 10 | 1 << 35));
+        }
         let openssl_server = a.build();
         let mut c = SslConnector::builder(SslMethod::tls_client())?;
         c.set_min_proto_version(Some(SslVersion::TLS1_3))?;
+        if psk_ke {
+            c.set_options(SslOptions::from_bits_retain(1 << 10));
+        }
         c.set_ciphersuites(suite.name())?;
         c.set_verify(SslVerifyMode::NONE);
         let openssl_ticket = resuming.then(|| Arc::new(Mutex::new(None)));
@@ -142,6 +157,7 @@ impl Configs {
             key_pem,
             openssl_ticket,
             resumed: AtomicU32::new(0),
+            psk_ke,
         })
     }
 
@@ -158,6 +174,7 @@ impl Configs {
             .cipher_suites(&[self.suite])
             .transport(transport)
             .tickets(tickets)
+            .resume_without_key_exchange(self.psk_ke)
             .build()?)
     }
 
@@ -173,6 +190,7 @@ impl Configs {
             .cipher_suites(&[self.suite])
             .transport(transport)
             .session_cache(cache)
+            .resume_without_key_exchange(self.psk_ke)
             .build()?)
     }
 }

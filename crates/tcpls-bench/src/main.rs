@@ -67,6 +67,16 @@ impl Peer {
             Peer::Tcp | Peer::Quinn => None,
         }
     }
+
+    /// Name of its line of resumptions without key exchange (psk_ke), for
+    /// the stacks that offer that mode.
+    pub fn psk_ke_name(self) -> Option<&'static str> {
+        match self {
+            Peer::Openssl => Some("openssl-psk-ke"),
+            Peer::Tcpls => Some("tcpls-psk-ke"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Parser, Debug)]

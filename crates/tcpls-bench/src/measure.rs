@@ -127,6 +127,8 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Resu
     let default_tcpls = Arc::new(Setup::new(cfg, 1, true, 8, send_buffer)?);
     let resuming = Arc::new(Configs::resuming(cfg.suite)?);
     let resuming_tcpls = Arc::new(Setup::resuming(&resuming)?);
+    let psk_ke = Arc::new(Configs::resuming_psk_ke(cfg.suite)?);
+    let psk_ke_tcpls = Arc::new(Setup::resuming(&psk_ke)?);
     let mut res = Results {
         bulk: args.lines.iter().map(|&l| (l, Vec::new())).collect(),
         handshakes: Vec::new(),
@@ -185,6 +187,13 @@ pub async fn run(args: &Args, cfg: &Arc<Configs>, rts: &Runtimes) -> Result<Resu
                         handshakes(rt, args.handshakes, &resuming, stack, &resuming_tcpls, true)
                             .await
                             .with_context(|| format!("resumed handshakes with {}", stack.name()))?;
+                    push(&mut res.handshakes, &mut row, name, h);
+                }
+                if let Some(name) = peer.psk_ke_name() {
+                    let stack = peer.stack();
+                    let h = handshakes(rt, args.handshakes, &psk_ke, stack, &psk_ke_tcpls, true)
+                        .await
+                        .with_context(|| format!("psk_ke resumptions with {}", stack.name()))?;
                     push(&mut res.handshakes, &mut row, name, h);
                 }
                 if peer == Peer::Tcpls {

@@ -85,6 +85,11 @@ pub struct ClientOpts {
     /// Do not resume sessions: no ticket is read or kept.
     #[arg(long, conflicts_with = "session_cache")]
     pub no_session_cache: bool,
+    /// Also offer to resume without a new key exchange (TLS 1.3 psk_ke),
+    /// used if the server allows it too: a faster resumption without
+    /// forward secrecy of its own (a stolen ticket key decrypts it).
+    #[arg(long)]
+    pub resume_without_key_exchange: bool,
     #[command(flatten)]
     pub options: TransportOptionArgs,
 }
@@ -289,6 +294,7 @@ impl ClientOpts {
         if let Some(g) = &self.groups {
             b = b.key_exchange_groups(g);
         }
+        b = b.resume_without_key_exchange(self.resume_without_key_exchange);
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             b = b.client_certificate_pem_files(c, k)?;
         }

@@ -84,8 +84,10 @@ fn describe(s: &tcpls::Session) -> Vec<String> {
         }
     )];
     out.push(format!(
-        "cipher suite {}, {} handshake{}, ALPN {}",
+        "cipher suite {}, key exchange {}, {} handshake{}, ALPN {}",
         s.cipher_suite().map_or("?", |c| c.name()),
+        s.key_exchange()
+            .unwrap_or_else(|| "none (resumed without)".into()),
         s.handshake_kind().map_or("?", tcpls::HandshakeKind::as_str),
         if s.used_fast_open() {
             ", TCP Fast Open"

@@ -111,6 +111,11 @@ pub struct ServerOpts {
     /// (default OpenSSL's, hybrid post-quantum X25519MLKEM768 first).
     #[arg(long, value_name = "LIST")]
     pub groups: Option<String>,
+    /// Resume without a new key exchange when a client offers it (TLS 1.3
+    /// psk_ke): resumed handshakes skip most of their CPU, but have no
+    /// forward secrecy of their own (a stolen ticket key decrypts them).
+    #[arg(long)]
+    pub resume_without_key_exchange: bool,
     /// Early data (TLS 1.3 0-RTT) accepted per session from a resuming
     /// client, e.g. 16K (at most 16K; 0 refuses it). Early requests are
     /// answered before the client's Finished. Tickets are single use and
@@ -186,6 +191,7 @@ impl ServerOpts {
             Some(g) => builder.key_exchange_groups(g),
             None => builder,
         }
+        .resume_without_key_exchange(self.resume_without_key_exchange)
         .alpn_protocols(alpn);
         let builder = match &self.client_ca {
             Some(ca) => {

@@ -715,7 +715,9 @@ fn get_against_nginx_never_fails() {
     let port = free_port();
     let d = dir.path().display();
     let conf = format!(
-        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+        // One process (no master and worker): killing it leaves nothing
+        // behind (a killed master's worker lived on).
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
          events {{ worker_connections 64; }}
          http {{
            access_log off;

@@ -453,6 +453,18 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Also offer resumption without a key exchange (TLS 1.3 psk_ke; off
+    /// by default). A server that allows it too skips the (EC)DHE and
+    /// ML-KEM work of a resumed handshake, most of its CPU, but the
+    /// resumed session then has no forward secrecy of its own: whoever
+    /// gets the ticket's secret (from a stolen server ticket key or this
+    /// client's cache) can decrypt it. [`crate::Session::key_exchange`]
+    /// is `None` for such a session.
+    pub fn resume_without_key_exchange(mut self, yes: bool) -> Self {
+        self.tls.resume_without_key_exchange = yes;
+        self
+    }
+
     /// Where to keep the servers' tickets and look for one to resume with
     /// (default: an in-memory cache for 256 servers; `None`: never resume).
     /// Sessions of configurations that share a cache share its tickets.
@@ -720,6 +732,17 @@ impl ServerConfigBuilder {
     /// preference (default OpenSSL's: hybrid post-quantum first).
     pub fn key_exchange_groups(mut self, groups: &str) -> Self {
         self.tls.groups = Some(groups.to_string());
+        self
+    }
+
+    /// Resume without a key exchange when the client offers it (TLS 1.3
+    /// psk_ke; off by default): resumed handshakes skip the (EC)DHE and
+    /// ML-KEM work, most of their CPU, at the price of forward secrecy for
+    /// them: whoever gets a ticket key (they live in this process's memory,
+    /// rotated by [`Self::ticket_key_rotation`]) can decrypt recorded
+    /// sessions resumed with its tickets.
+    pub fn resume_without_key_exchange(mut self, yes: bool) -> Self {
+        self.tls.resume_without_key_exchange = yes;
         self
     }
 

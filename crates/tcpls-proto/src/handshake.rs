@@ -92,6 +92,9 @@ pub(crate) struct HandshakeInfo {
     pub(crate) peer_certificates: Vec<Vec<u8>>,
     /// The server name the client asked for (SNI).
     pub(crate) server_name: Option<String>,
+    /// The key exchange group (e.g. `X25519MLKEM768`); `None` for a
+    /// resumption without key exchange (TLS 1.3 psk_ke).
+    pub(crate) key_exchange: Option<String>,
 }
 
 impl HandshakeInfo {
@@ -116,6 +119,7 @@ impl HandshakeInfo {
             server_name: ssl
                 .servername(openssl::ssl::NameType::HOST_NAME)
                 .map(str::to_string),
+            key_exchange: crate::tls_ffi::negotiated_group(ssl),
         }
     }
 }
@@ -151,6 +155,42 @@ pub(crate) struct Handshake {
     early: EarlyHs,
     /// Server: early data that came and was not taken yet.
     early_in: Vec<u8>,
+    /// The start of the server's first flight until its ServerHello is
+    /// whole, then whether that carried a key share (OpenSSL tells no
+    /// psk_ke resumption from a psk_dhe_ke one).
+    hello: Vec<u8>,
+    key_share: Option<bool>,
+}
+
+/// Whether the TLS record at the start of `flight`, a ServerHello, carries
+/// a key_share extension: `None` until the record is whole; `Some(true)`
+/// when it is something else (then a key exchange is assumed).
+fn server_hello_key_share(flight: &[u8]) -> Option<bool> {
+    let header = flight.get(..5)?;
+    let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+    let record = flight.get(5..5 + len)?;
+    let parse = || -> Option<bool> {
+        if header[0] != 22 || *record.first()? != 2 {
+            return None;
+        }
+        let msg = record.get(4..)?;
+        // legacy_version, random, session id, suite, compression.
+        let sid = *msg.get(34)? as usize;
+        let mut at = 35 + sid + 3;
+        let ext_len = u16::from_be_bytes(msg.get(at..at + 2)?.try_into().ok()?) as usize;
+        at += 2;
+        let end = (at + ext_len).min(msg.len());
+        while at + 4 <= end {
+            let ty = u16::from_be_bytes([msg[at], msg[at + 1]]);
+            let l = u16::from_be_bytes([msg[at + 2], msg[at + 3]]) as usize;
+            if ty == 51 {
+                return Some(true);
+            }
+            at += 4 + l;
+        }
+        Some(false)
+    };
+    Some(parse().unwrap_or(true))
 }
 
 /// Where a handshake is with early data (TLS 1.3 0-RTT).
@@ -320,16 +360,40 @@ impl Handshake {
             side,
             early: EarlyHs::None,
             early_in: Vec::new(),
+            hello: Vec::new(),
+            key_share: None,
         })
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.side == Side::Client {
+            self.watch_hello(data);
+        }
         self.stream.get_mut().feed(data);
     }
 
     /// Moves OpenSSL's pending output (handshake flight, alerts) to `out`.
     pub(crate) fn take_output(&mut self, out: &mut Vec<u8>) {
+        if self.side == Side::Server {
+            let flight = std::mem::take(&mut self.stream.get_mut().output);
+            self.watch_hello(&flight);
+            self.stream.get_mut().output = flight;
+        }
         out.append(&mut self.stream.get_mut().output);
+    }
+
+    /// Follows the server's first flight until its ServerHello is whole.
+    fn watch_hello(&mut self, bytes: &[u8]) {
+        if self.key_share.is_some() || bytes.is_empty() {
+            return;
+        }
+        self.hello
+            .extend_from_slice(&bytes[..bytes.len().min(5 + (1 << 14))]);
+        self.key_share = server_hello_key_share(&self.hello);
+        if self.key_share.is_some() || self.hello.len() > 5 + (1 << 14) {
+            self.hello = Vec::new();
+            self.key_share.get_or_insert(true);
+        }
     }
 
     pub(crate) fn has_output(&self) -> bool {
@@ -373,7 +437,13 @@ impl Handshake {
 
     /// What was negotiated (call before [`Self::finish`]).
     pub(crate) fn info(&self) -> HandshakeInfo {
-        HandshakeInfo::of(self.stream.ssl())
+        let mut info = HandshakeInfo::of(self.stream.ssl());
+        if self.key_share == Some(false) {
+            // Resumed without key exchange: OpenSSL names the original
+            // session's group.
+            info.key_exchange = None;
+        }
+        info
     }
 
     /// Turns the completed handshake into record keys or a fallback stream.

@@ -1,6 +1,7 @@
 //! The OpenSSL calls resumption needs that rust-openssl does not wrap
 //! safely: offering a cached session, the server's session lifetime, and
-//! the server's ticket key callback (a key ring that rotates).
+//! the server's ticket key callback (a key ring that rotates); and the
+//! negotiated key exchange group.
 #![allow(unsafe_code)]
 
 use std::os::raw::{c_int, c_long, c_uchar};
@@ -26,6 +27,38 @@ extern "C" {
         cb: Option<unsafe extern "C" fn(*mut ffi::SSL, *mut std::ffi::c_void) -> c_int>,
         arg: *mut std::ffi::c_void,
     );
+    // Since 3.0; not bound.
+    fn SSL_group_to_name(s: *mut ffi::SSL, id: c_int) -> *const std::os::raw::c_char;
+}
+
+/// `SSL_CTRL_GET_NEGOTIATED_GROUP` (`SSL_get_negotiated_group` is a macro).
+const SSL_CTRL_GET_NEGOTIATED_GROUP: c_int = 134;
+
+/// The key exchange group a finished handshake used; `None` when there was
+/// none (a psk_ke resumption).
+pub(crate) fn negotiated_group(ssl: &SslRef) -> Option<String> {
+    // SAFETY: `ssl` is a live SSL; the control reads a field, and the name
+    // is a static string of OpenSSL's (or NULL), copied at once.
+    unsafe {
+        let id = ffi::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_GET_NEGOTIATED_GROUP,
+            0,
+            std::ptr::null_mut(),
+        ) as c_int;
+        if id <= 0 {
+            return None;
+        }
+        let name = SSL_group_to_name(ssl.as_ptr(), id);
+        if name.is_null() {
+            return Some(format!("group {id}"));
+        }
+        Some(
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// Server: early data is accepted only from clients that offered TCPLS

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    AlpnError, NameType, SniError, SslAlert, SslContextBuilder, SslMethod, SslRef, SslVerifyMode,
-    SslVersion,
+    AlpnError, NameType, SniError, SslAlert, SslContextBuilder, SslMethod, SslOptions, SslRef,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::{X509VerifyResult, X509};
 
@@ -142,6 +142,11 @@ impl Identity {
     }
 }
 
+/// `SSL_OP_ALLOW_NO_DHE_KEX` and `SSL_OP_PREFER_NO_DHE_KEX` (OpenSSL 3.3;
+/// the openssl crate names neither).
+const SSL_OP_ALLOW_NO_DHE_KEX: u64 = 1 << 10;
+const SSL_OP_PREFER_NO_DHE_KEX: u64 = 1 << 35;
+
 /// What both sides configure alike.
 #[derive(Clone)]
 pub(crate) struct TlsOptions {
@@ -152,6 +157,8 @@ pub(crate) struct TlsOptions {
     pub alpn: Vec<Vec<u8>>,
     pub verify_hook: Option<VerifyHook>,
     pub context_hook: Option<ContextHook>,
+    /// Resumption may skip the key exchange (TLS 1.3 psk_ke).
+    pub resume_without_key_exchange: bool,
 }
 
 impl Default for TlsOptions {
@@ -162,6 +169,7 @@ impl Default for TlsOptions {
             alpn: Vec::new(),
             verify_hook: None,
             context_hook: None,
+            resume_without_key_exchange: false,
         }
     }
 }
@@ -174,6 +182,10 @@ impl std::fmt::Debug for TlsOptions {
             .field("alpn", &self.alpn)
             .field("verify_hook", &self.verify_hook.is_some())
             .field("context_hook", &self.context_hook.is_some())
+            .field(
+                "resume_without_key_exchange",
+                &self.resume_without_key_exchange,
+            )
             .finish()
     }
 }
@@ -196,6 +208,15 @@ impl TlsOptions {
         if let Some(g) = &self.groups {
             b.set_groups_list(g)
                 .map_err(|e| Error::BadConfig(format!("key exchange groups {g:?}: {e}")))?;
+        }
+        if self.resume_without_key_exchange {
+            // A client offers psk_ke beside psk_dhe_ke; a server takes it
+            // when offered (OpenSSL otherwise prefers psk_dhe_ke).
+            let mut o = SslOptions::from_bits_retain(SSL_OP_ALLOW_NO_DHE_KEX);
+            if server {
+                o |= SslOptions::from_bits_retain(SSL_OP_PREFER_NO_DHE_KEX);
+            }
+            b.set_options(o);
         }
         if !self.alpn.is_empty() {
             let mut wire = Vec::new();

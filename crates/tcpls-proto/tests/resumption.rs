@@ -242,3 +242,54 @@ fn a_ticket_from_an_unverified_session_is_not_used_by_a_verifying_client() {
     let r = session(&verifying, &s);
     assert_eq!(r.c.handshake_kind(), Some(HandshakeKind::Resumed));
 }
+
+/// Resumption without a key exchange (psk_ke) only when both sides allow
+/// it: a full handshake names its group, a resumed one between two
+/// consenting sides none, and one where only the client offers it keeps
+/// the key exchange. Each session carries data.
+#[test]
+fn resumption_skips_the_key_exchange_only_when_both_sides_allow_it() {
+    let psk_server = |yes: bool| {
+        Arc::new(
+            ServerConfig::builder()
+                .self_signed(&["localhost"])
+                .unwrap()
+                .resume_without_key_exchange(yes)
+                .build()
+                .unwrap(),
+        )
+    };
+    let psk_client = |cache: &Arc<SessionCache>| {
+        Arc::new(
+            ClientConfig::builder()
+                .insecure()
+                .session_cache(Some(cache.clone()))
+                .resume_without_key_exchange(true)
+                .transport(TransportConfig {
+                    silence_probe: None,
+                    ..Default::default()
+                })
+                .build()
+                .unwrap(),
+        )
+    };
+    for server_allows in [true, false] {
+        let cache = Arc::new(SessionCache::new(8));
+        let (c, s) = (psk_client(&cache), psk_server(server_allows));
+        let mut first = session(&c, &s);
+        assert_eq!(first.c.handshake_kind(), Some(HandshakeKind::Full));
+        let group = first.c.key_exchange().map(str::to_string);
+        assert!(group.is_some(), "a full handshake has a key exchange");
+        assert_eq!(first.s.key_exchange(), group.as_deref());
+        exchange(&mut first);
+        let mut second = session(&c, &s);
+        assert_eq!(second.c.handshake_kind(), Some(HandshakeKind::Resumed));
+        if server_allows {
+            assert_eq!(second.c.key_exchange(), None, "psk_ke");
+            assert_eq!(second.s.key_exchange(), None);
+        } else {
+            assert_eq!(second.c.key_exchange(), group.as_deref(), "psk_dhe_ke");
+        }
+        exchange(&mut second);
+    }
+}

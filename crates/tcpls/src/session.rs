@@ -133,6 +133,17 @@ impl Session {
         self.shared().lock().proto.alpn().map(<[u8]>::to_vec)
     }
 
+    /// The key exchange group the handshake used (e.g. `X25519MLKEM768`);
+    /// `None` before the handshake ends and for a resumption without key
+    /// exchange (`resume_without_key_exchange` on both sides).
+    pub fn key_exchange(&self) -> Option<String> {
+        self.shared()
+            .lock()
+            .proto
+            .key_exchange()
+            .map(str::to_string)
+    }
+
     /// The peer's certificate chain as it sent it, leaf first (DER): the
     /// server's, or the client's under mutual TLS.
     pub fn peer_certificates_der(&self) -> Vec<Vec<u8>> {

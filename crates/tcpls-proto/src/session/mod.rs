@@ -418,6 +418,13 @@ impl Session {
         self.handshake_info.as_ref()?.alpn.as_deref()
     }
 
+    /// The key exchange group the handshake used (e.g. `X25519MLKEM768`),
+    /// once it is done; `None` for a resumption without key exchange (see
+    /// `resume_without_key_exchange` on the configuration builders).
+    pub fn key_exchange(&self) -> Option<&str> {
+        self.handshake_info.as_ref()?.key_exchange.as_deref()
+    }
+
     /// The peer's certificate chain as it sent it, leaf first (DER): the
     /// server's, or a client's under mutual TLS. Empty for a resumed
     /// handshake's server side when the ticket holds no client chain, and
