@@ -95,11 +95,13 @@ fn every_peer_transfers_verified_bytes_and_reports_every_figure() {
         [
             "openssl",
             "openssl-resumed",
+            "openssl-psk-ke",
             "rustls",
             "rustls-resumed",
             "quinn",
             "tcpls",
             "tcpls-resumed",
+            "tcpls-psk-ke",
             "tcpls-join"
         ]
     );
