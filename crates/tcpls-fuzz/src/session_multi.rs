@@ -54,6 +54,10 @@ fn transport() -> TransportConfig {
         max_connections: 3,
         key_update_records: 3,
         ack_every_records: 2,
+        // Any congestion controller program, small: fuzzed
+        // TRANSPORT_OPTION_DATA frames reach the reassembly and its bounds.
+        peer_cc_programs: tcpls_proto::session::options::CcProgramPolicy::Any,
+        max_cc_program: 4096,
         ..TransportConfig::default()
     }
 }

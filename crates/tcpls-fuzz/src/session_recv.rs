@@ -35,6 +35,10 @@ fn transport() -> TransportConfig {
         session_window: 8192,
         max_streams: 4,
         send_buffer: 8192,
+        // Any congestion controller program, small: fuzzed
+        // TRANSPORT_OPTION_DATA frames reach the reassembly and its bounds.
+        peer_cc_programs: tcpls_proto::session::options::CcProgramPolicy::Any,
+        max_cc_program: 4096,
         ..TransportConfig::default()
     }
 }
