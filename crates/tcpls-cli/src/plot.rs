@@ -64,37 +64,38 @@ pub enum Metric {
     Rtt,
 }
 
+/// A series in (seconds, value): `samples` taken every `t.interval_ms`,
+/// in windows of `smooth`, each window's value by `value(window, its
+/// length in seconds)` (`None`: no point).
+fn windows<T>(
+    t: &Timeline,
+    samples: &[T],
+    smooth: usize,
+    value: impl Fn(&[T], f64) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    let dt = t.interval_ms as f64 / 1000.0;
+    let w = smooth.max(1);
+    samples
+        .chunks(w)
+        .enumerate()
+        .filter_map(|(i, c)| value(c, c.len() as f64 * dt).map(|v| ((i * w) as f64 * dt, v)))
+        .collect()
+}
+
 /// RTT series in (seconds, ms), averaged over `smooth` samples (unknown
 /// samples left out).
 fn rtt_series(t: &Timeline, smooth: usize) -> Vec<(f64, f64)> {
-    let dt = t.interval_ms as f64 / 1000.0;
-    let w = smooth.max(1);
-    t.rtt_us
-        .chunks(w)
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let known: Vec<f64> = c.iter().filter(|r| **r > 0).map(|r| *r as f64).collect();
-            (!known.is_empty()).then(|| {
-                let ms = known.iter().sum::<f64>() / known.len() as f64 / 1000.0;
-                ((i * w) as f64 * dt, ms)
-            })
-        })
-        .collect()
+    windows(t, &t.rtt_us, smooth, |c, _| {
+        let known: Vec<f64> = c.iter().filter(|r| **r > 0).map(|r| *r as f64).collect();
+        (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64 / 1000.0)
+    })
 }
 
 /// Goodput series in (seconds, Mbit/s), averaged over `smooth` samples.
 fn series(t: &Timeline, smooth: usize) -> Vec<(f64, f64)> {
-    let dt = t.interval_ms as f64 / 1000.0;
-    let w = smooth.max(1);
-    t.bytes
-        .chunks(w)
-        .enumerate()
-        .map(|(i, c)| {
-            let bytes: u64 = c.iter().sum();
-            let secs = c.len() as f64 * dt;
-            ((i * w) as f64 * dt, bytes as f64 * 8.0 / secs / 1e6)
-        })
-        .collect()
+    windows(t, &t.bytes, smooth, |c, secs| {
+        Some(c.iter().sum::<u64>() as f64 * 8.0 / secs / 1e6)
+    })
 }
 
 /// The part of a `tcpls soak --out` report that `plot` draws.

@@ -459,6 +459,15 @@ fn non_default_cc() -> Option<String> {
         .map(String::from)
 }
 
+/// `tcpls perf --upload` of 4 MB to the server on `port`, its JSON report.
+fn upload_perf(port: u16, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["perf", &format!("127.0.0.1:{port}"), "-k", "--bytes", "4M"])
+        .args(["--repeat", "1", "--upload", "--json"])
+        .args(extra);
+    json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)))
+}
+
 /// Transport options over the secure channel (TRANSPORT_OPTION): the
 /// server asks each client to send with a congestion controller; the
 /// client's upload connection then uses it (read back with getsockopt),
@@ -473,13 +482,7 @@ fn the_server_chooses_the_clients_congestion_controller() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_srv, port) = start_tcpls_serve(dir.path(), &["--perf", "--peer-cc", &cc]);
-    let perf = |extra: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["perf", &format!("127.0.0.1:{port}"), "-k", "--bytes", "4M"])
-            .args(["--repeat", "1", "--upload", "--json"])
-            .args(extra);
-        json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)))
-    };
+    let perf = |extra: &[&str]| upload_perf(port, extra);
     let events = |v: &serde_json::Value| -> Vec<String> {
         v["events"]
             .as_array()
@@ -558,13 +561,7 @@ fn the_server_ships_a_bpf_congestion_controller() {
             object,
         ],
     );
-    let perf = |extra: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["perf", &format!("127.0.0.1:{port}"), "-k", "--bytes", "4M"])
-            .args(["--repeat", "1", "--upload", "--json"])
-            .args(extra);
-        json(&run_bounded(&mut cmd, b"", Duration::from_secs(60)))
-    };
+    let perf = |extra: &[&str]| upload_perf(port, extra);
     let v = perf(&["--accept-cc-programs", &digest]);
     assert_eq!(
         v["connections"][0]["congestion_control"], "tcpls_vegas",

@@ -290,12 +290,7 @@ fn a_flood_of_transport_option_requests_is_bounded() {
         p.c.send_raw_record_for_testing(&rec).unwrap();
     }
     // Deliver to the server without letting it send anything back.
-    let mut wire = Vec::new();
-    p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 24)
-        .unwrap();
-    let mut input = bytes::BytesMut::from(&wire[..]);
-    let now = p.now;
-    p.s.recv(ConnectionId(0), &mut input, now).unwrap();
+    deliver_to_server(&mut p);
     let mut asked = 0;
     let mut refused = 0;
     while let Some(e) = p.s.poll_event() {
@@ -339,12 +334,7 @@ fn hostile_program_data_is_bounded_and_refused() {
     while p.s.poll_event().is_some() {}
     let deliver = |p: &mut Net, rec: &[u8]| {
         p.c.send_raw_record_for_testing(rec).unwrap();
-        let mut wire = Vec::new();
-        p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 24)
-            .unwrap();
-        let mut input = bytes::BytesMut::from(&wire[..]);
-        let now = p.now;
-        p.s.recv(ConnectionId(0), &mut input, now).unwrap();
+        deliver_to_server(p);
     };
     let mut peak = 0;
     // One-byte pieces at every other offset of one request, then of many
@@ -400,4 +390,14 @@ fn hostile_program_data_is_bounded_and_refused() {
     );
     assert_eq!(p.s.peer_program_held(), 0);
     assert!(p.s.error().is_none() && p.c.error().is_none());
+}
+
+/// Hands what the client has to send to the server, nothing back.
+fn deliver_to_server(p: &mut Net) {
+    let mut wire = Vec::new();
+    p.c.poll_transmit(ConnectionId(0), &mut wire, 1 << 24)
+        .unwrap();
+    let mut input = bytes::BytesMut::from(&wire[..]);
+    let now = p.now;
+    p.s.recv(ConnectionId(0), &mut input, now).unwrap();
 }

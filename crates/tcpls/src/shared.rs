@@ -492,6 +492,10 @@ impl Shared {
     ) {
         let mut inner = self.lock();
         let answer = loaded.and_then(|controller| {
+            if inner.proto.is_drained() || inner.proto.error().is_some() {
+                // Closed while it loaded: nothing keeps it registered.
+                return Err((OptionStatus::Failed, "the session ended".into()));
+            }
             let targets = self.sockets_of(conn);
             let name = PeerOption::CongestionControl(controller.name.clone());
             crate::options::apply(&targets, &name, inner.proto.failover()).map_err(
