@@ -154,6 +154,15 @@ impl TransportOptionArgs {
                 .collect()
         };
         transport.peer_cc_programs = self.accept_cc_programs.clone();
+        if !cfg!(feature = "bpf-cc") && self.accept_cc_programs != tcpls::CcProgramPolicy::Refuse {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "tcpls: warning: this build cannot load eBPF programs (build with --features \
+                     bpf-cc): --accept-cc-programs only changes what the peer is told"
+                )
+            });
+        }
     }
 
     /// The --peer-cc-program object, read on first use (a server checks
