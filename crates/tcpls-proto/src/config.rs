@@ -88,7 +88,11 @@ pub struct TransportConfig {
     pub ack_every_records: u32,
     /// ...or this many bytes of them...
     pub ack_every_bytes: usize,
-    /// ...or this long after the first unacknowledged one.
+    /// ...or this long after the first unacknowledged one (default 5 ms:
+    /// a sender allows this much on top of the RTT before it declares a
+    /// connection stalled, so it bounds how soon a blackholed path is
+    /// noticed; 5 ms costs a busy connection at most 200 ACK records a
+    /// second).
     pub ack_delay: Duration,
     /// Probe a connection with PING when nothing arrived on it for this
     /// long, and declare it failed when the PING is not acknowledged within
@@ -156,7 +160,7 @@ impl Default for TransportConfig {
             failover: true,
             ack_every_records: 64,
             ack_every_bytes: 1 << 20,
-            ack_delay: Duration::from_millis(20),
+            ack_delay: Duration::from_millis(5),
             keepalive: None,
             probe_timeout: Duration::from_millis(300),
             silence_probe: Some(Duration::from_millis(100)),
