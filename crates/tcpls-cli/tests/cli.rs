@@ -1138,7 +1138,7 @@ fn connect_shows_the_session_and_relays_a_stream() {
         b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
         Duration::from_secs(30),
     );
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("hello from tcpls serve"), "{text}");
