@@ -130,9 +130,10 @@ pub struct TransportOptionArgs {
     #[arg(long, value_name = "POLICY", default_value = "none",
           value_parser = tcpls::CcProgramPolicy::parse)]
     pub accept_cc_programs: tcpls::CcProgramPolicy,
-    /// The --peer-cc-program file, read once.
+    /// The --peer-cc-program request, built (file read, digest taken)
+    /// once for all sessions.
     #[arg(skip)]
-    program: std::sync::OnceLock<bytes::Bytes>,
+    program: std::sync::OnceLock<tcpls::PeerOption>,
     /// No TCP Fast Open: a client's ClientHello and join hellos never ride
     /// in the SYN, a server's listener refuses SYNs with data. (Fast Open
     /// also needs net.ipv4.tcp_fastopen=3 on Linux; see docs/deployment.md.)
@@ -165,10 +166,11 @@ impl TransportOptionArgs {
         }
     }
 
-    /// The --peer-cc-program object, read on first use (a server checks
-    /// it at start, not at its first client).
-    pub fn program(&self) -> Result<Option<bytes::Bytes>> {
-        let Some(path) = &self.peer_cc_program else {
+    /// The --peer-cc-program request (the object registering --peer-cc),
+    /// built on first use (a server checks it at start, not at its first
+    /// client).
+    pub fn program(&self) -> Result<Option<tcpls::PeerOption>> {
+        let (Some(path), Some(name)) = (&self.peer_cc_program, &self.peer_cc) else {
             return Ok(None);
         };
         if let Some(p) = self.program.get() {
@@ -181,7 +183,10 @@ impl TransportOptionArgs {
             "--peer-cc-program {}: not an ELF object (build one with bpf/build.sh)",
             path.display()
         );
-        Ok(Some(self.program.get_or_init(|| bytes.into()).clone()))
+        let option = self
+            .program
+            .get_or_init(|| tcpls::PeerOption::congestion_program(name, bytes));
+        Ok(Some(option.clone()))
     }
 
     /// True when [`Self::apply`] has something to do.
@@ -203,7 +208,7 @@ impl TransportOptionArgs {
         }
         if let Some(name) = &self.peer_cc {
             let option = match self.program()? {
-                Some(program) => tcpls::PeerOption::congestion_program(name, program),
+                Some(program) => program,
                 None => tcpls::PeerOption::CongestionControl(name.clone()),
             };
             session.set_peer_option(None, option)?;

@@ -162,6 +162,21 @@ pub(crate) struct Handshake {
     key_share: Option<bool>,
 }
 
+/// Follows the server's first flight (`bytes` the next of it) in `hello`
+/// until its ServerHello is whole, then says in `key_share` whether it
+/// carried a key share.
+fn watch_hello(hello: &mut Vec<u8>, key_share: &mut Option<bool>, bytes: &[u8]) {
+    if key_share.is_some() || bytes.is_empty() {
+        return;
+    }
+    hello.extend_from_slice(&bytes[..bytes.len().min(5 + (1 << 14))]);
+    *key_share = server_hello_key_share(hello);
+    if key_share.is_some() || hello.len() > 5 + (1 << 14) {
+        *hello = Vec::new();
+        key_share.get_or_insert(true);
+    }
+}
+
 /// Whether the TLS record at the start of `flight`, a ServerHello, carries
 /// a key_share extension: `None` until the record is whole; `Some(true)`
 /// when it is something else (then a key exchange is assumed).
@@ -367,7 +382,7 @@ impl Handshake {
 
     pub(crate) fn feed(&mut self, data: &[u8]) {
         if self.side == Side::Client {
-            self.watch_hello(data);
+            watch_hello(&mut self.hello, &mut self.key_share, data);
         }
         self.stream.get_mut().feed(data);
     }
@@ -375,25 +390,10 @@ impl Handshake {
     /// Moves OpenSSL's pending output (handshake flight, alerts) to `out`.
     pub(crate) fn take_output(&mut self, out: &mut Vec<u8>) {
         if self.side == Side::Server {
-            let flight = std::mem::take(&mut self.stream.get_mut().output);
-            self.watch_hello(&flight);
-            self.stream.get_mut().output = flight;
+            let flight = &self.stream.get_ref().output;
+            watch_hello(&mut self.hello, &mut self.key_share, flight);
         }
         out.append(&mut self.stream.get_mut().output);
-    }
-
-    /// Follows the server's first flight until its ServerHello is whole.
-    fn watch_hello(&mut self, bytes: &[u8]) {
-        if self.key_share.is_some() || bytes.is_empty() {
-            return;
-        }
-        self.hello
-            .extend_from_slice(&bytes[..bytes.len().min(5 + (1 << 14))]);
-        self.key_share = server_hello_key_share(&self.hello);
-        if self.key_share.is_some() || self.hello.len() > 5 + (1 << 14) {
-            self.hello = Vec::new();
-            self.key_share.get_or_insert(true);
-        }
     }
 
     pub(crate) fn has_output(&self) -> bool {

@@ -74,14 +74,21 @@ fn read_all(s: &mut Session, id: StreamId) -> Vec<u8> {
     out
 }
 
-#[test]
-fn an_early_request_is_answered_in_the_servers_first_flight() {
+/// A client holding a ticket of a server that takes `early` bytes of
+/// early data, and its session resuming with it (nothing sent yet).
+fn resuming(early: u32) -> (Arc<SessionCache>, Arc<ServerConfig>, Session, Instant) {
     let cache = Arc::new(SessionCache::new(8));
     let c = client(&cache);
-    let s = server(16_384);
+    let s = server(early);
     prime(&c, &s);
     let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
+    let cl = Session::connect_early(c, "localhost", None, now).unwrap();
+    (cache, s, cl, now)
+}
+
+#[test]
+fn an_early_request_is_answered_in_the_servers_first_flight() {
+    let (cache, s, mut cl, now) = resuming(16_384);
     let mut sv = Session::accept(s.clone(), now).unwrap();
     assert_eq!(cl.early_data(), EarlyData::Pending);
     // The ClientHello waits for the request.
@@ -159,12 +166,7 @@ fn refused_early_data_is_sent_again_and_arrives_once() {
 
 #[test]
 fn a_replayed_first_flight_is_not_processed_twice() {
-    let cache = Arc::new(SessionCache::new(8));
-    let c = client(&cache);
-    let s = server(16_384);
-    prime(&c, &s);
-    let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
+    let (_cache, s, mut cl, now) = resuming(16_384);
     let id = cl.open_stream().unwrap();
     cl.write(id, b"transfer 100 coins").unwrap();
     let mut flight = Vec::new();
@@ -188,12 +190,7 @@ fn a_replayed_first_flight_is_not_processed_twice() {
 
 #[test]
 fn without_early_data_on_the_server_connect_early_is_a_plain_connect() {
-    let cache = Arc::new(SessionCache::new(8));
-    let c = client(&cache);
-    let s = server(0);
-    prime(&c, &s);
-    let now = Instant::now();
-    let mut cl = Session::connect_early(c.clone(), "localhost", None, now).unwrap();
+    let (_cache, s, mut cl, now) = resuming(0);
     assert_eq!(cl.early_data(), EarlyData::NotAttempted);
     let mut sv = Session::accept(s, now).unwrap();
     for _ in 0..4 {

@@ -291,15 +291,7 @@ impl Inner {
                     option,
                 } => {
                     let answer = self.apply_peer_option(conn, &option);
-                    tracing::info!(?conn, option = %option.describe(), ?answer, "peer's transport option");
-                    let applied = answer.clone().map_err(|(_, why)| why);
-                    self.proto
-                        .answer_peer_option(request, conn, &option, answer);
-                    self.push_app_event(SessionEvent::PeerOption {
-                        conn,
-                        option,
-                        applied,
-                    });
+                    self.answer_peer(request, conn, option, answer);
                 }
                 Event::PeerOptionRefused {
                     conn,
@@ -399,20 +391,21 @@ impl Inner {
             }
             _ => {
                 let why = (OptionStatus::Failed, "session ending".to_string());
-                self.answer_program(request, conn, option, Err(why));
+                self.answer_peer(request, conn, option, Err(why));
             }
         }
     }
 
-    /// Answers the peer's program request and tells the application.
-    fn answer_program(
+    /// Answers the peer's transport option request (applied, loaded, or
+    /// why not) and tells the application.
+    fn answer_peer(
         &mut self,
         request: u32,
         conn: Option<ConnectionId>,
         option: PeerOption,
         answer: tcpls_proto::session::options::OptionAnswer,
     ) {
-        tracing::info!(?conn, option = %option.describe(), ?answer, "peer's congestion controller program");
+        tracing::info!(?conn, option = %option.describe(), ?answer, "peer's transport option");
         let applied = answer.clone().map_err(|(_, why)| why);
         self.proto
             .answer_peer_option(request, conn, &option, answer);
@@ -512,7 +505,7 @@ impl Shared {
             inner.cc_programs.push(controller);
             Ok(())
         });
-        inner.answer_program(request, conn, option, answer);
+        inner.answer_peer(request, conn, option, answer);
         inner.dispatch();
         drop(inner);
         self.wake_writers();
