@@ -379,7 +379,8 @@ impl ClientOpts {
         if self.connections == 1 || !session.is_tcpls() {
             return Ok(());
         }
-        // Tokens (and address advertisements) follow the handshake at once.
+        // Tokens (and address advertisements) follow the handshake, within
+        // an ACK delay.
         for _ in 0..200 {
             if session.available_tokens() + 1 >= self.connections as usize {
                 break;

@@ -31,7 +31,9 @@ pub struct TransportConfig {
     pub stream_window: u64,
     /// Receive window for the whole session.
     pub session_window: u64,
-    /// Streams the peer may have open at once.
+    /// Streams the peer may have open at once. Credit for ended streams
+    /// goes back in batches of an eighth of this, so a peer may be held at
+    /// 7/8 of it until more of its streams end.
     pub max_streams: u32,
     /// Bytes the application may queue on one stream, not yet sent, before
     /// writes block. (Sent bytes kept for acknowledgement are bounded per

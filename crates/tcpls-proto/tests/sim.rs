@@ -1067,3 +1067,62 @@ fn a_plain_tls_end_behind_unread_records_delivers_them_first() {
     assert!(got == body);
     assert!(matches!(end, Ok(ReadOutcome::Fin)), "a clean end: {end:?}");
 }
+
+/// Stream credit comes back in batches (a MAX_STREAMS once an eighth of
+/// the limit came back), yet a peer that keeps opening and closing streams
+/// never runs out, and one with `max_streams` open is held back until some
+/// end.
+#[test]
+fn stream_credit_is_granted_in_batches_and_never_runs_out() {
+    let t = TransportConfig {
+        max_streams: 16,
+        ..Default::default()
+    };
+    let mut p = Net::new(client_config(t.clone()), server_config(t), 1);
+    p.drive();
+    let exchange = |p: &mut Net, ids: &[StreamId]| {
+        for &id in ids {
+            p.c.write(id, b"ask").unwrap();
+            p.c.finish(id).unwrap();
+        }
+        p.drive();
+        for &id in ids {
+            assert_eq!(p.s.accept_stream(), Some(id));
+            assert_eq!(p.s.read(id, 10).unwrap(), ReadOutcome::Data("ask".into()));
+            assert_eq!(p.s.read(id, 10).unwrap(), ReadOutcome::Fin);
+            p.s.write(id, b"answer").unwrap();
+            p.s.finish(id).unwrap();
+        }
+        p.drive();
+        for &id in ids {
+            assert_eq!(
+                p.c.read(id, 10).unwrap(),
+                ReadOutcome::Data("answer".into())
+            );
+            assert_eq!(p.c.read(id, 10).unwrap(), ReadOutcome::Fin);
+        }
+        p.drive();
+    };
+    let open_all = |p: &mut Net| -> Vec<StreamId> {
+        std::iter::from_fn(|| p.c.open_stream().ok())
+            .take(100)
+            .collect()
+    };
+    // One at a time, five times the limit.
+    for _ in 0..80 {
+        let id = p.c.open_stream().expect("credit came back");
+        exchange(&mut p, &[id]);
+    }
+    // As many at once as allowed: never more than the limit, at most an
+    // eighth of it held back; again once they all ended.
+    for _ in 0..3 {
+        let ids = open_all(&mut p);
+        assert!(
+            (14..=16).contains(&ids.len()),
+            "{} streams at once",
+            ids.len()
+        );
+        exchange(&mut p, &ids);
+    }
+    assert!(p.c.error().is_none() && p.s.error().is_none());
+}

@@ -24,13 +24,20 @@ struct Pair {
 impl Pair {
     fn new(t: TransportConfig, suite: CipherSuite) -> Self {
         let now = Instant::now();
+        let ack_delay = t.ack_delay;
         let (c, s) = Session::established_pair_for_testing(t.clone(), t, suite, now).unwrap();
-        Pair {
+        let mut p = Pair {
             c,
             s,
             now,
             bufs: [(ConnectionId::FIRST, Default::default())].into(),
-        }
+        };
+        // The server's join tokens wait an ACK delay for a record to ride
+        // along with; this pair's clock stands still otherwise.
+        p.now += ack_delay;
+        p.s.handle_timeout(p.now);
+        p.c.handle_timeout(p.now);
+        p
     }
 
     /// Moves bytes on every connection until nothing moves.

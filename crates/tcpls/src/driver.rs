@@ -22,7 +22,7 @@ use tcpls_proto::MAX_RECORD;
 /// Bytes asked of the kernel per read: several maximal records at once.
 const READ_CHUNK: usize = 256 << 10;
 /// Bytes of records built before one write to the socket.
-const WRITE_BATCH: usize = 256 << 10;
+pub(crate) const WRITE_BATCH: usize = 256 << 10;
 
 /// Starts the tasks of connection `conn`. `input` holds bytes already read
 /// from the socket; `first` bytes to write before anything else.
@@ -330,6 +330,19 @@ async fn read_some(rd: &TcpStream, bufs: &mut ReadBuffers) -> std::io::Result<us
     }
 }
 
+/// Writes what the socket takes of `data` now, without waiting; the bytes
+/// written (none on an error, which the writer task then meets).
+pub(crate) fn write_now(tcp: &TcpStream, data: &[u8]) -> usize {
+    let mut sent = 0;
+    while sent < data.len() {
+        match tcp.try_write(&data[sent..]) {
+            Ok(n) if n > 0 => sent += n,
+            _ => break,
+        }
+    }
+    sent
+}
+
 async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         tcp.writable().await?;
@@ -367,7 +380,7 @@ pub(crate) fn transmit_inline(shared: &Shared) -> bool {
         let mut out = std::mem::take(&mut inner.inline_out);
         out.clear();
         let _ = inner.proto.poll_transmit_buf(conn, &mut out, WRITE_BATCH);
-        inner.flushers.drain(..).for_each(|w| w.wake());
+        inner.wake_flushers();
         inner.dispatch();
         if out.is_empty() {
             inner.inline_out = out;
@@ -460,7 +473,7 @@ async fn writer(
                     }
                 }
             }
-            inner.flushers.drain(..).for_each(|w| w.wake());
+            inner.wake_flushers();
             inner.dispatch();
             let state = inner.proto.connection_state(conn);
             let retired = !matches!(

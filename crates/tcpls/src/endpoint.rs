@@ -27,12 +27,24 @@ use crate::socket::tcp_connect;
 const ACCEPT_QUEUE: usize = 64;
 
 fn start(
-    proto: tcpls_proto::Session,
+    mut proto: tcpls_proto::Session,
     tcp: TcpStream,
-    input: BytesMut,
+    mut input: BytesMut,
     registry: Option<Arc<TokenRegistry>>,
     slot: Option<SessionSlot>,
 ) -> Session {
+    // The first flight (a client's ClientHello, a server's answer to the
+    // ClientHello in `input`) is written from the calling task, sparing a
+    // task hop (a thread's wake-up when the caller runs outside the
+    // runtime) before the handshake's first byte leaves. What the socket
+    // does not take at once is left to the writer, first.
+    if !input.is_empty() {
+        let _ = proto.recv(ConnectionId::FIRST, &mut input, Instant::now());
+    }
+    let mut flight = tcpls_proto::session::TransmitBuf::default();
+    let _ = proto.poll_transmit_buf(ConnectionId::FIRST, &mut flight, driver::WRITE_BATCH);
+    let written = driver::write_now(&tcp, &flight);
+    let first = flight[written..].to_vec();
     let local_addr = tcp.local_addr().ok();
     let peer_addr = tcp.peer_addr().ok();
     let shared = Arc::new_cyclic(|me| Shared {
@@ -61,15 +73,19 @@ fn start(
             inline_out: Default::default(),
             congestion_control: None,
             cc_programs: Vec::new(),
+            wakes: Vec::new(),
         }),
         writers: Default::default(),
         rx: Default::default(),
         writer_done: Default::default(),
         read_held: Default::default(),
+        notsent_lowat: std::sync::atomic::AtomicU32::new(u32::MAX),
         sockets: Default::default(),
         _slot: slot,
     });
-    driver::spawn(shared.clone(), tcp, ConnectionId(0), input, Vec::new());
+    // Events of the input processed above (early data's streams).
+    shared.lock().dispatch();
+    driver::spawn(shared.clone(), tcp, ConnectionId(0), input, first);
     tokio::spawn(monitor::health(Arc::downgrade(&shared)));
     crate::links::register(&shared);
     Session {
@@ -127,6 +143,7 @@ pub async fn connect_early(
         return connect(addr, server_name, config).await;
     }
     let fast_open = config.transport.fast_open;
+    let started = Instant::now();
     let tcp = tokio::time::timeout(
         config.transport.handshake_timeout,
         tcp_connect(addr, None, fast_open),
@@ -148,7 +165,7 @@ pub async fn connect_early(
             // Bounded: a session dropped before its first write never
             // starts its handshake.
             if let Ok(Ok(())) = tokio::time::timeout(wait, established(&s)).await {
-                note_fast_open(&s, addr);
+                note_fast_open(&s, addr, started);
             }
         });
     }
@@ -185,9 +202,19 @@ pub async fn connect_from(
     Ok(session)
 }
 
-/// After a handshake with Fast Open asked: remembers `addr` if its path
-/// dropped the SYN's data (see `socket::note_fast_open_outcome`).
-fn note_fast_open(session: &Session, addr: SocketAddr) {
+/// A handshake faster than this had no SYN sent again (the kernel's first
+/// SYN timeout is 1 s).
+const NO_SYN_RETRY: Duration = Duration::from_millis(200);
+
+/// After a handshake with Fast Open asked (TCP connect at `started`):
+/// remembers `addr` if its path dropped the SYN's data (see
+/// `socket::note_fast_open_outcome`). A fast handshake is not asked about:
+/// its TCP_INFO call waited for the socket's lock while the writer task
+/// sent the client's Finished, 50 µs on the handshake's critical path.
+fn note_fast_open(session: &Session, addr: SocketAddr, started: Instant) {
+    if started.elapsed() < NO_SYN_RETRY {
+        return;
+    }
     for tcp in session.shared().sockets_of(Some(ConnectionId::FIRST)) {
         crate::socket::note_fast_open_outcome(&tcp, addr.ip());
     }
@@ -211,6 +238,7 @@ async fn handshake(
 ) -> Result<Session, Attempt> {
     let timeout = config.transport.handshake_timeout;
     let fast_open = config.transport.fast_open;
+    let started = Instant::now();
     let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind, fast_open))
         .await
         .map_err(|_| Attempt::Connect(Error::Session(tcpls_proto::Error::HandshakeTimeout)))?
@@ -222,7 +250,7 @@ async fn handshake(
     match tokio::time::timeout(wait, established(&session)).await {
         Ok(Ok(())) => {
             if fast_open {
-                note_fast_open(&session, addr);
+                note_fast_open(&session, addr, started);
             }
             Ok(session)
         }

@@ -42,6 +42,22 @@ pub(crate) async fn join_connection(
     remote: SocketAddr,
     bind: Option<SocketAddr>,
 ) -> Result<ConnectionId, Error> {
+    // The server's tokens follow its handshake, within an ACK delay when
+    // no answer carries them sooner: a join right after connecting waits
+    // for one (then fails as before, with no token).
+    let token = poll_fn(|cx| {
+        let mut inner = shared.lock();
+        if inner.proto.available_tokens() > 0
+            || inner.proto.side() == tcpls_proto::Side::Server
+            || !inner.proto.is_tcpls()
+            || inner.proto.error().is_some()
+        {
+            return Poll::Ready(());
+        }
+        inner.state_waiters.push(cx.waker().clone());
+        Poll::Pending
+    });
+    let _ = tokio::time::timeout(JOIN_CONFIRM_TIMEOUT, token).await;
     let fast_open = shared.lock().proto.transport_config().fast_open;
     let tcp = crate::socket::tcp_connect(remote, bind, fast_open).await?;
     let id = start_join(shared, tcp)?;
@@ -276,7 +292,8 @@ impl Session {
     /// and joins with a one-time token; no new handshake. Returns once the
     /// server confirmed the join (its first record on the connection), or
     /// fails with `JoinRefused` after 3 s without one (the connection is
-    /// given up; try another address). The scheduler spreads streams over
+    /// given up; try another address). Right after the handshake it first
+    /// waits (up to 3 s) for the server's join tokens. The scheduler spreads streams over
     /// it; [`Stream::set_connection`] steers one onto it.
     pub async fn join(
         &self,

@@ -2,9 +2,11 @@
 //! one lock, the wakers and notifiers it drives, and the server's token
 //! registry.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicUsize;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
@@ -123,6 +125,8 @@ pub(crate) struct Inner {
     /// The peer's congestion controller programs this session uses
     /// (registered while some session holds them).
     pub cc_programs: Vec<Arc<crate::bpf_cc::Controller>>,
+    /// Tasks to wake once the lock is released (see [`Locked`]).
+    pub wakes: Vec<Waker>,
 }
 
 /// An option as events report it: without a program's bytes, which the
@@ -223,7 +227,7 @@ impl Inner {
     /// Turns protocol events into wake-ups. Called after every interaction
     /// with the protocol state machine.
     pub fn dispatch(&mut self) {
-        self.state_waiters.drain(..).for_each(Waker::wake);
+        self.wakes.append(&mut self.state_waiters);
         while let Some(ev) = self.proto.poll_event() {
             match ev {
                 Event::Connected { tcpls } => {
@@ -231,23 +235,23 @@ impl Inner {
                     if let Some(me) = self.me.as_ref().and_then(Weak::upgrade) {
                         me.apply_user_timeout(self.kernel_user_timeout());
                     }
-                    self.openers.drain(..).for_each(Waker::wake);
+                    self.wakes.append(&mut self.openers);
                 }
                 Event::StreamOpened(id) => {
-                    self.acceptors.drain(..).for_each(Waker::wake);
+                    self.wakes.append(&mut self.acceptors);
                     self.push_app_event(SessionEvent::StreamOpened(id));
                 }
                 Event::StreamReadable(id) => {
                     if let Some(w) = self.readers.remove(&id) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
                 Event::StreamWritable(id) => {
                     if let Some(w) = self.writers.remove(&id) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
-                Event::StreamsAvailable => self.openers.drain(..).for_each(Waker::wake),
+                Event::StreamsAvailable => self.wakes.append(&mut self.openers),
                 Event::TokenIssued(t) => {
                     if let (Some(reg), Some(me)) = (&self.registry, &self.me) {
                         reg.map
@@ -325,11 +329,11 @@ impl Inner {
                     // The peer's congestion controller programs go with the
                     // session (unregistered unless another session uses them).
                     self.cc_programs.clear();
-                    self.readers.drain().for_each(|(_, w)| w.wake());
-                    self.writers.drain().for_each(|(_, w)| w.wake());
-                    self.flushers.drain(..).for_each(Waker::wake);
-                    self.acceptors.drain(..).for_each(Waker::wake);
-                    self.openers.drain(..).for_each(Waker::wake);
+                    self.wakes.extend(self.readers.drain().map(|(_, w)| w));
+                    self.wakes.extend(self.writers.drain().map(|(_, w)| w));
+                    self.wakes.append(&mut self.flushers);
+                    self.wakes.append(&mut self.acceptors);
+                    self.wakes.append(&mut self.openers);
                     self.push_app_event(SessionEvent::Closed(e));
                 }
                 // Tokens are used by `Session::join` when asked; a server's
@@ -423,7 +427,12 @@ impl Inner {
             reason: reason.clone(),
         });
         self.fallback = Some(reason);
-        self.event_waiters.drain(..).for_each(Waker::wake);
+        self.wakes.append(&mut self.event_waiters);
+    }
+
+    /// Wakes the tasks waiting for records to be transmitted.
+    pub fn wake_flushers(&mut self) {
+        self.wakes.append(&mut self.flushers);
     }
 
     pub fn push_app_event(&mut self, e: SessionEvent) {
@@ -431,7 +440,7 @@ impl Inner {
             self.app_events.pop_front();
         }
         self.app_events.push_back(e);
-        self.event_waiters.drain(..).for_each(Waker::wake);
+        self.wakes.append(&mut self.event_waiters);
     }
 }
 
@@ -449,6 +458,10 @@ pub(crate) struct Shared {
     /// Bytes of read buffers the connections retired while received data
     /// (slices of them) still kept them alive; see `driver::ReadBuffers`.
     pub read_held: AtomicUsize,
+    /// The TCP_NOTSENT_LOWAT the sockets were given (`u32::MAX`: none, the
+    /// system's default), so a session that never couples its connections
+    /// makes no such call.
+    pub notsent_lowat: AtomicU32,
     /// Server side: this session's place in the server's session limits,
     /// given back when the session's state is dropped.
     pub _slot: Option<crate::limits::SessionSlot>,
@@ -523,6 +536,9 @@ impl Shared {
         } else {
             u32::MAX
         };
+        if self.notsent_lowat.swap(bytes, Ordering::Relaxed) == u32::MAX && bytes == u32::MAX {
+            return;
+        }
         for fd in sockets.values() {
             crate::socket::set_notsent_lowat(&**fd, bytes);
         }
@@ -575,8 +591,49 @@ impl Shared {
         w.values().for_each(|n| n.notify_one());
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn lock(&self) -> Locked<'_> {
+        Locked(Some(self.inner.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+}
+
+thread_local! {
+    /// The wake list's spare allocation, so releasing the lock with tasks
+    /// to wake allocates nothing.
+    static SPARE_WAKES: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
+}
+
+/// The session lock, held. Tasks woken while it is held ([`Inner::wakes`])
+/// are woken after it is released: a task woken on another thread ran at
+/// once and found the lock still held, and slept on it (three futex calls
+/// and a context switch, several times a handshake).
+pub(crate) struct Locked<'a>(Option<MutexGuard<'a, Inner>>);
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.0.as_deref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.0.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.0.take() else {
+            return;
+        };
+        if guard.wakes.is_empty() {
+            return;
+        }
+        let mut wakes = SPARE_WAKES.take();
+        std::mem::swap(&mut wakes, &mut guard.wakes);
+        drop(guard);
+        wakes.drain(..).for_each(Waker::wake);
+        SPARE_WAKES.set(wakes);
     }
 }
 

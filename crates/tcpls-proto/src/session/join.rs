@@ -216,6 +216,10 @@ impl Session {
             tokens.outstanding.insert(seq, token);
             self.pending.new_tokens.push_back((seq, token));
             self.events.push_back(Event::TokenIssued(token));
+            if self.timers.get(SessionTimer::Tokens).is_none() {
+                self.timers
+                    .set(SessionTimer::Tokens, self.now + self.cfg.ack_delay);
+            }
         }
     }
 

@@ -17,6 +17,9 @@ pub(crate) const CONTROL_LIMIT: usize = MAX_PLAINTEXT / 4;
 /// Largest NEW_ADDRESS / REMOVE_ADDRESS frame (IPv6).
 const ADDRESS_FRAME_MAX: usize = 20;
 
+/// A NEW_TOKEN frame: token, sequence number, type.
+const NEW_TOKEN_FRAME: usize = TOKEN_LEN + 4 + 1;
+
 /// Largest MAX_STREAM_DATA frame.
 const MAX_STREAM_DATA_FRAME: usize = 13;
 
@@ -29,8 +32,14 @@ pub(crate) struct Pending {
     pub max_streams: bool,
     /// Streams with a MAX_STREAM_DATA to send.
     pub max_stream_data: VecDeque<StreamId>,
-    /// Server: NEW_TOKEN frames (sequence number, token).
+    /// Server: NEW_TOKEN frames (sequence number, token). They ride along
+    /// with the next record, and need one of their own only once
+    /// `tokens_due` (an ACK delay after they were queued): a session's
+    /// tokens then share the record of its first answer instead of costing
+    /// the client a record (and a wake-up) of their own.
     pub new_tokens: VecDeque<(u32, [u8; TOKEN_LEN])>,
+    /// The tokens waited long enough (`SessionTimer::Tokens`).
+    pub tokens_due: bool,
     /// CONNECTION_RESET for connections this side stopped using, each
     /// with the last record received on it (its final ACK), if any.
     pub conn_resets: VecDeque<(ConnectionId, Option<u64>)>,
@@ -49,12 +58,13 @@ pub(crate) struct Limits {
 }
 
 impl Pending {
-    /// True when no control frame waits.
+    /// True when no control frame waits to be sent now (tokens not yet
+    /// due wait for a record that goes out anyway).
     pub fn is_empty(&self) -> bool {
         !self.max_data
             && !self.max_streams
             && self.max_stream_data.is_empty()
-            && self.new_tokens.is_empty()
+            && (self.new_tokens.is_empty() || !self.tokens_due)
             && self.conn_resets.is_empty()
             && self.address_updates.is_empty()
             && self.stream_changes.is_empty()
@@ -100,10 +110,11 @@ impl Pending {
         if std::mem::take(&mut self.max_streams) {
             Frame::MaxStreams(limits.max_streams).encode(ctl);
         }
+        if self.tokens_due {
+            self.write_tokens(ctl, CONTROL_LIMIT);
+        }
         while ctl.len() < CONTROL_LIMIT {
-            if let Some((seq, token)) = self.new_tokens.pop_front() {
-                Frame::NewToken { seq, token }.encode(ctl);
-            } else if let Some((c, final_ack)) = self.conn_resets.pop_front() {
+            if let Some((c, final_ack)) = self.conn_resets.pop_front() {
                 Frame::ConnectionReset { conn: c }.encode(ctl);
                 // After the reset, so the peer (which reads frames from the
                 // end) applies it first: what arrived on `c` is then not
@@ -132,6 +143,19 @@ impl Pending {
             }
         }
         credited
+    }
+
+    /// Encodes NEW_TOKEN frames into `ctl` while it stays within `limit`.
+    pub fn write_tokens(&mut self, ctl: &mut Vec<u8>, limit: usize) {
+        while ctl.len() + NEW_TOKEN_FRAME <= limit {
+            let Some((seq, token)) = self.new_tokens.pop_front() else {
+                break;
+            };
+            Frame::NewToken { seq, token }.encode(ctl);
+        }
+        if self.new_tokens.is_empty() {
+            self.tokens_due = false;
+        }
     }
 
     /// The receiver applies a record's frames from its end: address

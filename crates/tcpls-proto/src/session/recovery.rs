@@ -554,6 +554,8 @@ impl Session {
                 .iter()
                 .map(|(s, t)| (*s, *t))
                 .collect();
+            // With the resets and the rest, at once.
+            p.tokens_due = !p.new_tokens.is_empty();
         }
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Streams {
     /// Index of the next stream the peer opens, and our limit for it.
     pub next_peer: u32,
     pub peer_limit: u32,
+    /// The limit the peer was last told (MAX_STREAMS, or the handshake's).
+    pub peer_limit_sent: u32,
     pub send_credit: SendCredit,
     pub recv_credit: RecvCredit,
     /// Highest number of received-but-unread bytes held at once (the
@@ -120,6 +122,7 @@ impl Streams {
             local_limit: 0,
             next_peer: 0,
             peer_limit: cfg.max_streams,
+            peer_limit_sent: cfg.max_streams,
             send_credit: SendCredit::new(0),
             recv_credit: RecvCredit::new(cfg.session_window),
             peak_buffered: 0,
@@ -488,6 +491,19 @@ impl Session {
         st.map.remove(&id);
         if id.initiator() != self.side && matches!(self.state, State::Tcpls(_)) {
             st.peer_limit += 1;
+            self.maybe_grant_streams();
+        }
+    }
+
+    /// Queues a MAX_STREAMS once an eighth of `max_streams` came back
+    /// since the last one (as quinn does), not for every stream that ends:
+    /// a short session (open, answer, close) would otherwise spend a record
+    /// on it. The price: a peer may be held back at 7/8 of `max_streams`
+    /// open streams until more end.
+    fn maybe_grant_streams(&mut self) {
+        let st = &self.streams;
+        let batch = (self.cfg.max_streams / 8).max(1);
+        if st.peer_limit - st.peer_limit_sent >= batch {
             self.pending.max_streams = true;
         }
     }

@@ -28,6 +28,9 @@ pub(crate) enum SessionTimer {
     Rejoin,
     /// A graceful close stops waiting for its data to be acknowledged.
     GracefulClose,
+    /// Server: join tokens that found no record to ride along with go in
+    /// one of their own (see `Pending::tokens_due`).
+    Tokens,
 }
 
 impl Timer for SessionTimer {
@@ -162,6 +165,12 @@ impl Session {
         self.timers
             .next_of(&OPEN_TIMERS)
             .into_iter()
+            // (Tokens wait for a connection to carry them.)
+            .chain(
+                self.timers
+                    .get(SessionTimer::Tokens)
+                    .filter(|_| self.paths.any_can_send()),
+            )
             .chain(conns)
             .min()
     }
@@ -195,6 +204,9 @@ impl Session {
                 return;
             }
         }
+        if self.timers.take_expired(SessionTimer::Tokens, now) {
+            self.on_timer(SessionTimer::Tokens);
+        }
         for (id, t) in fired.into_iter().filter(|(_, t)| *t != ConnTimer::JoinAuth) {
             self.on_conn_timer(id, t);
         }
@@ -225,6 +237,7 @@ impl Session {
                     "no connection rejoined in time".into(),
                 ));
             }
+            SessionTimer::Tokens => self.pending.tokens_due = true,
             SessionTimer::GracefulClose => {
                 // Waited long enough: close now.
                 self.close.graceful = false;

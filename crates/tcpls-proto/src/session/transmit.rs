@@ -6,7 +6,7 @@
 
 use super::pending::Limits;
 use super::record_builder::{RecordBuilder, SMALL_RECORD, SMALL_RECORDS};
-use super::timers::ConnTimer;
+use super::timers::{ConnTimer, SessionTimer};
 use super::transmit_buf::TransmitBuf;
 use super::{Session, State};
 use crate::error::{CallError, Error};
@@ -221,6 +221,17 @@ impl Session {
         super::recovery::encode_acks(&mut self.paths.conns, conn, &mut rb.ctl, room, |c| {
             c.ack_records > 0 || c.ack_due
         });
+        // Likewise the join tokens not yet due (on the connection that
+        // carries control frames).
+        if !self.pending.new_tokens.is_empty()
+            && conn == self.paths.control_connection(self.paths.primary)
+        {
+            let limit = (rb.room() + rb.ctl.len()).min(super::pending::CONTROL_LIMIT);
+            self.pending.write_tokens(&mut rb.ctl, limit);
+        }
+        if self.pending.new_tokens.is_empty() {
+            self.timers.stop(SessionTimer::Tokens);
+        }
         let (built, scratch) = rb.finish();
         self.scratch = scratch;
         for id in built.finished {
@@ -260,6 +271,10 @@ impl Session {
             max_data: self.streams.recv_credit.advertised(),
             max_streams: self.streams.peer_limit,
         };
+        if self.pending.max_streams {
+            // Written first by `write_control_frames`, always.
+            self.streams.peer_limit_sent = limits.max_streams;
+        }
         let credited = self
             .pending
             .write_control_frames(ctl, conn, &mut self.streams.map, limits);
