@@ -25,6 +25,11 @@ struct Testbed {
 
 impl Testbed {
     fn up(name: &str, paths: usize, rates: &[&str]) -> Option<Testbed> {
+        Self::up_with(name, paths, rates, &[])
+    }
+
+    /// Like `up`, with `testbed/netns.sh`'s environment (e.g. `DELAY1`).
+    fn up_with(name: &str, paths: usize, rates: &[&str], env: &[(&str, &str)]) -> Option<Testbed> {
         if unsafe_uid() != 0 {
             eprintln!("SKIP: network-namespace tests need root");
             return None;
@@ -33,7 +38,8 @@ impl Testbed {
         let mut cmd = Command::new(script());
         cmd.args(["up", &prefix])
             .args(rates)
-            .env("PATHS", paths.to_string());
+            .env("PATHS", paths.to_string())
+            .envs(env.iter().copied());
         let out = cmd.output().expect("run testbed/netns.sh");
         if !out.status.success() {
             eprintln!(
@@ -253,6 +259,35 @@ fn survive(name: &str, fault: &str) {
     assert_eq!(v["bytes"], 100 << 20);
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
     eprintln!("{name}: longest stall {} ms", t["max_stall_ms"]);
+}
+
+/// Path 1 of two with a 60 ms RTT is blackholed during a download: the
+/// server's core asks whether TCP went silent on that connection, the
+/// runtime's TCP_INFO says so, and the connection stalls at once ("TCP
+/// silent too" in the server's log) rather than after 1.5 RTT without
+/// ACKs (on zero-delay paths that comes first). Every byte is verified;
+/// the timing is measured by `testbed/failover-bench.sh`, not here.
+#[test]
+fn a_blackhole_on_a_60ms_path_is_confirmed_by_tcp() {
+    let Some(mut tb) = Testbed::up_with(
+        "sl",
+        2,
+        &["200mbit", "200mbit"],
+        &[("DELAY1", "30ms"), ("DELAY2", "30ms")],
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tb.serve(dir.path());
+    let injector = fault_on_path_1_later(&tb, "blackhole");
+    let v = tb.perf("100M", 2, &[], Duration::from_secs(90));
+    injector.join().unwrap();
+    assert_eq!(v["verified"], true);
+    let log = std::fs::read_to_string(tb.server_log.as_ref().unwrap()).unwrap();
+    assert!(
+        log.contains("TCP silent too"),
+        "no stall confirmed by TCP in the server log:\n{log}"
+    );
 }
 
 #[test]

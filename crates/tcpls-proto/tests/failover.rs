@@ -431,14 +431,9 @@ fn an_unexpected_fin_fails_the_connection_over() {
     assert!(net.c.error().is_none() && net.s.error().is_none());
 }
 
-/// A blackholed connection with an RTT estimate is found stalled within
-/// about 1.5 RTT plus the ACK delay: what it carried goes again on the
-/// other connection and the download completes while the blackhole lasts
-/// (no keepalive, no user timeout in this simulation: nothing else would
-/// move that data). When the path works again, the ACK of the probe
-/// brings the connection back into the schedule.
-#[test]
-fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
+/// Two connections whose RTT the server believes to be `rtt`, and a
+/// client request the server accepted: (net, client stream, server stream).
+fn download_over_two(rtt: Duration) -> (Net, StreamId, StreamId) {
     use tcpls_proto::session::scheduler::PathEstimate;
     let mut net = Net::established();
     net.drive();
@@ -446,7 +441,7 @@ fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
     let joined = net.join_now();
     net.drive();
     let rtt = PathEstimate {
-        rtt: Some(Duration::from_millis(10)),
+        rtt: Some(rtt),
         ..PathEstimate::default()
     };
     for id in [ConnectionId(0), joined] {
@@ -456,6 +451,18 @@ fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
     net.c.write(req, b"go").unwrap();
     net.run_for(Duration::from_millis(20));
     let sid = net.s.accept_stream().unwrap();
+    (net, req, sid)
+}
+
+/// A blackholed connection with an RTT estimate is found stalled within
+/// about 1.5 RTT plus the ACK delay: what it carried goes again on the
+/// other connection and the download completes while the blackhole lasts
+/// (no keepalive, no user timeout in this simulation: nothing else would
+/// move that data). When the path works again, the ACK of the probe
+/// brings the connection back into the schedule.
+#[test]
+fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
+    let (mut net, req, sid) = download_over_two(Duration::from_millis(10));
     let data = payload(5, 1, 6 << 20);
     let (mut off, mut got) = (0, Vec::new());
     let mut stalled_at = None;
@@ -633,4 +640,74 @@ fn a_rejoining_client_is_not_sent_again_what_it_received() {
 #[test]
 fn a_final_ack_cancels_a_replay_already_queued() {
     rejoin_after_unacknowledged_download(true);
+}
+
+/// Download over two connections with a 60 ms RTT; connection 0 is
+/// blackholed at step 20. `answer`: what the runtime would read from the
+/// kernel for a silence check of connection `c` (true: TCP silent too).
+/// Returns the milliseconds from the blackhole to the stall, the silence
+/// checks asked, and the stalls in all.
+fn blackhole_stall(answer: impl Fn(ConnectionId) -> bool) -> (u32, u32, u64) {
+    let (mut net, req, sid) = download_over_two(Duration::from_millis(60));
+    let data = payload(8, 1, 6 << 20);
+    let (mut off, mut got) = (0, Vec::new());
+    let (mut stalled_at, mut checks) = (None, 0);
+    for step in 0..20_000u32 {
+        if off < data.len() {
+            off += net.s.write(sid, &data[off..]).unwrap();
+            if off == data.len() {
+                net.s.finish(sid).unwrap();
+            }
+        }
+        if step == 20 {
+            for dir in Dir::BOTH {
+                net.hold(ConnectionId(0), dir);
+            }
+        }
+        for c in net.s.silence_checks() {
+            checks += 1;
+            net.s.tcp_silence(c, answer(c));
+        }
+        if stalled_at.is_none() && net.s.stalls() > 0 {
+            stalled_at = Some(step);
+        }
+        net.step();
+        if read_stream(&mut net.c, req, &mut got) {
+            break;
+        }
+    }
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    let stalled_at = stalled_at.expect("connection 0 stalled");
+    (stalled_at - 20, checks, net.s.stalls())
+}
+
+/// A blackhole is found sooner when the runtime confirms that TCP went
+/// silent too: the stall follows the silence check of the oldest
+/// unacknowledged record (one RTT, the ACK delay and 20 ms after it was
+/// sent; on a real path it left about an RTT before the fault) instead of
+/// 1.5 RTT after the last ACK. When TCP still hears from the peer (a loss
+/// being repaired), the check says so, is asked again, and the plain stall
+/// limit applies.
+#[test]
+fn a_blackhole_confirmed_by_tcp_stalls_sooner() {
+    let (confirmed, asked, stalls) = blackhole_stall(|c| c == ConnectionId(0));
+    assert!(asked >= 1, "asked {asked} times");
+    // Connection 1 sent its own ACKs all along (not only copies on the
+    // dead connection 0): it never looked stalled.
+    assert_eq!(stalls, 1, "only connection 0 stalled");
+    let (plain, rechecks, _) = blackhole_stall(|_| false);
+    assert!(
+        rechecks > asked,
+        "asked again while TCP is alive: {rechecks}"
+    );
+    // 1 ms per step; this simulation's links deliver at once, but the
+    // sender believes the RTT is 60 ms: 1.5 RTT + 5 ms ACK delay + 10 ms
+    // slack after the last ACK, against 60 + 5 + 20 ms after the oldest
+    // unacknowledged record was sent.
+    assert!(plain >= 90, "plain stall after {plain} ms");
+    assert!(confirmed <= 90, "confirmed stall after {confirmed} ms");
+    assert!(
+        confirmed + 15 <= plain,
+        "confirmed stall after {confirmed} ms, plain after {plain} ms"
+    );
 }

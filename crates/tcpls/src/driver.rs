@@ -521,6 +521,7 @@ async fn writer(
             _ = sleep => {
                 let mut inner = shared.lock();
                 inner.proto.handle_timeout(Instant::now());
+                shared.answer_silence_checks(&mut inner);
                 inner.dispatch();
             }
             _ = done.notified() => break,

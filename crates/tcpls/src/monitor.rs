@@ -38,6 +38,7 @@ pub(crate) async fn health(me: Weak<Shared>) {
             let now = std::time::Instant::now();
             if inner.proto.poll_timeout().is_some_and(|t| t <= now) {
                 inner.proto.handle_timeout(now);
+                shared.answer_silence_checks(&mut inner);
                 inner.dispatch();
                 drop(inner);
                 shared.wake_writers();

@@ -69,6 +69,13 @@ pub enum SessionEvent {
     },
 }
 
+/// How long TCP must have heard nothing (no ACK, no data) on a connection
+/// with data outstanding for it to count as silent (or half the path's
+/// minimum RTT, if longer): a busy path brings ACKs every few
+/// milliseconds, and the peer acknowledges records within its ACK delay
+/// (5 ms by default).
+const TCP_SILENCE: std::time::Duration = std::time::Duration::from_millis(30);
+
 /// Most events kept for the application; older ones are dropped so a session
 /// whose application never looks at events keeps bounded memory.
 const MAX_APP_EVENTS: usize = 1024;
@@ -582,6 +589,31 @@ impl Shared {
         }
         if let Some(t) = t {
             let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
+        }
+    }
+
+    /// Answers the session's silence checks (`Session::silence_checks`)
+    /// from the kernel: a connection whose TCP has had data outstanding,
+    /// and received neither an ACK nor data, for `TCP_SILENCE` is silent
+    /// (a blackhole); one whose TCP still hears from the peer is only slow
+    /// (a loss being repaired, a queue).
+    pub fn answer_silence_checks(&self, inner: &mut Inner) {
+        let conns = inner.proto.silence_checks();
+        if conns.is_empty() {
+            return;
+        }
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for conn in conns {
+            let silent = sockets
+                .get(&conn)
+                .and_then(|tcp| crate::socket::tcp_info(conn, &**tcp).ok())
+                .is_some_and(|i| {
+                    // Half the path's own RTT at least: a sparse sender's
+                    // last record may still be on its way.
+                    let quiet = (TCP_SILENCE.as_millis() as u32).max(i.min_rtt_us / 2000);
+                    i.unacked > 0 && i.last_ack_recv_ms >= quiet && i.last_data_recv_ms >= quiet
+                });
+            inner.proto.tcp_silence(conn, silent);
         }
     }
 

@@ -24,6 +24,8 @@ pub struct ConnectionStats {
     pub rtt_us: u32,
     /// Round-trip time variation, microseconds.
     pub rttvar_us: u32,
+    /// Lowest round-trip time seen (the path without queues), microseconds.
+    pub min_rtt_us: u32,
     /// Congestion window, segments.
     pub cwnd: u32,
     /// Sender maximum segment size, bytes.
@@ -150,6 +152,7 @@ pub(crate) fn tcp_info(conn: ConnectionId, fd: &impl AsRawFd) -> std::io::Result
         conn,
         rtt_us: info.rtt,
         rttvar_us: info.rttvar,
+        min_rtt_us: info.min_rtt,
         cwnd: info.snd_cwnd,
         mss: info.snd_mss,
         total_retrans: info.total_retrans,

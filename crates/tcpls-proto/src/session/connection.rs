@@ -54,6 +54,13 @@ pub(crate) struct Connection {
     pub token: Option<[u8; TOKEN_LEN]>,
     /// Sent and not yet acknowledged: (record sequence, what it carried).
     pub unacked: VecDeque<(u64, Sent)>,
+    /// When each record still in `unacked` was sent (oldest first).
+    pub sent_at: VecDeque<(u64, Instant)>,
+    /// Since when records have been outstanding without a break.
+    pub busy_since: Option<Instant>,
+    /// The oldest record is overdue: the runtime should say whether TCP
+    /// too went silent on this connection (`Session::tcp_silence`).
+    pub silence_check: bool,
     /// Ack-eliciting records and bytes received since our last ACK.
     pub ack_records: u32,
     pub ack_bytes: usize,
@@ -82,6 +89,9 @@ pub(crate) struct Connection {
     /// carried was sent again elsewhere and it takes no stream data until
     /// an ACK shows the path works again (`recovery.rs`).
     pub stalled: bool,
+    /// The first record sent after the stall (its probe): an ACK from
+    /// there on ends it.
+    pub stall_seq: u64,
     /// Records below this sequence number were acknowledged.
     pub acked_up_to: u64,
     /// When the last record arrived on it (a path that delivers to us is
@@ -100,6 +110,9 @@ pub(crate) struct Connection {
     /// Client: the ACK for this connection must travel on it (it answers
     /// the server's challenge).
     pub ack_here: bool,
+    /// `recv_seq` as of the last ACK of this connection sent as a copy on
+    /// another one (`recovery::encode_acks`).
+    pub ack_copied: u64,
     /// Key generation this side seals with on this connection
     /// (`session/keys.rs`)...
     pub send_gen: u32,
@@ -121,6 +134,9 @@ impl Connection {
             recv_seq: 0,
             token: None,
             unacked: VecDeque::new(),
+            sent_at: VecDeque::new(),
+            busy_since: None,
+            silence_check: false,
             ack_records: 0,
             ack_bytes: 0,
             ack_due: false,
@@ -133,11 +149,13 @@ impl Connection {
             estimate: PathEstimate::default(),
             peer_reset: false,
             stalled: false,
+            stall_seq: 0,
             acked_up_to: 0,
             last_recv: None,
             unproven: false,
             challenge: None,
             ack_here: false,
+            ack_copied: 0,
             send_gen: 0,
             key_update_due: false,
             recv_gen: Some(0),

@@ -90,6 +90,13 @@ impl Paths {
             .any(|(id, c)| *id != conn && c.state == ConnectionState::Active)
     }
 
+    /// True if a connection other than `conn` takes stream data.
+    pub fn other_carries_data(&self, conn: ConnectionId) -> bool {
+        self.conns
+            .iter()
+            .any(|(id, c)| *id != conn && c.carries_data())
+    }
+
     /// True if `conn` is a join waiting for its first record.
     pub fn is_pending(&self, conn: ConnectionId) -> bool {
         self.conns

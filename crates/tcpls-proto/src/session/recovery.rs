@@ -71,13 +71,52 @@ fn stall_limit(c: &Connection, ack_delay: std::time::Duration) -> Option<std::ti
     Some(rtt + rtt / 2 + ack_delay + STALL_SLACK)
 }
 
+/// Past one smoothed RTT and the ACK delay, an unacknowledged record is
+/// overdue by this much before the runtime is asked whether TCP went
+/// silent too (`Session::silence_checks`).
+const SILENCE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// While TCP still acknowledges (a loss being repaired, a queue), the
+/// question is asked again this often, until the stall limit.
+const SILENCE_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Arms `c`'s silence check while it has records outstanding: when the
+/// oldest one is overdue (its ACK is expected about one RTT and the ACK
+/// delay after it was sent), or sooner when the peer, heard from since
+/// records have been outstanding, went quiet for the ACK delay and some (a
+/// busy path brings the peer's ACK records every ACK delay). Disarmed
+/// when nothing is outstanding.
+pub(crate) fn arm_silence(c: &mut Connection, ack_delay: std::time::Duration) {
+    let Some(&(_, sent)) = c.sent_at.front().filter(|_| !c.stalled) else {
+        c.busy_since = None;
+        c.timers.stop(ConnTimer::Silence);
+        return;
+    };
+    let busy_since = *c.busy_since.get_or_insert(sent);
+    let overdue = c
+        .estimate
+        .rtt
+        .map(|rtt| sent + rtt + ack_delay + SILENCE_SLACK);
+    let quiet = c
+        .last_recv
+        .filter(|l| *l >= busy_since)
+        .map(|l| l + ack_delay + SILENCE_SLACK);
+    match overdue.into_iter().chain(quiet).min() {
+        Some(at) => c.timers.set(ConnTimer::Silence, at),
+        None => c.timers.stop(ConnTimer::Silence),
+    }
+}
+
 impl Recovery {
     /// Records what record `seq` of `c` carried: it is kept until
     /// acknowledged. The only place sent records are recorded.
-    pub fn record_sent(&self, c: &mut Connection, seq: u64, sent: &mut Vec<Sent>) {
+    pub fn record_sent(&self, c: &mut Connection, seq: u64, sent: &mut Vec<Sent>, now: Instant) {
         if !self.enabled {
             sent.clear();
             return;
+        }
+        if !sent.is_empty() {
+            c.sent_at.push_back((seq, now));
         }
         for item in sent.drain(..) {
             // Replayed bytes count toward the session's bound on
@@ -94,6 +133,10 @@ impl Recovery {
     pub fn requeue_unacked(&mut self, conn: ConnectionId, c: &mut Connection) {
         c.unacked_bytes = 0;
         c.timers.stop(ConnTimer::Stall);
+        c.timers.stop(ConnTimer::Silence);
+        c.sent_at.clear();
+        c.busy_since = None;
+        c.silence_check = false;
         self.replay
             .extend(c.unacked.drain(..).map(|(seq, sent)| (conn, seq, sent)));
     }
@@ -155,18 +198,28 @@ pub(crate) fn encode_acks(
         if *id != on && !as_fast && c.can_send() {
             continue;
         }
-        if wanted(c) && c.recv_seq > 0 && (!c.ack_here || *id == on) {
+        // Elsewhere it is a copy: the connection still sends its own, so
+        // a dead path carrying the copies cannot leave a live one without
+        // ACKs (its sender would take it for stalled too).
+        let own = *id == on || !c.can_send();
+        if !wanted(c) || c.recv_seq == 0 || (c.ack_here && !own) {
+            continue;
+        }
+        if own {
             c.ack_here = false;
             c.ack_due = false;
             c.timers.stop(ConnTimer::Ack);
             c.ack_records = 0;
             c.ack_bytes = 0;
-            Frame::Ack {
-                conn: *id,
-                seq: c.recv_seq - 1,
-            }
-            .encode(ctl);
+        } else if c.ack_copied >= c.recv_seq {
+            continue;
         }
+        c.ack_copied = c.recv_seq;
+        Frame::Ack {
+            conn: *id,
+            seq: c.recv_seq - 1,
+        }
+        .encode(ctl);
     }
 }
 
@@ -211,6 +264,9 @@ impl Session {
                 c.unacked_bytes = c.unacked_bytes.saturating_sub(data.len() as u64);
             }
         }
+        while c.sent_at.front().is_some_and(|(s, _)| *s <= seq) {
+            c.sent_at.pop_front();
+        }
         if c.unacked.is_empty() {
             c.timers.stop(ConnTimer::Stall);
         } else if c.unacked.len() < before {
@@ -219,7 +275,17 @@ impl Session {
                 c.timers.set(ConnTimer::Stall, self.now + limit);
             }
         }
-        let recovered = seq >= c.acked_up_to && std::mem::take(&mut c.stalled);
+        if c.unacked.len() < before {
+            c.silence_check = false;
+            arm_silence(c, self.cfg.ack_delay);
+        }
+        // Only an ACK of the probe (or of a later record) shows the path
+        // works now: ACKs of records sent before the stall still arrive
+        // (on another connection) after a blackhole.
+        let recovered = c.stalled && seq >= c.stall_seq;
+        if recovered {
+            c.stalled = false;
+        }
         c.acked_up_to = c.acked_up_to.max(seq + 1);
         if c.unproven && arrival == conn && c.challenge.is_some_and(|s| s <= seq) {
             // The client received our challenge on this very socket: the
@@ -447,11 +513,7 @@ impl Session {
         if !self.recovery.enabled {
             return;
         }
-        let others = self
-            .paths
-            .conns
-            .iter()
-            .any(|(id, c)| *id != conn && c.carries_data());
+        let others = self.paths.other_carries_data(conn);
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return;
         };
@@ -467,8 +529,19 @@ impl Session {
                 return;
             }
         }
-        tracing::debug!(side = ?self.side, %conn, "connection stalled: its data goes again elsewhere");
+        self.stall_now(conn, "no ACK for 1.5 RTT");
+    }
+
+    /// Takes `conn` out of the schedule and sends what it carried again
+    /// elsewhere (see [`Self::stall_connection`]); the caller checked that
+    /// another connection carries data.
+    fn stall_now(&mut self, conn: ConnectionId, why: &'static str) {
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return;
+        };
+        tracing::debug!(side = ?self.side, %conn, why, "connection stalled: its data goes again elsewhere");
         c.stalled = true;
+        c.stall_seq = c.send_seq;
         c.ping_due = true;
         self.recovery.requeue_unacked(conn, c);
         self.recovery.stalls += 1;
@@ -480,6 +553,56 @@ impl Session {
         self.streams.requeue_all();
         // Credit and stream announcements may be stuck on it.
         self.reannounce();
+    }
+
+    /// `conn`'s oldest record is overdue (`ConnTimer::Silence`): with
+    /// another connection to carry data, the runtime is asked whether TCP
+    /// went silent too ([`Self::silence_checks`]).
+    pub(crate) fn silence_due(&mut self, conn: ConnectionId) {
+        if !self.recovery.enabled || !self.paths.other_carries_data(conn) {
+            return;
+        }
+        if let Some(c) = self.paths.conns.get_mut(&conn) {
+            c.silence_check = !c.stalled && !c.unacked.is_empty();
+        }
+    }
+
+    /// Connections whose oldest record is overdue: the runtime answers
+    /// each with [`Self::tcp_silence`], from the kernel's view of the
+    /// connection. A sans-IO user that never answers gets the plain stall
+    /// limit (1.5 RTT without an ACK).
+    pub fn silence_checks(&self) -> Vec<ConnectionId> {
+        self.paths
+            .conns
+            .iter()
+            .filter(|(_, c)| c.silence_check)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Answers [`Self::silence_checks`] for `conn`: `silent` when TCP has
+    /// had data outstanding with no ACK and nothing received for a while
+    /// (a blackhole): the connection is stalled now, about 1.5 RTT sooner
+    /// than from the record ACKs alone. Otherwise (TCP repairs a loss, or
+    /// the ACKs wait in a queue) it is asked again shortly, until the
+    /// stall limit.
+    pub fn tcp_silence(&mut self, conn: ConnectionId, silent: bool) {
+        let others = self.paths.other_carries_data(conn);
+        let Some(c) = self.paths.conns.get_mut(&conn) else {
+            return;
+        };
+        if !std::mem::take(&mut c.silence_check) || c.stalled || c.unacked.is_empty() {
+            return;
+        }
+        if silent && others {
+            self.stall_now(conn, "TCP silent too");
+        } else if c
+            .timers
+            .get(ConnTimer::Stall)
+            .is_some_and(|t| t > self.now + SILENCE_RECHECK)
+        {
+            c.timers.set(ConnTimer::Silence, self.now + SILENCE_RECHECK);
+        }
     }
 
     /// Connections found stalled so far (see [`Self::stall_connection`]).

@@ -374,6 +374,9 @@ impl Session {
             };
             c.recv_seq += 1;
             c.last_recv = Some(self.now);
+            if !c.sent_at.is_empty() && !c.silence_check {
+                super::recovery::arm_silence(c, self.cfg.ack_delay);
+            }
             c.touch(
                 self.now,
                 keepalive_interval(&self.cfg, self.side, self.recovery.enabled),

@@ -53,6 +53,9 @@ pub(crate) enum ConnTimer {
     /// The oldest unacknowledged record must be acknowledged by then, or
     /// the connection counts as stalled (`recovery.rs`).
     Stall,
+    /// The oldest unacknowledged record is overdue: ask the runtime whether
+    /// TCP went silent too (an earlier stall, `recovery.rs`).
+    Silence,
 }
 
 impl Timer for ConnTimer {
@@ -64,14 +67,14 @@ impl Timer for ConnTimer {
 /// Deadlines of one kind of timer, one slot each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TimerTable<T> {
-    at: [Option<Instant>; 5],
+    at: [Option<Instant>; 6],
     _kind: std::marker::PhantomData<T>,
 }
 
 impl<T> Default for TimerTable<T> {
     fn default() -> Self {
         Self {
-            at: [None; 5],
+            at: [None; 6],
             _kind: std::marker::PhantomData,
         }
     }
@@ -119,6 +122,7 @@ fn live_conn_timers(state: ConnectionState) -> &'static [ConnTimer] {
             ConnTimer::Probe,
             ConnTimer::Keepalive,
             ConnTimer::Stall,
+            ConnTimer::Silence,
         ],
         ConnectionState::Draining | ConnectionState::Closed => &[],
     }
@@ -283,6 +287,7 @@ impl Session {
                 }
             }
             ConnTimer::Stall => self.stall_connection(id),
+            ConnTimer::Silence => self.silence_due(id),
         }
     }
 }

@@ -240,7 +240,12 @@ impl Session {
         self.seal_record(conn, out, built.start, built.lead.as_deref())?;
         let stall_after = self.stall_limit(conn);
         if let Some(c) = self.paths.conns.get_mut(&conn) {
-            self.recovery.record_sent(c, seq, self.scratch.sent_mut());
+            let first = c.sent_at.is_empty();
+            self.recovery
+                .record_sent(c, seq, self.scratch.sent_mut(), self.now);
+            if first && !c.sent_at.is_empty() {
+                super::recovery::arm_silence(c, self.cfg.ack_delay);
+            }
             if let Some(limit) = stall_after {
                 if !c.unacked.is_empty() && c.timers.get(ConnTimer::Stall).is_none() {
                     c.timers.set(ConnTimer::Stall, self.now + limit);
