@@ -117,7 +117,7 @@ async fn rejoin(me: Weak<Shared>) {
     let mut delay = std::time::Duration::from_millis(20);
     loop {
         let Some(shared) = me.upgrade() else { return };
-        let (targets, fast_open): (Vec<SocketAddr>, bool) = {
+        let targets: Vec<SocketAddr> = {
             let mut inner = shared.lock();
             let connected = inner
                 .proto
@@ -132,7 +132,7 @@ async fn rejoin(me: Weak<Shared>) {
             // most likely on the path that just failed.
             let mut targets = inner.joinable_addresses();
             targets.extend(inner.peer_addr.filter(|a| !targets.contains(a)));
-            (targets, inner.proto.transport_config().fast_open)
+            targets
         };
         drop(shared);
         // Where the kernel routes first; then from the host's other
@@ -148,9 +148,14 @@ async fn rejoin(me: Weak<Shared>) {
             }
         }
         for (addr, bind) in attempts {
+            // Without Fast Open: with a cookie, a Fast Open connect returns
+            // before any packet went out, so a blackholed path looked
+            // joinable and the rejoin sat on it until it failed again
+            // (rotating outages: 620 ms -> 2.6 s of stall). The SYN-ACK is
+            // what shows a path works.
             let attempt = tokio::time::timeout(
                 delay.max(std::time::Duration::from_millis(200)),
-                crate::socket::tcp_connect(addr, bind, fast_open),
+                crate::socket::tcp_connect(addr, bind, false),
             )
             .await;
             let Ok(Ok(tcp)) = attempt else { continue };
