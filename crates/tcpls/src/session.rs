@@ -293,8 +293,9 @@ impl Session {
     /// server confirmed the join (its first record on the connection), or
     /// fails with `JoinRefused` after 3 s without one (the connection is
     /// given up; try another address). Right after the handshake it first
-    /// waits (up to 3 s) for the server's join tokens. The scheduler spreads streams over
-    /// it; [`Stream::set_connection`] steers one onto it.
+    /// waits (up to 3 s) for the server's join tokens. The scheduler
+    /// spreads streams over it; [`Stream::set_connection`] steers one onto
+    /// it.
     pub async fn join(
         &self,
         remote: SocketAddr,

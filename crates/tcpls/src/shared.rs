@@ -661,11 +661,13 @@ impl Drop for Locked<'_> {
         if guard.wakes.is_empty() {
             return;
         }
-        let mut wakes = SPARE_WAKES.take();
+        // (`try_with`: a lock released while the thread's locals are torn
+        // down gets a fresh vector.)
+        let mut wakes = SPARE_WAKES.try_with(Cell::take).unwrap_or_default();
         std::mem::swap(&mut wakes, &mut guard.wakes);
         drop(guard);
         wakes.drain(..).for_each(Waker::wake);
-        SPARE_WAKES.set(wakes);
+        let _ = SPARE_WAKES.try_with(|s| s.set(wakes));
     }
 }
 
