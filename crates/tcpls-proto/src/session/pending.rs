@@ -32,6 +32,14 @@ pub(crate) struct Pending {
     pub max_streams: bool,
     /// Streams with a MAX_STREAM_DATA to send.
     pub max_stream_data: VecDeque<StreamId>,
+    /// Credit (MAX_DATA, and MAX_STREAM_DATA of these streams) to copy
+    /// into the next record of a connection other than the one control
+    /// frames use: that one may be dead without this side knowing (a
+    /// receiver does not see a blackhole in the sender's direction), and
+    /// credit lost with it would hold the sender back until the failure
+    /// is noticed.
+    pub copy_max_data: bool,
+    pub credit_copies: VecDeque<StreamId>,
     /// Server: NEW_TOKEN frames (sequence number, token). They ride along
     /// with the next record, and need one of their own only once
     /// `tokens_due` (an ACK delay after they were queued): a session's
@@ -92,6 +100,10 @@ impl Pending {
             s.max_data_pending = true;
             self.max_stream_data.push_back(id);
         }
+        if !s.copy_pending {
+            s.copy_pending = true;
+            self.credit_copies.push_back(id);
+        }
     }
 
     /// Encodes what fits of the pending frames into `ctl` for a record on
@@ -143,6 +155,30 @@ impl Pending {
             }
         }
         credited
+    }
+
+    /// Copies of the latest credit (see `copy_max_data`) into a record of
+    /// another connection than the control frames', within
+    /// `CONTROL_LIMIT`. Receivers take the highest limit seen.
+    pub fn write_credit_copies(
+        &mut self,
+        ctl: &mut Vec<u8>,
+        streams: &mut HashMap<StreamId, Stream>,
+        max_data: u64,
+    ) {
+        if std::mem::take(&mut self.copy_max_data) {
+            Frame::MaxData(max_data).encode(ctl);
+        }
+        while ctl.len() + MAX_STREAM_DATA_FRAME <= CONTROL_LIMIT {
+            let Some(id) = self.credit_copies.pop_front() else {
+                break;
+            };
+            if let Some(s) = streams.get_mut(&id) {
+                s.copy_pending = false;
+                let max = s.recv.credit.advertised();
+                Frame::MaxStreamData { id, max }.encode(ctl);
+            }
+        }
     }
 
     /// Encodes NEW_TOKEN frames into `ctl` while it stays within `limit`.

@@ -185,6 +185,7 @@ impl Streams {
     pub fn consume_session_credit(&mut self, n: u64, pending: &mut Pending) {
         if self.recv_credit.on_consume(n).is_some() {
             pending.max_data = true;
+            pending.copy_max_data = true;
         }
     }
 

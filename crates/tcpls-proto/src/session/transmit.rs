@@ -270,6 +270,9 @@ impl Session {
             // sender's credit, keep it from using its slow paths at all).
             self.pending
                 .write_stream_changes(ctl, conn, &mut self.streams.map);
+            let max_data = self.streams.recv_credit.advertised();
+            self.pending
+                .write_credit_copies(ctl, &mut self.streams.map, max_data);
             return;
         }
         let limits = Limits {
