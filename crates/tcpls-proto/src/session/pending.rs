@@ -17,6 +17,9 @@ pub(crate) const CONTROL_LIMIT: usize = MAX_PLAINTEXT / 4;
 /// Largest NEW_ADDRESS / REMOVE_ADDRESS frame (IPv6).
 const ADDRESS_FRAME_MAX: usize = 20;
 
+/// Most streams whose credit waits for a copy on another connection.
+const MAX_CREDIT_COPIES: usize = 64;
+
 /// A NEW_TOKEN frame: token, sequence number, type.
 const NEW_TOKEN_FRAME: usize = TOKEN_LEN + 4 + 1;
 
@@ -100,8 +103,9 @@ impl Pending {
             s.max_data_pending = true;
             self.max_stream_data.push_back(id);
         }
-        if !s.copy_pending {
-            s.copy_pending = true;
+        // Best effort, and bounded: with no other connection to carry
+        // them (or an idle one), ids would pile up.
+        if self.credit_copies.len() < MAX_CREDIT_COPIES && !self.credit_copies.contains(&id) {
             self.credit_copies.push_back(id);
         }
     }
@@ -163,7 +167,7 @@ impl Pending {
     pub fn write_credit_copies(
         &mut self,
         ctl: &mut Vec<u8>,
-        streams: &mut HashMap<StreamId, Stream>,
+        streams: &HashMap<StreamId, Stream>,
         max_data: u64,
     ) {
         if std::mem::take(&mut self.copy_max_data) {
@@ -173,8 +177,7 @@ impl Pending {
             let Some(id) = self.credit_copies.pop_front() else {
                 break;
             };
-            if let Some(s) = streams.get_mut(&id) {
-                s.copy_pending = false;
+            if let Some(s) = streams.get(&id) {
                 let max = s.recv.credit.advertised();
                 Frame::MaxStreamData { id, max }.encode(ctl);
             }

@@ -104,9 +104,6 @@ pub(crate) struct Stream {
     pub in_send_queue: bool,
     /// A MAX_STREAM_DATA for this stream is waiting to be sent.
     pub max_data_pending: bool,
-    /// Queued for a copy of its MAX_STREAM_DATA on another connection
-    /// (`Pending::credit_copies`).
-    pub copy_pending: bool,
     /// Connection this side sends the stream's data on.
     pub conn: ConnectionId,
     /// Steered to `conn` (by the application, or by the peer's
@@ -124,7 +121,6 @@ impl Stream {
             recv: RecvState::new(recv_window),
             in_send_queue: false,
             max_data_pending: false,
-            copy_pending: false,
             conn,
             pinned: false,
             change_pending: false,

@@ -272,7 +272,7 @@ impl Session {
                 .write_stream_changes(ctl, conn, &mut self.streams.map);
             let max_data = self.streams.recv_credit.advertised();
             self.pending
-                .write_credit_copies(ctl, &mut self.streams.map, max_data);
+                .write_credit_copies(ctl, &self.streams.map, max_data);
             return;
         }
         let limits = Limits {
