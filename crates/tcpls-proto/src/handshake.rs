@@ -20,6 +20,7 @@ use crate::tls_callbacks::{index, HsShared, Shared};
 use crate::tls_ffi;
 use crate::wire::codec::Codec;
 use crate::wire::extension::{TcplsExtension, TCPLS_VERSION};
+use crate::wire::record::{HEADER_LEN, MAX_PLAINTEXT};
 
 /// Byte pipes between OpenSSL and the session.
 #[derive(Debug, Default)]
@@ -169,43 +170,14 @@ fn watch_hello(hello: &mut Vec<u8>, key_share: &mut Option<bool>, bytes: &[u8]) 
     if key_share.is_some() || bytes.is_empty() {
         return;
     }
-    hello.extend_from_slice(&bytes[..bytes.len().min(5 + (1 << 14))]);
-    *key_share = server_hello_key_share(hello);
-    if key_share.is_some() || hello.len() > 5 + (1 << 14) {
+    // One record at most: a ServerHello longer than that is not one.
+    const MAX: usize = HEADER_LEN + MAX_PLAINTEXT;
+    hello.extend_from_slice(&bytes[..bytes.len().min(MAX)]);
+    *key_share = crate::wire::hello::server_hello_key_share(hello);
+    if key_share.is_some() || hello.len() > MAX {
         *hello = Vec::new();
         key_share.get_or_insert(true);
     }
-}
-
-/// Whether the TLS record at the start of `flight`, a ServerHello, carries
-/// a key_share extension: `None` until the record is whole; `Some(true)`
-/// when it is something else (then a key exchange is assumed).
-fn server_hello_key_share(flight: &[u8]) -> Option<bool> {
-    let header = flight.get(..5)?;
-    let len = u16::from_be_bytes([header[3], header[4]]) as usize;
-    let record = flight.get(5..5 + len)?;
-    let parse = || -> Option<bool> {
-        if header[0] != 22 || *record.first()? != 2 {
-            return None;
-        }
-        let msg = record.get(4..)?;
-        // legacy_version, random, session id, suite, compression.
-        let sid = *msg.get(34)? as usize;
-        let mut at = 35 + sid + 3;
-        let ext_len = u16::from_be_bytes(msg.get(at..at + 2)?.try_into().ok()?) as usize;
-        at += 2;
-        let end = (at + ext_len).min(msg.len());
-        while at + 4 <= end {
-            let ty = u16::from_be_bytes([msg[at], msg[at + 1]]);
-            let l = u16::from_be_bytes([msg[at + 2], msg[at + 3]]) as usize;
-            if ty == 51 {
-                return Some(true);
-            }
-            at += 4 + l;
-        }
-        Some(false)
-    };
-    Some(parse().unwrap_or(true))
 }
 
 /// Where a handshake is with early data (TLS 1.3 0-RTT).

@@ -44,6 +44,17 @@ fn payload(seed: u64, stream: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Writes what `s` takes of `data` from `*off` on, and finishes stream
+/// `id` once all of it is written.
+fn feed(s: &mut Session, id: StreamId, data: &[u8], off: &mut usize) {
+    if *off < data.len() {
+        *off += s.write(id, &data[*off..]).unwrap();
+        if *off == data.len() {
+            s.finish(id).unwrap();
+        }
+    }
+}
+
 fn read_stream(s: &mut Session, id: StreamId, into: &mut Vec<u8>) -> bool {
     loop {
         match s.read(id, usize::MAX) {
@@ -212,12 +223,7 @@ fn coupled_stream_over_unequal_links() {
                 sid = sim.s.accept_stream();
             }
             if let Some(s) = sid {
-                if off < len {
-                    off += sim.s.write(s, &data[off..]).unwrap();
-                    if off == len {
-                        sim.s.finish(s).unwrap();
-                    }
-                }
+                feed(&mut sim.s, s, &data, &mut off);
             }
             if Some(step) == kill_at {
                 kill(&mut sim, extra, true);
@@ -467,12 +473,7 @@ fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
     let (mut off, mut got) = (0, Vec::new());
     let mut stalled_at = None;
     for step in 0..20_000u32 {
-        if off < data.len() {
-            off += net.s.write(sid, &data[off..]).unwrap();
-            if off == data.len() {
-                net.s.finish(sid).unwrap();
-            }
-        }
+        feed(&mut net.s, sid, &data, &mut off);
         if step == 20 {
             for dir in Dir::BOTH {
                 net.hold(ConnectionId(0), dir);
@@ -521,12 +522,7 @@ fn a_stalled_connection_is_bypassed_at_once_and_taken_back_when_it_recovers() {
     };
     let (mut off, mut got) = (0, Vec::new());
     for _ in 0..20_000u32 {
-        if off < more.len() {
-            off += net.s.write(sid2.1, &more[off..]).unwrap();
-            if off == more.len() {
-                net.s.finish(sid2.1).unwrap();
-            }
-        }
+        feed(&mut net.s, sid2.1, &more, &mut off);
         net.step();
         if read_stream(&mut net.c, sid2.0, &mut got) {
             break;
@@ -653,12 +649,7 @@ fn blackhole_stall(answer: impl Fn(ConnectionId) -> bool) -> (u32, u32, u64) {
     let (mut off, mut got) = (0, Vec::new());
     let (mut stalled_at, mut checks) = (None, 0);
     for step in 0..20_000u32 {
-        if off < data.len() {
-            off += net.s.write(sid, &data[off..]).unwrap();
-            if off == data.len() {
-                net.s.finish(sid).unwrap();
-            }
-        }
+        feed(&mut net.s, sid, &data, &mut off);
         if step == 20 {
             for dir in Dir::BOTH {
                 net.hold(ConnectionId(0), dir);
@@ -738,12 +729,7 @@ fn credit_reaches_the_sender_when_the_control_connection_is_dead_one_way() {
     let (mut off, mut got) = (0, Vec::new());
     let mut steps = 0;
     for step in 0..20_000u32 {
-        if off < data.len() {
-            off += net.s.write(sid, &data[off..]).unwrap();
-            if off == data.len() {
-                net.s.finish(sid).unwrap();
-            }
-        }
+        feed(&mut net.s, sid, &data, &mut off);
         net.step();
         steps = step;
         if read_stream(&mut net.c, req, &mut got) {

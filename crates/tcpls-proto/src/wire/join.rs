@@ -14,9 +14,9 @@ use crate::error::DecodeError;
 use crate::wire::codec::{Reader, Take};
 use crate::wire::extension::TCPLS_JOIN_EXTENSION_TYPE;
 use crate::wire::frame::TOKEN_LEN;
+use crate::wire::hello::{find_extension, HANDSHAKE};
 use crate::wire::record::HEADER_LEN;
 
-const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const SUPPORTED_VERSIONS: u16 = 43;
 
@@ -106,18 +106,13 @@ fn parse_client_hello(hs: &[u8]) -> Result<Option<[u8; TOKEN_LEN]>, DecodeError>
     let comp = r.u8("compression length")? as usize;
     r.take(comp, "compression")?;
     let ext_len = r.u16("extensions length")? as usize;
-    let mut exts = Reader::new(r.take(ext_len, "extensions")?);
-    while !exts.is_empty() {
-        let ty = exts.u16("extension type")?;
-        let len = exts.u16("extension length")? as usize;
-        let body = exts.take(len, "extension body")?;
-        if ty == TCPLS_JOIN_EXTENSION_TYPE {
-            let mut b = Reader::new(body);
-            let token = b.array::<TOKEN_LEN>("join token")?;
-            return Ok(b.is_empty().then_some(token));
-        }
-    }
-    Ok(None)
+    let Some(body) = find_extension(r.take(ext_len, "extensions")?, TCPLS_JOIN_EXTENSION_TYPE)?
+    else {
+        return Ok(None);
+    };
+    let mut b = Reader::new(body);
+    let token = b.array::<TOKEN_LEN>("join token")?;
+    Ok(b.is_empty().then_some(token))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod extension;
 pub mod frame;
+pub(crate) mod hello;
 pub mod join;
 pub mod record;
 
