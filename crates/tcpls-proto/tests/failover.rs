@@ -411,6 +411,55 @@ fn a_blackholed_connection_is_found_by_its_keepalive_probe() {
     assert!(net.c.error().is_none() && net.s.error().is_none());
 }
 
+/// The client stops answering on `joined` (its records there are held:
+/// an application starved of CPU) for `silent_for`; the server's keepalive
+/// probe goes unanswered and every silence check it asks is answered with
+/// `tcp_silent` (what TCP_INFO would say). Returns how long after the hold
+/// the server failed the connection, if it did within two seconds.
+fn slow_peer(tcp_silent: bool, silent_for: Duration) -> Option<Duration> {
+    let server = tcpls_proto::TransportConfig {
+        keepalive: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let mut net = Net::new(client_config(Default::default()), server_config(server), 22);
+    net.drive();
+    let joined = net.join_now();
+    net.drive();
+    net.hold(joined, Dir::ToServer);
+    let start = net.now;
+    while net.now < start + Duration::from_secs(2) {
+        if net.now >= start + silent_for {
+            net.release(joined, Dir::ToServer);
+        }
+        net.step();
+        for c in net.s.silence_checks() {
+            net.s.tcp_silence(c, tcp_silent);
+        }
+        if net.s.connection_state(joined) != Some(ConnectionState::Active) {
+            return Some(net.now - start);
+        }
+    }
+    None
+}
+
+/// An unanswered probe fails its connection only if TCP went silent too;
+/// while the peer's kernel still acknowledges (its application is slow:
+/// a loaded machine), the connection lives on for up to a second, and an
+/// answer within it keeps it.
+#[test]
+fn a_slow_peer_keeps_its_connection_while_tcp_acknowledges_the_probe() {
+    // Keepalive PING after 200 ms idle, then (no RTT figure on the
+    // joined connection yet) `probe_timeout`, 300 ms, for its ACK.
+    let dead = slow_peer(true, Duration::from_secs(5)).expect("failed");
+    assert!(dead < Duration::from_millis(600), "failed after {dead:?}");
+    assert_eq!(slow_peer(false, Duration::from_millis(700)), None);
+    let late = slow_peer(false, Duration::from_secs(5)).expect("failed at last");
+    assert!(
+        late >= Duration::from_millis(1150),
+        "failed after {late:?}: the probe (out about 200 ms in) had a second"
+    );
+}
+
 /// A connection that ends with a FIN the sessions did not ask for (no
 /// retirement, no CLOSE) fails over like a reset: each side loses that
 /// connection only, and what was in flight on it is replayed on the other.

@@ -61,6 +61,9 @@ pub(crate) struct Connection {
     /// The oldest record is overdue: the runtime should say whether TCP
     /// too went silent on this connection (`Session::tcp_silence`).
     pub silence_check: bool,
+    /// That question is about an unanswered probe: TCP silent too fails
+    /// the connection; TCP still acknowledging gives the peer longer.
+    pub probe_check: bool,
     /// Ack-eliciting records and bytes received since our last ACK.
     pub ack_records: u32,
     pub ack_bytes: usize,
@@ -137,6 +140,7 @@ impl Connection {
             sent_at: VecDeque::new(),
             busy_since: None,
             silence_check: false,
+            probe_check: false,
             ack_records: 0,
             ack_bytes: 0,
             ack_due: false,

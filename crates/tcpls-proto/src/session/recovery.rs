@@ -78,7 +78,14 @@ const SILENCE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// While TCP still acknowledges (a loss being repaired, a queue), the
 /// question is asked again this often, until the stall limit.
-const SILENCE_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) const SILENCE_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long after a probe went out, unanswered, the connection may live
+/// on while TCP shows the peer's kernel acknowledging it: the peer's
+/// application is slow (starved of CPU, say), not the path, and failing
+/// the connection would only cost a rejoin. A middlebox that acknowledges
+/// segments it never forwards is caught after this.
+pub(crate) const SLOW_PEER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Arms `c`'s silence check while it has records outstanding: when the
 /// oldest one is overdue (its ACK is expected about one RTT and the ACK
@@ -567,10 +574,11 @@ impl Session {
         }
     }
 
-    /// Connections whose oldest record is overdue: the runtime answers
-    /// each with [`Self::tcp_silence`], from the kernel's view of the
-    /// connection. A sans-IO user that never answers gets the plain stall
-    /// limit (1.5 RTT without an ACK).
+    /// Connections whose oldest record is overdue, or whose PING probe
+    /// went unanswered: the runtime answers each with
+    /// [`Self::tcp_silence`], from the kernel's view of the connection. A
+    /// sans-IO user that never answers gets the plain limits (1.5 RTT
+    /// without an ACK for a stall; the probe's wait and 10 ms to fail).
     pub fn silence_checks(&self) -> Vec<ConnectionId> {
         self.paths
             .conns
@@ -586,12 +594,29 @@ impl Session {
     /// than from the record ACKs alone. Otherwise (TCP repairs a loss, or
     /// the ACKs wait in a queue) it is asked again shortly, until the
     /// stall limit.
+    ///
+    /// For an unanswered probe, `silent` fails the connection; otherwise
+    /// the peer's kernel has the PING and its application is slow: the
+    /// probe may wait up to a second before the connection fails anyway.
     pub fn tcp_silence(&mut self, conn: ConnectionId, silent: bool) {
         let others = self.paths.other_carries_data(conn);
         let Some(c) = self.paths.conns.get_mut(&conn) else {
             return;
         };
-        if !std::mem::take(&mut c.silence_check) || c.stalled || c.unacked.is_empty() {
+        if !std::mem::take(&mut c.silence_check) {
+            return;
+        }
+        if std::mem::take(&mut c.probe_check) {
+            // A probe went unanswered (`ConnTimer::Probe`).
+            if silent {
+                self.connection_failed(conn, "probe not acknowledged, TCP silent too");
+            } else if c.probe.is_some() {
+                tracing::trace!(side = ?self.side, %conn, "probe late, TCP still acknowledging");
+                c.timers.set(ConnTimer::Probe, self.now + SILENCE_RECHECK);
+            }
+            return;
+        }
+        if c.stalled || c.unacked.is_empty() {
             return;
         }
         if silent && others {

@@ -277,6 +277,19 @@ impl Session {
                 {
                     c.probe = None;
                     c.touch(self.now, keepalive);
+                } else if !c.probe_check
+                    && c.probe_sent
+                        .is_some_and(|sent| self.now < sent + super::recovery::SLOW_PEER_PATIENCE)
+                {
+                    // Ask the runtime whether TCP went silent too
+                    // (`Session::tcp_silence`); unanswered, it fails at the
+                    // next expiry.
+                    c.probe_check = true;
+                    c.silence_check = true;
+                    c.timers.set(
+                        ConnTimer::Probe,
+                        self.now + super::recovery::SILENCE_RECHECK,
+                    );
                 } else {
                     self.connection_failed(id, "keepalive probe not acknowledged");
                 }
