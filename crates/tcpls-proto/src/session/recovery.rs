@@ -161,6 +161,15 @@ impl Recovery {
         conns.values().any(|c| !c.unacked.is_empty()) || !self.replay.is_empty()
     }
 
+    /// Like [`Self::has_unacked`], leaving out records of `conn` (which
+    /// reach the peer before anything sent on `conn` later).
+    pub fn has_unacked_besides(&self, conns: &Connections, conn: ConnectionId) -> bool {
+        conns
+            .iter()
+            .any(|(id, c)| *id != conn && !c.unacked.is_empty())
+            || !self.replay.is_empty()
+    }
+
     /// Bytes sent on every connection and not yet acknowledged.
     pub fn unacked_total(conns: &Connections) -> u64 {
         conns.values().map(|c| c.unacked_bytes).sum()

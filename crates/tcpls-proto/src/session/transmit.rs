@@ -179,9 +179,11 @@ impl Session {
         let announce = c.key_update_due;
         // A graceful CLOSE waits until everything is out and, with
         // acknowledgements, acknowledged: the peer drops whatever arrives
-        // after it, on any connection.
+        // after it, on any connection. Records of this very connection
+        // need no ACK first: TCP delivers them before the CLOSE.
         let flush_first = self.close.graceful
-            && (self.streams.data_sendable() || self.recovery.has_unacked(&self.paths.conns));
+            && (self.streams.data_sendable()
+                || self.recovery.has_unacked_besides(&self.paths.conns, conn));
         if let Some(close) = self.close.frame.take_if(|_| !flush_first) {
             return self.write_close(conn, out, close);
         }
