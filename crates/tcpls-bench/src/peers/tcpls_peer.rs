@@ -82,24 +82,26 @@ pub async fn server(setup: &Setup) -> Result<(SocketAddr, JoinHandle<()>)> {
                 // The server sends: spread its data over all connections.
                 let _ = session.set_scheduler(Some("round-robin"));
             }
-            let events = session.clone();
             let joined = joined.clone();
+            // One task per session, as the OpenSSL and rustls servers have
+            // one per connection: it serves the streams and counts joins.
             tokio::spawn(async move {
-                while let Some(e) = events.next_event().await {
-                    match e {
-                        SessionEvent::ConnectionAdded(_) => joined.add_permits(1),
-                        SessionEvent::Closed(_) => break,
-                        _ => {}
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                while let Ok(stream) = session.accept_stream().await {
-                    tokio::spawn(async move {
-                        if let Err(e) = io::serve(stream).await {
-                            tracing::debug!("tcpls server: {e}");
+                loop {
+                    tokio::select! {
+                        stream = session.accept_stream() => {
+                            let Ok(stream) = stream else { break };
+                            tokio::spawn(async move {
+                                if let Err(e) = io::serve(stream).await {
+                                    tracing::debug!("tcpls server: {e}");
+                                }
+                            });
                         }
-                    });
+                        event = session.next_event() => match event {
+                            Some(SessionEvent::ConnectionAdded(_)) => joined.add_permits(1),
+                            Some(SessionEvent::Closed(_)) | None => break,
+                            _ => {}
+                        },
+                    }
                 }
             });
         }
