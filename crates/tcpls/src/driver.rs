@@ -1,10 +1,13 @@
 //! The tasks that move bytes between TCP sockets and the protocol core.
 //!
-//! Two tasks per connection, like quinn's connection driver split in halves:
-//! the reader feeds whole records to `Session::recv` (reading in large
-//! chunks), the writer drains `Session::poll_transmit` for its connection in
-//! batches and fires timers. Both hold the session lock only while calling
-//! the state machine.
+//! One task per connection, like quinn's connection driver, in two halves
+//! polled together: the reader feeds whole records to `Session::recv`
+//! (reading in large chunks), the writer drains `Session::poll_transmit`
+//! for its connection in batches and fires timers. Both hold the session
+//! lock only while calling the state machine. One task rather than two:
+//! a wake-up between them (the reader found something to send) costs no
+//! thread hop, and opening a session spawns once, not three times (the
+//! first connection's task also runs the session's health monitor).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +27,7 @@ const READ_CHUNK: usize = 256 << 10;
 /// Bytes of records built before one write to the socket.
 pub(crate) const WRITE_BATCH: usize = 256 << 10;
 
-/// Starts the tasks of connection `conn`. `input` holds bytes already read
+/// Starts the task of connection `conn`. `input` holds bytes already read
 /// from the socket; `first` bytes to write before anything else.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -33,8 +36,21 @@ pub(crate) fn spawn(
     input: BytesMut,
     first: Vec<u8>,
 ) {
+    tokio::spawn(connection(shared, tcp, conn, input, first));
+}
+
+/// Registers connection `conn`'s socket with the session and returns the
+/// future that drives it: its reader and writer halves, polled together
+/// by one task (see the module's doc).
+pub(crate) fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    conn: ConnectionId,
+    input: BytesMut,
+    first: Vec<u8>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let _ = tcp.set_nodelay(true);
-    // One socket shared by both tasks (tokio's TcpStream reads and writes
+    // One socket shared by both halves (tokio's TcpStream reads and writes
     // through `&self`), and by the session for TCP_INFO: no duplicate
     // descriptor, so a session costs one file descriptor per connection.
     let tcp = Arc::new(tcp);
@@ -59,14 +75,11 @@ pub(crate) fn spawn(
         .unwrap_or_else(|p| p.into_inner())
         .insert(conn, notify.clone());
     let done = Arc::new(Notify::new());
-    tokio::spawn(reader(
-        shared.clone(),
-        tcp.clone(),
-        conn,
-        input,
-        done.clone(),
-    ));
-    tokio::spawn(writer(shared, tcp, conn, notify, first, done));
+    let read = reader(shared.clone(), tcp.clone(), conn, input, done.clone());
+    let write = writer(shared, tcp, conn, notify, first, done);
+    async move {
+        tokio::join!(read, write);
+    }
 }
 
 async fn reader(
@@ -343,7 +356,7 @@ pub(crate) fn write_now(tcp: &TcpStream, data: &[u8]) -> usize {
     sent
 }
 
-async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         tcp.writable().await?;
         match tcp.try_write(data) {

@@ -17,14 +17,30 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::driver;
 use crate::error::Error;
+use crate::handshake;
 use crate::limits::{Limiter, ServerLimits, SessionSlot};
 use crate::monitor;
 use crate::session::Session;
 use crate::shared::{Guard, Inner, Shared, TokenRegistry};
-use crate::socket::tcp_connect;
+use crate::socket::{start_connect, tcp_connect};
 
 /// Established sessions waiting for [`Server::accept`].
 const ACCEPT_QUEUE: usize = 64;
+
+/// How [`start`] sends what the session has to send at once.
+#[derive(Clone, Copy, PartialEq)]
+enum Flight {
+    /// Written from the calling task: a ClientHello with early data, a
+    /// server's records after its handshake (its first flight, when it
+    /// accepted early data), sparing a task hop (a thread's wake-up when
+    /// the caller runs outside the runtime) before they leave.
+    Now,
+    /// A client's Finished, after a handshake driven by the caller: it
+    /// goes with the application's first write (`transmit_inline`), which
+    /// usually follows at once, so the server gets both in one segment
+    /// and one wake-up; or the writer task sends it when it first runs.
+    WithFirstWrite,
+}
 
 fn start(
     mut proto: tcpls_proto::Session,
@@ -32,17 +48,16 @@ fn start(
     mut input: BytesMut,
     registry: Option<Arc<TokenRegistry>>,
     slot: Option<SessionSlot>,
+    flight_goes: Flight,
 ) -> Session {
-    // The first flight (a client's ClientHello, a server's answer to the
-    // ClientHello in `input`) is written from the calling task, sparing a
-    // task hop (a thread's wake-up when the caller runs outside the
-    // runtime) before the handshake's first byte leaves. What the socket
-    // does not take at once is left to the writer, first.
     if !input.is_empty() {
         let _ = proto.recv(ConnectionId::FIRST, &mut input, Instant::now());
     }
     let mut flight = tcpls_proto::session::TransmitBuf::default();
-    let _ = proto.poll_transmit_buf(ConnectionId::FIRST, &mut flight, driver::WRITE_BATCH);
+    if flight_goes == Flight::Now {
+        let _ = proto.poll_transmit_buf(ConnectionId::FIRST, &mut flight, driver::WRITE_BATCH);
+    }
+    // What the socket does not take at once is left to the writer, first.
     let written = driver::write_now(&tcp, &flight);
     let first = flight[written..].to_vec();
     let local_addr = tcp.local_addr().ok();
@@ -85,8 +100,11 @@ fn start(
     });
     // Events of the input processed above (early data's streams).
     shared.lock().dispatch();
-    driver::spawn(shared.clone(), tcp, ConnectionId(0), input, first);
-    tokio::spawn(monitor::health(Arc::downgrade(&shared)));
+    let conn = driver::connection(shared.clone(), tcp, ConnectionId(0), input, first);
+    let health = monitor::health(Arc::downgrade(&shared));
+    tokio::spawn(async move {
+        tokio::join!(conn, health);
+    });
     crate::links::register(&shared);
     Session {
         guard: Arc::new(Guard(shared)),
@@ -156,7 +174,7 @@ pub async fn connect_early(
         Some(addr.port()),
         Instant::now(),
     )?;
-    let session = start(proto, tcp, BytesMut::new(), None, None);
+    let session = start(proto, tcp, BytesMut::new(), None, None, Flight::Now);
     if fast_open {
         // As `handshake` does: remember a path that drops SYNs with data.
         let s = session.clone();
@@ -239,28 +257,29 @@ async fn handshake(
     let timeout = config.transport.handshake_timeout;
     let fast_open = config.transport.fast_open;
     let started = Instant::now();
-    let tcp = tokio::time::timeout(timeout, tcp_connect(addr, bind, fast_open))
+    // The ClientHello (its key shares) is built while the SYN travels.
+    let connecting =
+        start_connect(addr, bind, fast_open).map_err(|e| Attempt::Connect(e.into()))?;
+    let mut proto =
+        tcpls_proto::Session::connect_to(config, server_name, Some(addr.port()), Instant::now())
+            .map_err(|e| Attempt::Connect(e.into()))?;
+    let tcp = tokio::time::timeout(timeout, connecting.finish())
         .await
         .map_err(|_| Attempt::Connect(Error::Session(tcpls_proto::Error::HandshakeTimeout)))?
         .map_err(|e| Attempt::Connect(e.into()))?;
-    let proto =
-        tcpls_proto::Session::connect_to(config, server_name, Some(addr.port()), Instant::now())
-            .map_err(|e| Attempt::Connect(e.into()))?;
-    let session = start(proto, tcp, BytesMut::new(), None, None);
-    match tokio::time::timeout(wait, established(&session)).await {
+    let mut input = BytesMut::new();
+    match tokio::time::timeout(wait, handshake::drive(&mut proto, &tcp, &mut input)).await {
         Ok(Ok(())) => {
+            let session = start(proto, tcp, input, None, None, Flight::WithFirstWrite);
             if fast_open {
                 note_fast_open(&session, addr, started);
             }
             Ok(session)
         }
         Ok(Err(e)) => Err(Attempt::Handshake(e)),
-        Err(_) => {
-            session.close(0, "handshake timeout");
-            Err(Attempt::Handshake(Error::Session(
-                tcpls_proto::Error::HandshakeTimeout,
-            )))
-        }
+        Err(_) => Err(Attempt::Handshake(Error::Session(
+            tcpls_proto::Error::HandshakeTimeout,
+        ))),
     }
 }
 
@@ -543,18 +562,20 @@ async fn accept_loop(
                 Err(why) => return limiter.refused(peer, why),
             };
             let timeout = config.transport.handshake_timeout;
-            let proto = match tcpls_proto::Session::accept(config, Instant::now()) {
+            let mut proto = match tcpls_proto::Session::accept(config, Instant::now()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "connection refused");
                     return;
                 }
             };
-            let session = start(proto, tcp, buf, Some(registry), Some(slot));
-            match tokio::time::timeout(timeout, established(&session)).await {
+            let mut buf = buf;
+            match tokio::time::timeout(timeout, handshake::drive(&mut proto, &tcp, &mut buf)).await
+            {
                 Ok(Ok(())) => {
                     drop(handshake);
                     drop(_opening);
+                    let session = start(proto, tcp, buf, Some(registry), Some(slot), Flight::Now);
                     let _ = queue.send(session).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),

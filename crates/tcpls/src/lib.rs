@@ -54,6 +54,7 @@ mod bpf_cc;
 mod driver;
 mod endpoint;
 mod error;
+mod handshake;
 mod limits;
 mod links;
 mod monitor;

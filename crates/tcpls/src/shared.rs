@@ -484,8 +484,26 @@ pub(crate) struct TokenRegistry {
 
 impl Shared {
     /// Runs `f` on the protocol state, then turns its events into wake-ups
-    /// and lets the writers transmit whatever `f` queued.
+    /// and transmits whatever `f` queued: from this task when the session
+    /// has one connection (`driver::transmit_inline`: a FIN, a CLOSE go out
+    /// without a hop to the writer task), else through the writers.
     pub fn with_proto<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
+        let mut inner = self.lock();
+        let r = f(&mut inner.proto);
+        inner.dispatch();
+        let transmit = inner.proto.has_transmit();
+        drop(inner);
+        if !transmit || !crate::driver::transmit_inline(self) {
+            self.wake_writers();
+        }
+        r
+    }
+
+    /// [`Self::with_proto`] for `Drop` impls: the writer task sends what
+    /// `f` queued, so dropping a handle costs the dropping task no system
+    /// call (a client dropping its stream and session after a response
+    /// waited for two sends, its FIN and CLOSE, before its next request).
+    pub fn with_proto_deferred<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
         let mut inner = self.lock();
         let r = f(&mut inner.proto);
         inner.dispatch();
@@ -677,7 +695,7 @@ pub(crate) struct Guard(pub Arc<Shared>);
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0
-            .with_proto(|p| p.close_gracefully(ErrorCode::NO_ERROR, "session dropped"));
+            .with_proto_deferred(|p| p.close_gracefully(ErrorCode::NO_ERROR, "session dropped"));
     }
 }
 

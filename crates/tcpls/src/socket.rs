@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tcpls_proto::ConnectionId;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Unsent bytes a socket may hold before it stops reporting writable, with
 /// coupled sending: enough to keep a fast path busy, small enough that
@@ -307,18 +307,50 @@ pub(crate) async fn tcp_connect(
     bind: Option<SocketAddr>,
     fast_open: bool,
 ) -> std::io::Result<TcpStream> {
-    let socket = if remote.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    start_connect(remote, bind, fast_open)?.finish().await
+}
+
+/// A TCP connection whose SYN is out ([`start_connect`]).
+pub(crate) struct Connecting(TcpStream);
+
+/// [`tcp_connect`] in two steps: the SYN leaves now, and the caller does
+/// other work (a ClientHello's key shares take longer than a LAN's round
+/// trip) before [`Connecting::finish`] waits for the SYN-ACK.
+pub(crate) fn start_connect(
+    remote: SocketAddr,
+    bind: Option<SocketAddr>,
+    fast_open: bool,
+) -> std::io::Result<Connecting> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(remote),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
     if let Some(local) = bind {
-        socket.bind(local)?;
+        socket.bind(&local.into())?;
     }
     if fast_open && !fast_open_blocked(remote.ip()) {
         if let Err(e) = set_int_option(&socket, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, 1) {
             tracing::debug!(error = %e, "TCP_FASTOPEN_CONNECT not set");
         }
     }
-    socket.connect(remote).await
+    match socket.connect(&remote.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(socket.into()).map(Connecting)
+}
+
+impl Connecting {
+    /// Waits until the connection is established (as tokio's own
+    /// `TcpStream::connect` does: writable, then no socket error).
+    pub(crate) async fn finish(self) -> std::io::Result<TcpStream> {
+        self.0.writable().await?;
+        match self.0.take_error()? {
+            Some(e) => Err(e),
+            None => Ok(self.0),
+        }
+    }
 }

@@ -245,7 +245,7 @@ impl Drop for SendStream {
         if !self.finished {
             // Like quinn: dropping a send half finishes it gracefully.
             let id = self.id;
-            let _ = self.guard.0.with_proto(|p| p.finish(id));
+            let _ = self.guard.0.with_proto_deferred(|p| p.finish(id));
         }
     }
 }
@@ -331,7 +331,7 @@ impl Drop for RecvStream {
     fn drop(&mut self) {
         if !self.eof {
             let id = self.id;
-            let plain = self.guard.0.with_proto(|p| {
+            let plain = self.guard.0.with_proto_deferred(|p| {
                 let _ = p.stop_reading(id);
                 !p.is_tcpls()
             });
