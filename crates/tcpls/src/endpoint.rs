@@ -120,7 +120,7 @@ pub(crate) async fn established(session: &Session) -> Result<(), Error> {
         if let Some(e) = inner.proto.error() {
             return Poll::Ready(Err(Error::Session(e.clone())));
         }
-        inner.openers.push(cx.waker().clone());
+        crate::shared::wait_on(&mut inner.openers, cx.waker());
         Poll::Pending
     })
     .await

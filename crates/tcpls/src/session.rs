@@ -54,7 +54,7 @@ pub(crate) async fn join_connection(
         {
             return Poll::Ready(());
         }
-        inner.state_waiters.push(cx.waker().clone());
+        crate::shared::wait_on(&mut inner.state_waiters, cx.waker());
         Poll::Pending
     });
     let _ = tokio::time::timeout(JOIN_CONFIRM_TIMEOUT, token).await;
@@ -73,7 +73,7 @@ pub(crate) async fn join_connection(
                 "the joined connection failed before the server confirmed it",
             )))),
             Some(false) => {
-                inner.state_waiters.push(cx.waker().clone());
+                crate::shared::wait_on(&mut inner.state_waiters, cx.waker());
                 Poll::Pending
             }
         }
@@ -239,7 +239,7 @@ impl Session {
                 // Plain TLS: the single stream is taken.
                 return Poll::Ready(inner.proto.open_stream().map_err(Error::from));
             }
-            inner.openers.push(cx.waker().clone());
+            crate::shared::wait_on(&mut inner.openers, cx.waker());
             Poll::Pending
         })
         .await?;
@@ -256,7 +256,7 @@ impl Session {
             if let Some(e) = inner.proto.error() {
                 return Poll::Ready(Err(Error::Session(e.clone())));
             }
-            inner.acceptors.push(cx.waker().clone());
+            crate::shared::wait_on(&mut inner.acceptors, cx.waker());
             Poll::Pending
         })
         .await?;
@@ -273,7 +273,7 @@ impl Session {
             if inner.proto.error().is_some() {
                 return Poll::Ready(None);
             }
-            inner.event_waiters.push(cx.waker().clone());
+            crate::shared::wait_on(&mut inner.event_waiters, cx.waker());
             Poll::Pending
         })
         .await
@@ -523,7 +523,7 @@ impl Session {
             if let Some(e) = inner.proto.error() {
                 return Poll::Ready(e.clone());
             }
-            inner.event_waiters.push(cx.waker().clone());
+            crate::shared::wait_on(&mut inner.event_waiters, cx.waker());
             Poll::Pending
         })
         .await

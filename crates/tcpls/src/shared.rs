@@ -689,6 +689,16 @@ impl Drop for Locked<'_> {
     }
 }
 
+/// Adds `w` to `waiters` unless a waker of the same task is there already:
+/// a task that polls again without having been woken (a `select!` loop
+/// re-creating `accept_stream` and `next_event` on each event) would pile
+/// up one copy per poll until the next wake-up, without bound.
+pub(crate) fn wait_on(waiters: &mut Vec<Waker>, w: &Waker) {
+    if !waiters.iter().any(|x| x.will_wake(w)) {
+        waiters.push(w.clone());
+    }
+}
+
 /// Closes the session when the last handle (session or stream) is dropped.
 pub(crate) struct Guard(pub Arc<Shared>);
 
@@ -701,8 +711,27 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
-    use super::joinable;
+    use super::{joinable, wait_on};
     use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    struct Task;
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_task_waits_once_however_often_it_polls() {
+        let (a, b) = (Waker::from(Arc::new(Task)), Waker::from(Arc::new(Task)));
+        let mut waiters = Vec::new();
+        for _ in 0..100 {
+            wait_on(&mut waiters, &a);
+            wait_on(&mut waiters, &a.clone());
+        }
+        wait_on(&mut waiters, &b);
+        assert_eq!(waiters.len(), 2);
+    }
 
     fn addrs(list: &[&str]) -> Vec<SocketAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()

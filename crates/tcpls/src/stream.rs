@@ -203,7 +203,7 @@ impl SendStream {
         if let Some(e) = inner.proto.error() {
             return Poll::Ready(Err(session_to_io(e.clone())));
         }
-        inner.flushers.push(cx.waker().clone());
+        crate::shared::wait_on(&mut inner.flushers, cx.waker());
         Poll::Pending
     }
 }
@@ -230,7 +230,7 @@ impl AsyncWrite for SendStream {
         if let Some(e) = inner.proto.error() {
             return Poll::Ready(Err(session_to_io(e.clone())));
         }
-        inner.flushers.push(cx.waker().clone());
+        crate::shared::wait_on(&mut inner.flushers, cx.waker());
         shared.wake_writers();
         Poll::Pending
     }
