@@ -9,8 +9,11 @@
 //! thread hop, and opening a session spawns once, not three times (the
 //! first connection's task also runs the session's health monitor).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -48,7 +51,7 @@ pub(crate) fn connection(
     conn: ConnectionId,
     input: BytesMut,
     first: Vec<u8>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static {
     let _ = tcp.set_nodelay(true);
     // One socket shared by both halves (tokio's TcpStream reads and writes
     // through `&self`), and by the session for TCP_INFO: no duplicate
@@ -77,8 +80,46 @@ pub(crate) fn connection(
     let done = Arc::new(Notify::new());
     let read = reader(shared.clone(), tcp.clone(), conn, input, done.clone());
     let write = writer(shared, tcp, conn, notify, first, done);
-    async move {
-        tokio::join!(read, write);
+    Both::new(read, write)
+}
+
+/// Two futures polled to completion by one task, each dropped as soon as
+/// it is done. Not `tokio::join!` in an `async` block: such a block keeps
+/// its futures twice (as captures, and moved into the join), 2.5 KB per
+/// connection instead of 1.2 KB, and idle sessions cost 3.9 KiB more of
+/// server memory each (`tcpls idle`).
+pub(crate) struct Both<A, B>(Option<Pin<Box<A>>>, Option<Pin<Box<B>>>);
+
+impl<A, B> Both<A, B> {
+    pub(crate) fn new(a: A, b: B) -> Self {
+        Self(Some(Box::pin(a)), Some(Box::pin(b)))
+    }
+}
+
+impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Both<A, B> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this
+            .0
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+        {
+            this.0 = None;
+        }
+        if this
+            .1
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+        {
+            this.1 = None;
+        }
+        if this.0.is_none() && this.1.is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

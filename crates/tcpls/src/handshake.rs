@@ -36,7 +36,6 @@ pub(crate) async fn drive(
     input: &mut BytesMut,
 ) -> Result<(), Error> {
     let conn = ConnectionId::FIRST;
-    let mut out = TransmitBuf::default();
     loop {
         if !input.is_empty() {
             // An error is kept by the session (checked below).
@@ -45,7 +44,7 @@ pub(crate) async fn drive(
         if !proto.is_handshaking() && proto.error().is_none() {
             return Ok(());
         }
-        out.clear();
+        let mut out = TransmitBuf::default();
         let _ = proto.poll_transmit_buf(conn, &mut out, WRITE_BATCH);
         if !out.is_empty() {
             if let Err(e) = write_all(tcp, &out).await {
