@@ -147,6 +147,35 @@ async fn close_reaches_peer_with_code() {
     .unwrap();
 }
 
+/// The client's Finished waits to ride with its first write: a client
+/// that never writes (the server speaks first) still completes the
+/// handshake, its connection's task sending the Finished alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_speaks_first_to_a_client_that_never_writes() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (s, c) = configs(TransportConfig::default());
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let greeter = tokio::spawn(async move {
+            let session = server.accept().await.unwrap();
+            let (mut tx, _rx) = session.open_stream().await.unwrap().split();
+            tx.write_all(b"220 hello").await.unwrap();
+            tx.finish().await.unwrap();
+            session
+        });
+        let session = tcpls::connect(addr, "localhost", c).await.unwrap();
+        let mut stream = session.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"220 hello");
+        drop(greeter.await.unwrap());
+    })
+    .await
+    .unwrap();
+}
+
 /// `drained` returns once the CLOSE is on the wire: a client whose runtime
 /// stops right after (a process exiting) still ends the session properly
 /// at the server, which otherwise sees a bare FIN and waits for a rejoin.
