@@ -41,7 +41,12 @@ pub(crate) async fn drive(
             // An error is kept by the session (checked below).
             let _ = proto.recv(conn, input, Instant::now());
         }
-        if !proto.is_handshaking() && proto.error().is_none() {
+        // Done; also when the input that finished the handshake went on
+        // to end the session (a client that closes at once: its Finished
+        // and CLOSE arrive together). The session is then handed over
+        // closed, as it would be a moment later anyway.
+        let finished = proto.error().is_none() || proto.handshake_kind().is_some();
+        if !proto.is_handshaking() && finished {
             return Ok(());
         }
         let mut out = TransmitBuf::default();

@@ -197,7 +197,13 @@ async fn drained_close_reaches_peer_before_the_client_runtime_stops() {
         });
         drop(rt); // every task of the session stops here
     });
-    let peer = server.accept().await.unwrap();
+    // The client's Finished and CLOSE may arrive in one read: the session
+    // is still handed over, closed (it once failed the handshake instead,
+    // and this waited forever).
+    let peer = tokio::time::timeout(Duration::from_secs(10), server.accept())
+        .await
+        .expect("the session reached the server")
+        .unwrap();
     client.await.unwrap();
     match tokio::time::timeout(Duration::from_secs(5), peer.closed()).await {
         Ok(tcpls_proto::Error::PeerClosed { code, reason }) => {
