@@ -127,10 +127,7 @@ async fn slow_reader_blocks_writer_within_limits() {
 #[tokio::test]
 async fn close_reaches_peer_with_code() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let (s, c) = configs(TransportConfig::default());
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-            .await
-            .unwrap();
+        let (server, c) = common::server().await;
         let addr = server.local_addr().unwrap();
         let session = tcpls::connect(addr, "localhost", c).await.unwrap();
         let peer = server.accept().await.unwrap();
@@ -153,10 +150,7 @@ async fn close_reaches_peer_with_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_speaks_first_to_a_client_that_never_writes() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let (s, c) = configs(TransportConfig::default());
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-            .await
-            .unwrap();
+        let (server, c) = common::server().await;
         let addr = server.local_addr().unwrap();
         let greeter = tokio::spawn(async move {
             let session = server.accept().await.unwrap();
@@ -181,10 +175,7 @@ async fn a_server_speaks_first_to_a_client_that_never_writes() {
 /// at the server, which otherwise sees a bare FIN and waits for a rejoin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_close_reaches_peer_before_the_client_runtime_stops() {
-    let (s, c) = configs(TransportConfig::default());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-        .await
-        .unwrap();
+    let (server, c) = common::server().await;
     let addr = server.local_addr().unwrap();
     let client = tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -332,10 +323,7 @@ async fn mixed_small_and_large_writes_arrive_in_order() {
 #[tokio::test]
 async fn a_peer_reset_is_a_typed_code_and_the_session_goes_on() {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let (s, c) = configs(TransportConfig::default());
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
-            .await
-            .unwrap();
+        let (server, c) = common::server().await;
         let addr = server.local_addr().unwrap();
         tokio::spawn(async move {
             let session = server.accept().await.unwrap();

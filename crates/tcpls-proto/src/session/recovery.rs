@@ -156,17 +156,13 @@ impl Recovery {
         }
     }
 
-    /// True while some sent stream data waits for acknowledgement.
-    pub fn has_unacked(&self, conns: &Connections) -> bool {
-        conns.values().any(|c| !c.unacked.is_empty()) || !self.replay.is_empty()
-    }
-
-    /// Like [`Self::has_unacked`], leaving out records of `conn` (which
-    /// reach the peer before anything sent on `conn` later).
-    pub fn has_unacked_besides(&self, conns: &Connections, conn: ConnectionId) -> bool {
+    /// True while some sent stream data waits for acknowledgement: on any
+    /// connection but `besides` (whose records reach the peer before
+    /// anything sent on it later), or for replay.
+    pub fn has_unacked(&self, conns: &Connections, besides: Option<ConnectionId>) -> bool {
         conns
             .iter()
-            .any(|(id, c)| *id != conn && !c.unacked.is_empty())
+            .any(|(id, c)| Some(*id) != besides && !c.unacked.is_empty())
             || !self.replay.is_empty()
     }
 
@@ -242,7 +238,7 @@ pub(crate) fn encode_acks(
 impl Session {
     /// True while some sent stream data waits for acknowledgement.
     pub fn has_unacked(&self) -> bool {
-        self.recovery.has_unacked(&self.paths.conns)
+        self.recovery.has_unacked(&self.paths.conns, None)
     }
 
     /// True when failover is on (both sides acknowledge records).

@@ -183,7 +183,7 @@ impl Session {
         // need no ACK first: TCP delivers them before the CLOSE.
         let flush_first = self.close.graceful
             && (self.streams.data_sendable()
-                || self.recovery.has_unacked_besides(&self.paths.conns, conn));
+                || self.recovery.has_unacked(&self.paths.conns, Some(conn)));
         if let Some(close) = self.close.frame.take_if(|_| !flush_first) {
             return self.write_close(conn, out, close);
         }
