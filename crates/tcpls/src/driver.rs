@@ -27,6 +27,13 @@ use tcpls_proto::MAX_RECORD;
 
 /// Bytes asked of the kernel per read: several maximal records at once.
 const READ_CHUNK: usize = 256 << 10;
+/// A connection's first read buffer (and its first after an idle
+/// release): room for a maximal record and more. A request, a response
+/// and the session's close fit, and a 32 KiB allocation stays in the
+/// allocator's arena, where a 256 KiB one was freed back to the kernel
+/// (`madvise`, a TLB flush on every CPU running the process) at the end
+/// of each short session. The next buffer is a full `READ_CHUNK`.
+const FIRST_READ: usize = 32 << 10;
 /// Bytes of records built before one write to the socket.
 pub(crate) const WRITE_BATCH: usize = 256 << 10;
 
@@ -293,18 +300,24 @@ impl ReadBuffers {
     /// Makes room for at least one maximal record in `buf`.
     fn make_room(&mut self) {
         let buf = &mut self.buf;
-        if buf.capacity() - buf.len() >= MAX_RECORD || buf.try_reclaim(READ_CHUNK / 2) {
+        let reuse = (self.buf_alloc / 2).max(MAX_RECORD);
+        if buf.capacity() - buf.len() >= MAX_RECORD || buf.try_reclaim(reuse) {
             return;
         }
         self.sweep();
-        let mut fresh = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK));
+        let (size, mut fresh) = match self.buf_alloc {
+            0 => (FIRST_READ, BytesMut::with_capacity(FIRST_READ)),
+            _ => (
+                READ_CHUNK,
+                self.spare
+                    .pop()
+                    .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK)),
+            ),
+        };
         // Move the partial record over; the old buffer waits for its slices.
         fresh.extend_from_slice(&self.buf);
         let mut old = std::mem::replace(&mut self.buf, fresh);
-        let old_alloc = std::mem::replace(&mut self.buf_alloc, READ_CHUNK);
+        let old_alloc = std::mem::replace(&mut self.buf_alloc, size);
         old.clear();
         if old_alloc > 0 {
             self.retained.push((old, old_alloc));
@@ -362,9 +375,10 @@ impl ReadBuffers {
     }
 }
 
-/// Reads what the socket has, in chunks of up to `READ_CHUNK`. After a
-/// second without input the buffers are released, so idle sessions hold no
-/// read buffer (256 KiB each) while busy ones keep reusing theirs.
+/// Reads what the socket has, in chunks of up to `READ_CHUNK` (the first
+/// buffer is `FIRST_READ`). After a second without input the buffers are
+/// released, so idle sessions hold no read buffer while busy ones keep
+/// reusing theirs.
 async fn read_some(rd: &TcpStream, bufs: &mut ReadBuffers) -> std::io::Result<usize> {
     loop {
         bufs.make_room();
