@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, json, run_bounded, wait_listening, Reaper, BIN};
+use common::{free_port, json, run_bounded, try_wait_listening, wait_listening, Reaper, BIN};
 use sha2::{Digest, Sha256};
 
 fn openssl_available() -> bool {
@@ -43,17 +43,27 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn start_tcpls_serve(root: &Path, extra: &[&str]) -> (Reaper, u16) {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child);
-    (Reaper(child), port)
+    // A port another test took meanwhile makes the server exit: try again.
+    let mut why = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--root"])
+            .arg(root)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        match try_wait_listening(port, &mut child) {
+            Ok(()) => return (Reaper(child), port),
+            Err(e) => {
+                let _ = Reaper(child);
+                why = e;
+            }
+        }
+    }
+    panic!("tcpls serve did not start: {why}");
 }
 
 #[test]

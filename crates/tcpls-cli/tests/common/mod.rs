@@ -6,7 +6,7 @@ use std::process::Output;
 
 mod procs;
 mod run;
-pub use procs::{free_port, wait_listening, Reaper};
+pub use procs::{free_port, try_wait_listening, wait_listening, Reaper};
 pub use run::run_bounded;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpls");
