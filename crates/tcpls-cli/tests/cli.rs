@@ -58,7 +58,7 @@ fn start_tcpls_serve(root: &Path, extra: &[&str]) -> (Reaper, u16) {
         match try_wait_listening(port, &mut child) {
             Ok(()) => return (Reaper(child), port),
             Err(e) => {
-                let _ = Reaper(child);
+                drop(Reaper(child));
                 why = e;
             }
         }

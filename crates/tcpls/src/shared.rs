@@ -488,15 +488,7 @@ impl Shared {
     /// has one connection (`driver::transmit_inline`: a FIN, a CLOSE go out
     /// without a hop to the writer task), else through the writers.
     pub fn with_proto<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
-        let mut inner = self.lock();
-        let r = f(&mut inner.proto);
-        inner.dispatch();
-        let transmit = inner.proto.has_transmit();
-        drop(inner);
-        if !transmit || !crate::driver::transmit_inline(self) {
-            self.wake_writers();
-        }
-        r
+        self.run_proto(f, true)
     }
 
     /// [`Self::with_proto`] for `Drop` impls: the writer task sends what
@@ -504,11 +496,19 @@ impl Shared {
     /// call (a client dropping its stream and session after a response
     /// waited for two sends, its FIN and CLOSE, before its next request).
     pub fn with_proto_deferred<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T) -> T {
+        self.run_proto(f, false)
+    }
+
+    /// Both of the above: `inline` sends from this task when it can.
+    fn run_proto<T>(&self, f: impl FnOnce(&mut tcpls_proto::Session) -> T, inline: bool) -> T {
         let mut inner = self.lock();
         let r = f(&mut inner.proto);
         inner.dispatch();
+        let inline = inline && inner.proto.has_transmit();
         drop(inner);
-        self.wake_writers();
+        if !inline || !crate::driver::transmit_inline(self) {
+            self.wake_writers();
+        }
         r
     }
 
