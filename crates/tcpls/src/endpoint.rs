@@ -31,14 +31,20 @@ const ACCEPT_QUEUE: usize = 64;
 #[derive(Clone, Copy, PartialEq)]
 enum Flight {
     /// Written from the calling task: a ClientHello with early data, a
-    /// server's records after its handshake (its first flight, when it
-    /// accepted early data), sparing a task hop (a thread's wake-up when
-    /// the caller runs outside the runtime) before they leave.
+    /// server's first flight when it accepted early data (its handshake
+    /// is not over: the client waits for it), sparing a task hop (a
+    /// thread's wake-up when the caller runs outside the runtime) before
+    /// they leave.
     Now,
-    /// A client's Finished, after a handshake driven by the caller: it
-    /// goes with the application's first write (`transmit_inline`), which
-    /// usually follows at once, so the server gets both in one segment
-    /// and one wake-up; or the writer task sends it when it first runs.
+    /// A client's Finished, a server's session tickets: they go with the
+    /// application's first write (`transmit_inline`), which usually
+    /// follows at once, so the peer gets both in one segment and one
+    /// wake-up, and the sender makes one system call; or the writer task
+    /// sends them when it first runs. On a server that task runs as soon
+    /// as the accepting task yields: written before the session was
+    /// queued, a ticket cost a resumed handshake a `sendto` (20-40 µs
+    /// between sockets) before the request was read (2-3 % of a resumed
+    /// handshake's time; docs/benchmarks.md).
     WithFirstWrite,
 }
 
@@ -580,7 +586,11 @@ async fn accept_loop(
                 Ok(Ok(())) => {
                     drop(handshake);
                     drop(_opening);
-                    let session = start(proto, tcp, buf, Some(registry), Some(slot), Flight::Now);
+                    let flight = match proto.early_data() {
+                        tcpls_proto::EarlyData::Accepted => Flight::Now,
+                        _ => Flight::WithFirstWrite,
+                    };
+                    let session = start(proto, tcp, buf, Some(registry), Some(slot), flight);
                     let _ = queue.send(session).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),

@@ -443,3 +443,38 @@ async fn plain_tls_response_then_close(round: u8) {
     .await
     .expect("test timed out");
 }
+
+/// A server's tickets wait for its first write (they go out with it), or
+/// for its connection's task: a server that never writes still hands the
+/// client its tickets, and the next session resumes.
+#[tokio::test]
+async fn a_server_that_never_writes_still_sends_its_tickets() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (server, c) = common::server().await;
+        let addr = server.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            // Keeps every session open without writing a byte.
+            let mut sessions = Vec::new();
+            while let Ok(session) = server.accept().await {
+                sessions.push(session);
+            }
+        });
+        let cache = c
+            .session_cache
+            .clone()
+            .expect("a default client keeps tickets");
+        let first = tcpls::connect(addr, "localhost", c.clone()).await.unwrap();
+        assert_eq!(first.handshake_kind(), Some(tcpls::HandshakeKind::Full));
+        let mut waited = 0;
+        while cache.is_empty() {
+            assert!(waited < 500, "no ticket arrived from a silent server");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let second = tcpls::connect(addr, "localhost", c).await.unwrap();
+        assert_eq!(second.handshake_kind(), Some(tcpls::HandshakeKind::Resumed));
+        held.abort();
+    })
+    .await
+    .expect("test timed out");
+}
