@@ -548,7 +548,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _opening = opening;
             let first = limiter.limits().first_record_timeout;
-            let (tcp, buf, probe) = match tokio::time::timeout(first, first_record(tcp)).await {
+            let (tcp, mut buf, probe) = match tokio::time::timeout(first, first_record(tcp)).await {
                 Ok(Ok(Some(x))) => x,
                 Ok(Ok(None)) => return,
                 Ok(Err(e)) => {
@@ -580,7 +580,6 @@ async fn accept_loop(
                     return;
                 }
             };
-            let mut buf = buf;
             match tokio::time::timeout(timeout, handshake::drive(&mut proto, &tcp, &mut buf)).await
             {
                 Ok(Ok(())) => {
