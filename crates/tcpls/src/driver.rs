@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::shared::{Shared, Writing};
+use crate::socket::Preset;
 use tcpls_proto::MAX_RECORD;
 
 /// Bytes asked of the kernel per read: several maximal records at once.
@@ -46,20 +47,31 @@ pub(crate) fn spawn(
     input: BytesMut,
     first: Vec<u8>,
 ) {
-    tokio::spawn(connection(shared, tcp, conn, input, first));
+    tokio::spawn(connection(
+        shared,
+        tcp,
+        conn,
+        input,
+        first,
+        Preset::default(),
+    ));
 }
 
 /// Registers connection `conn`'s socket with the session and returns the
 /// future that drives it: its reader and writer halves, polled together
-/// by one task (see the module's doc).
+/// by one task (see the module's doc). The socket gets the session's
+/// options, but for those its `preset` already has.
 pub(crate) fn connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     conn: ConnectionId,
     input: BytesMut,
     first: Vec<u8>,
+    preset: Preset,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let _ = tcp.set_nodelay(true);
+    if !preset.nodelay {
+        let _ = tcp.set_nodelay(true);
+    }
     // One socket shared by both halves (tokio's TcpStream reads and writes
     // through `&self`), and by the session for TCP_INFO: no duplicate
     // descriptor, so a session costs one file descriptor per connection.
@@ -71,7 +83,7 @@ pub(crate) fn connection(
         .insert(conn, tcp.clone());
     // After the insert: a session-wide option set meanwhile sees this
     // socket, or this sees the option.
-    shared.apply_session_options(conn, &tcp);
+    shared.apply_session_options(conn, &tcp, preset.user_timeout);
     let coupled = shared.lock().proto.scheduler_name().is_some();
     shared.update_notsent_lowat(coupled);
     if !first.is_empty() {

@@ -22,10 +22,17 @@ use crate::limits::{Limiter, ServerLimits, SessionSlot};
 use crate::monitor;
 use crate::session::Session;
 use crate::shared::{Guard, Inner, Shared, TokenRegistry};
-use crate::socket::{start_connect, tcp_connect};
+use crate::socket::{start_connect, tcp_connect, Preset};
 
 /// Established sessions waiting for [`Server::accept`].
 const ACCEPT_QUEUE: usize = 64;
+
+/// A new connection's session state (OpenSSL's `SSL_new` and the
+/// session's own) is made while its ClientHello travels, off the
+/// handshake's critical path, when at most this many connections wait for
+/// their first record: a flood of silent connections holds no more of
+/// them than this.
+const EARLY_SESSIONS: usize = 16;
 
 /// How [`start`] sends what the session has to send at once.
 #[derive(Clone, Copy, PartialEq)]
@@ -48,14 +55,29 @@ enum Flight {
     WithFirstWrite,
 }
 
+/// The first connection of a session: its socket, the bytes read past the
+/// handshake, and what the caller knows of the socket already.
+struct FirstConnection {
+    tcp: TcpStream,
+    input: BytesMut,
+    /// The address connected to (client) or accepted from (server).
+    peer_addr: SocketAddr,
+    preset: Preset,
+}
+
 fn start(
     mut proto: tcpls_proto::Session,
-    tcp: TcpStream,
-    mut input: BytesMut,
+    first_conn: FirstConnection,
     registry: Option<Arc<TokenRegistry>>,
     slot: Option<SessionSlot>,
     flight_goes: Flight,
 ) -> Session {
+    let FirstConnection {
+        tcp,
+        mut input,
+        peer_addr,
+        preset,
+    } = first_conn;
     if !input.is_empty() {
         let _ = proto.recv(ConnectionId::FIRST, &mut input, Instant::now());
     }
@@ -73,8 +95,6 @@ fn start(
     // What the socket does not take at once is left to the writer, first.
     let written = driver::write_now(&tcp, &flight);
     let first = flight[written..].to_vec();
-    let local_addr = tcp.local_addr().ok();
-    let peer_addr = tcp.peer_addr().ok();
     let shared = Arc::new_cyclic(|me| Shared {
         inner: Mutex::new(Inner {
             proto,
@@ -88,8 +108,8 @@ fn start(
             app_events: VecDeque::new(),
             connected: None,
             fallback: None,
-            local_addr,
-            peer_addr,
+            local_addr: None,
+            peer_addr: Some(peer_addr),
             me: Some(me.clone()),
             registry,
             rejoining: false,
@@ -113,7 +133,7 @@ fn start(
     });
     // Events of the input processed above (early data's streams).
     shared.lock().dispatch();
-    let conn = driver::connection(shared.clone(), tcp, ConnectionId(0), input, first);
+    let conn = driver::connection(shared.clone(), tcp, ConnectionId(0), input, first, preset);
     let health = monitor::health(Arc::downgrade(&shared));
     tokio::spawn(driver::Both::new(conn, health));
     crate::links::register(&shared);
@@ -185,7 +205,13 @@ pub async fn connect_early(
         Some(addr.port()),
         Instant::now(),
     )?;
-    let session = start(proto, tcp, BytesMut::new(), None, None, Flight::Now);
+    let first = FirstConnection {
+        tcp,
+        input: BytesMut::new(),
+        peer_addr: addr,
+        preset: Preset::default(),
+    };
+    let session = start(proto, first, None, None, Flight::Now);
     if fast_open {
         // As `handshake` does: remember a path that drops SYNs with data.
         let s = session.clone();
@@ -269,8 +295,8 @@ async fn handshake(
     let fast_open = config.transport.fast_open;
     let started = Instant::now();
     // The ClientHello (its key shares) is built while the SYN travels.
-    let connecting =
-        start_connect(addr, bind, fast_open).map_err(|e| Attempt::Connect(e.into()))?;
+    let (connecting, preset) = start_connect(addr, bind, fast_open, Some(&config.transport))
+        .map_err(|e| Attempt::Connect(e.into()))?;
     let mut proto =
         tcpls_proto::Session::connect_to(config, server_name, Some(addr.port()), Instant::now())
             .map_err(|e| Attempt::Connect(e.into()))?;
@@ -281,7 +307,13 @@ async fn handshake(
     let mut input = BytesMut::new();
     match tokio::time::timeout(wait, handshake::drive(&mut proto, &tcp, &mut input)).await {
         Ok(Ok(())) => {
-            let session = start(proto, tcp, input, None, None, Flight::WithFirstWrite);
+            let first = FirstConnection {
+                tcp,
+                input,
+                peer_addr: addr,
+                preset,
+            };
+            let session = start(proto, first, None, None, Flight::WithFirstWrite);
             if fast_open {
                 note_fast_open(&session, addr, started);
             }
@@ -547,6 +579,10 @@ async fn accept_loop(
         );
         tokio::spawn(async move {
             let _opening = opening;
+            // While the ClientHello is on its way.
+            let preset = Preset::apply((&tcp).into(), &config.transport);
+            let early = (limiter.pending() <= EARLY_SESSIONS)
+                .then(|| tcpls_proto::Session::accept(config.clone(), Instant::now()));
             let first = limiter.limits().first_record_timeout;
             let (tcp, mut buf, probe) = match tokio::time::timeout(first, first_record(tcp)).await {
                 Ok(Ok(Some(x))) => x,
@@ -573,7 +609,9 @@ async fn accept_loop(
                 Err(why) => return limiter.refused(peer, why),
             };
             let timeout = config.transport.handshake_timeout;
-            let mut proto = match tcpls_proto::Session::accept(config, Instant::now()) {
+            let made =
+                early.unwrap_or_else(|| tcpls_proto::Session::accept(config, Instant::now()));
+            let mut proto = match made {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "connection refused");
@@ -589,7 +627,13 @@ async fn accept_loop(
                         tcpls_proto::EarlyData::Accepted => Flight::Now,
                         _ => Flight::WithFirstWrite,
                     };
-                    let session = start(proto, tcp, buf, Some(registry), Some(slot), flight);
+                    let first = FirstConnection {
+                        tcp,
+                        input: buf,
+                        peer_addr: peer,
+                        preset,
+                    };
+                    let session = start(proto, first, Some(registry), Some(slot), flight);
                     let _ = queue.send(session).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),

@@ -214,9 +214,20 @@ impl Session {
         self.shared().lock().peer_addr
     }
 
-    /// This side's address.
+    /// This side's address (of the first connection; of another one if
+    /// that one closed before this was first asked).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.shared().lock().local_addr
+        let shared = self.shared();
+        if let Some(a) = shared.lock().local_addr {
+            return Some(a);
+        }
+        let first = shared.sockets_of(Some(ConnectionId::FIRST));
+        let addr = first
+            .iter()
+            .chain(&shared.sockets_of(None))
+            .find_map(|tcp| tcp.local_addr().ok());
+        shared.lock().local_addr = addr;
+        addr
     }
 
     /// Why the session ended, if it has.
@@ -421,6 +432,9 @@ impl Session {
                 s.local_addr = tcp.local_addr().ok();
                 s.peer_addr = tcp.peer_addr().ok();
                 s.congestion_control = crate::options::congestion_control(tcp);
+                let sock = socket2::SockRef::from(&**tcp);
+                s.user_timeout = sock.tcp_user_timeout().ok().flatten();
+                s.nodelay = sock.nodelay().unwrap_or(false);
                 Some(s)
             })
             .collect()

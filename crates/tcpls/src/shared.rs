@@ -97,7 +97,10 @@ pub(crate) struct Inner {
     /// Client: why this session fell back to plain TLS after its TCPLS
     /// hello failed (explicit fallback).
     pub fallback: Option<String>,
+    /// Read from the socket when first asked for (`Session::local_addr`):
+    /// a system call fewer on the handshake's critical path.
     pub local_addr: Option<SocketAddr>,
+    /// The first connection's peer, as connected to or accepted.
     pub peer_addr: Option<SocketAddr>,
     /// Server side: the token registry and a weak handle on this session
     /// to register (set once the session is built).
@@ -589,8 +592,14 @@ impl Shared {
 
     /// Gives a new connection `conn` the session-wide socket options: the
     /// congestion controller and the user timeout (the session's, or what
-    /// the peer asked for).
-    pub fn apply_session_options(&self, conn: ConnectionId, tcp: &tokio::net::TcpStream) {
+    /// the peer asked for), unless the socket has that one already
+    /// (`preset`).
+    pub fn apply_session_options(
+        &self,
+        conn: ConnectionId,
+        tcp: &tokio::net::TcpStream,
+        preset: Option<std::time::Duration>,
+    ) {
         let (cc, t) = {
             let inner = self.lock();
             // Before the handshake there is no session value yet (and no
@@ -605,7 +614,7 @@ impl Shared {
                 tracing::warn!(%conn, %name, error = %e, "cannot set the congestion controller");
             }
         }
-        if let Some(t) = t {
+        if let Some(t) = t.filter(|t| Some(*t) != preset) {
             let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(t));
         }
     }

@@ -478,3 +478,56 @@ async fn a_server_that_never_writes_still_sends_its_tickets() {
     .await
     .expect("test timed out");
 }
+
+/// A session's sockets get TCP_NODELAY and the user timeout before the
+/// handshake, from the local configuration (off the handshake's critical
+/// path); when the peer's transport parameters make the session's user
+/// timeout another one, the socket gets that one. Each side's addresses
+/// are the other side's.
+#[tokio::test]
+async fn sockets_get_the_sessions_options_and_addresses() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // (client's user timeout, what both sockets end with): the
+        // default 250 ms is raised to the kernel floor with failover
+        // (10 s); a client asking for 15 s gets 15 s on both sides, the
+        // server's socket having been given 10 s before the handshake.
+        let cases = [
+            (Duration::from_millis(250), Duration::from_secs(10)),
+            (Duration::from_secs(15), Duration::from_secs(15)),
+        ];
+        for (client_timeout, expected) in cases {
+            let (s, _) = configs(TransportConfig::default());
+            let c = Arc::new(
+                ClientConfig::builder()
+                    .root_certificates_pem(&s.certificate_pem)
+                    .unwrap()
+                    .transport(TransportConfig {
+                        user_timeout: Some(client_timeout),
+                        ..TransportConfig::default()
+                    })
+                    .build()
+                    .unwrap(),
+            );
+            let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
+                .await
+                .unwrap();
+            let addr = server.local_addr().unwrap();
+            let (client, accepted) = tokio::join!(tcpls::connect(addr, "localhost", c), async {
+                server.accept().await
+            });
+            let (client, accepted) = (client.unwrap(), accepted.unwrap());
+            for (side, session) in [("client", &client), ("server", &accepted)] {
+                let stats = session.connection_stats();
+                assert_eq!(stats.len(), 1, "{side}");
+                assert!(stats[0].nodelay, "{side}: TCP_NODELAY");
+                assert_eq!(stats[0].user_timeout, Some(expected), "{side}");
+            }
+            assert_eq!(client.peer_addr(), Some(addr));
+            assert_eq!(accepted.local_addr(), Some(addr));
+            assert!(client.local_addr().is_some());
+            assert_eq!(accepted.peer_addr(), client.local_addr());
+        }
+    })
+    .await
+    .expect("timed out");
+}
