@@ -40,6 +40,7 @@ mod wire;
 
 pub use config::{ClientConfig, ServerConfig, TransportConfig};
 pub use error::{CallError, DecodeError, Error, ErrorCode};
+pub use handshake::RetiredTls;
 pub use ids::{ConnectionId, Side, StreamId};
 pub use record::CipherSuite;
 pub use resumption::{ExportedTicket, SessionCache};

@@ -87,6 +87,38 @@ fn a_second_session_resumes_with_a_ticket_from_the_first() {
     assert!(second.live_links().contains(&id));
 }
 
+/// Once the handshake is over, the server's OpenSSL state is handed out
+/// once, for the caller to free off the critical path, and the session
+/// works without it; a client that reads tickets keeps its own until they
+/// came, and still gets them.
+#[test]
+fn the_handshakes_openssl_state_is_handed_out_unless_tickets_need_it() {
+    let cache = Arc::new(SessionCache::new(8));
+    let c = client(&cache, true);
+    let s = server_config(TransportConfig::default());
+    let mut p = session(&c, &s);
+    assert!(p.s.take_retired_tls().is_some(), "the server's state");
+    assert!(p.s.take_retired_tls().is_none(), "handed out once");
+    assert!(p.c.take_retired_tls().is_none(), "kept for the tickets");
+    exchange(&mut p);
+    assert_eq!(cache.len(), 2, "the tickets still came");
+    // A client without a session cache hands its state out too.
+    let plain = Arc::new(
+        ClientConfig::builder()
+            .insecure()
+            .session_cache(None)
+            .transport(TransportConfig {
+                silence_probe: None,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    let mut q = session(&plain, &s);
+    assert!(q.c.take_retired_tls().is_some());
+    exchange(&mut q);
+}
+
 #[test]
 fn tickets_are_used_once() {
     let cache = Arc::new(SessionCache::new(8));

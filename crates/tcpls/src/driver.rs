@@ -54,6 +54,7 @@ pub(crate) fn spawn(
         input,
         first,
         Preset::default(),
+        None,
     ));
 }
 
@@ -68,6 +69,7 @@ pub(crate) fn connection(
     input: BytesMut,
     first: Vec<u8>,
     preset: Preset,
+    retired: Option<tcpls_proto::RetiredTls>,
 ) -> impl Future<Output = ()> + Send + 'static {
     if !preset.nodelay {
         let _ = tcp.set_nodelay(true);
@@ -98,7 +100,7 @@ pub(crate) fn connection(
         .insert(conn, notify.clone());
     let done = Arc::new(Notify::new());
     let read = reader(shared.clone(), tcp.clone(), conn, input, done.clone());
-    let write = writer(shared, tcp, conn, notify, first, done);
+    let write = writer(shared, tcp, conn, notify, first, done, retired);
     Both::new(read, write)
 }
 
@@ -514,7 +516,11 @@ async fn writer(
     notify: Arc<Notify>,
     first: Vec<u8>,
     done: Arc<Notify>,
+    retired: Option<tcpls_proto::RetiredTls>,
 ) {
+    // Freed when the task first runs, not in the `recv` that ended the
+    // handshake (the server's answer waited for it).
+    drop(retired);
     // Kept across batches: records are sealed straight into its memory.
     let mut out = TransmitBuf::from(first);
     loop {

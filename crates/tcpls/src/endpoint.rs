@@ -88,6 +88,8 @@ fn start(
         // idle`, 10,000 sessions: 23.2-23.8 KiB each, 21.3 without).
         input = BytesMut::new();
     }
+    // OpenSSL's state goes to the connection's task, which frees it.
+    let retired = proto.take_retired_tls();
     let mut flight = tcpls_proto::session::TransmitBuf::default();
     if flight_goes == Flight::Now {
         let _ = proto.poll_transmit_buf(ConnectionId::FIRST, &mut flight, driver::WRITE_BATCH);
@@ -133,7 +135,15 @@ fn start(
     });
     // Events of the input processed above (early data's streams).
     shared.lock().dispatch();
-    let conn = driver::connection(shared.clone(), tcp, ConnectionId(0), input, first, preset);
+    let conn = driver::connection(
+        shared.clone(),
+        tcp,
+        ConnectionId(0),
+        input,
+        first,
+        preset,
+        retired,
+    );
     let health = monitor::health(Arc::downgrade(&shared));
     tokio::spawn(driver::Both::new(conn, health));
     crate::links::register(&shared);

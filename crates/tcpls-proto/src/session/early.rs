@@ -342,6 +342,7 @@ impl Session {
             recv,
             leftover,
             resumed,
+            retired,
             ..
         } = hs.finish()?
         else {
@@ -349,6 +350,7 @@ impl Session {
         };
         self.timers.stop(SessionTimer::Handshake);
         self.handshake_kind = Some(super::recv::kind(resumed));
+        self.retired_tls = retired;
         let State::Tcpls(keys) = &mut self.state else {
             return Ok(());
         };

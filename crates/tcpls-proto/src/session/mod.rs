@@ -262,6 +262,9 @@ pub struct Session {
     /// Client: hands the server's tickets to OpenSSL (`recv.rs`
     /// `read_tickets` says until when).
     tickets: Option<TicketReader>,
+    /// OpenSSL's state once the handshake is over, until the runtime takes
+    /// it ([`Self::take_retired_tls`]).
+    retired_tls: Option<crate::handshake::RetiredTls>,
     /// ALPN, the peer's certificates, the server name.
     handshake_info: Option<Box<HandshakeInfo>>,
     /// Early data (0-RTT), both sides.
@@ -347,6 +350,7 @@ impl Session {
             options: Default::default(),
             handshake_kind: None,
             tickets: None,
+            retired_tls: None,
             handshake_info: None,
             early: early::Early::default(),
             cfg,
@@ -444,6 +448,15 @@ impl Session {
     /// name it was reached as; on a client, what it sent.
     pub fn server_name(&self) -> Option<&str> {
         self.handshake_info.as_ref()?.server_name.as_deref()
+    }
+
+    /// OpenSSL's state, once the handshake is over and nothing more needs
+    /// it: dropping it frees it. The session would free it itself, with
+    /// the session; taking it lets the caller free it where it costs the
+    /// peer nothing (after the first response is sent), rather than in the
+    /// `recv` call that finished the handshake.
+    pub fn take_retired_tls(&mut self) -> Option<crate::RetiredTls> {
+        self.retired_tls.take()
     }
 
     /// Whether the handshake was full or resumed, once it is done.

@@ -157,7 +157,9 @@ impl Session {
                 resumed,
                 tickets,
                 early_accepted,
+                retired,
             } => {
+                self.retired_tls = retired;
                 self.establish_tcpls(peer.params, send, recv);
                 self.handshake_kind = Some(kind(resumed));
                 self.tickets = tickets;
