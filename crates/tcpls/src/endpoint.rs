@@ -27,13 +27,6 @@ use crate::socket::{start_connect, tcp_connect, Preset};
 /// Established sessions waiting for [`Server::accept`].
 const ACCEPT_QUEUE: usize = 64;
 
-/// A new connection's session state (OpenSSL's `SSL_new` and the
-/// session's own) is made while its ClientHello travels, off the
-/// handshake's critical path, when at most this many connections wait for
-/// their first record: a flood of silent connections holds no more of
-/// them than this.
-const EARLY_SESSIONS: usize = 16;
-
 /// How [`start`] sends what the session has to send at once.
 #[derive(Clone, Copy, PartialEq)]
 enum Flight {
@@ -591,8 +584,6 @@ async fn accept_loop(
             let _opening = opening;
             // While the ClientHello is on its way.
             let preset = Preset::apply((&tcp).into(), &config.transport);
-            let early = (limiter.pending() <= EARLY_SESSIONS)
-                .then(|| tcpls_proto::Session::accept(config.clone(), Instant::now()));
             let first = limiter.limits().first_record_timeout;
             let (tcp, mut buf, probe) = match tokio::time::timeout(first, first_record(tcp)).await {
                 Ok(Ok(Some(x))) => x,
@@ -619,9 +610,7 @@ async fn accept_loop(
                 Err(why) => return limiter.refused(peer, why),
             };
             let timeout = config.transport.handshake_timeout;
-            let made =
-                early.unwrap_or_else(|| tcpls_proto::Session::accept(config, Instant::now()));
-            let mut proto = match made {
+            let mut proto = match tcpls_proto::Session::accept(config, Instant::now()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "connection refused");

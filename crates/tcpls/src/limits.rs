@@ -209,12 +209,6 @@ impl Limiter {
         ))
     }
 
-    /// Connections waiting for their first record now.
-    pub fn pending(&self) -> usize {
-        let c = self.counts();
-        c.pending + c.pending_joins
-    }
-
     /// Sessions counted now (for tests).
     #[cfg(test)]
     pub fn sessions(&self) -> usize {
