@@ -107,6 +107,7 @@ fn an_early_request_is_answered_in_the_servers_first_flight() {
         None,
         "the client's Finished has not come"
     );
+    assert!(sv.take_retired_tls().is_none(), "OpenSSL is still in use");
     // Flight 2: the server's handshake and, at once, the answer.
     sv.write(sid, b"HTTP/1.1 200 OK\r\n\r\nhello").unwrap();
     sv.finish(sid).unwrap();
@@ -124,6 +125,9 @@ fn an_early_request_is_answered_in_the_servers_first_flight() {
         sv.handshake_kind(),
         Some(tcpls_proto::HandshakeKind::Resumed)
     );
+    // Once the handshake is over the server's OpenSSL state is handed out
+    // (the runtime frees it in the dispatch after that input).
+    assert!(sv.take_retired_tls().is_some());
     assert_eq!(sv.read(sid, usize::MAX).unwrap(), ReadOutcome::Fin);
     assert!(
         !cache.is_empty(),

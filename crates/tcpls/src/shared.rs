@@ -238,6 +238,10 @@ impl Inner {
     /// with the protocol state machine.
     pub fn dispatch(&mut self) {
         self.wakes.append(&mut self.state_waiters);
+        // A handshake that ended after `endpoint::start` took the rest (a
+        // server that accepted early data): its OpenSSL state goes now,
+        // not with the session.
+        drop(self.proto.take_retired_tls());
         while let Some(ev) = self.proto.poll_event() {
             match ev {
                 Event::Connected { tcpls } => {
