@@ -175,6 +175,12 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
+    /// The TCP User Timeout this side asks for (`user_timeout`; zero, like
+    /// `None`, asks for none).
+    pub fn requested_user_timeout(&self) -> Option<Duration> {
+        self.user_timeout.filter(|d| !d.is_zero())
+    }
+
     /// Checks what a builder cannot take as given: the scheduler's name.
     fn check(&self) -> Result<(), Error> {
         if self.advertised_addresses.len() > 16 {

@@ -221,10 +221,10 @@ impl Session {
         if let Some(a) = shared.lock().local_addr {
             return Some(a);
         }
-        let first = shared.sockets_of(Some(ConnectionId::FIRST));
-        let addr = first
+        // In connection order: the first one's, while it is there.
+        let addr = shared
+            .sockets_of(None)
             .iter()
-            .chain(&shared.sockets_of(None))
             .find_map(|tcp| tcp.local_addr().ok());
         shared.lock().local_addr = addr;
         addr

@@ -324,7 +324,7 @@ pub(crate) async fn tcp_connect(
 /// once the handshake was over, each was a system call on its critical
 /// path: those of the client after it read the server's flight and before
 /// its request went out, those of the server before its response (a full
-/// handshake took 1.6-2.3 % less time without them; docs/benchmarks.md).
+/// handshake took about 1 % less time without them; docs/benchmarks.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Preset {
     /// TCP_NODELAY is set.
@@ -342,8 +342,7 @@ impl Preset {
     ) -> Self {
         let nodelay = socket.set_nodelay(true).is_ok();
         let user_timeout = transport
-            .user_timeout
-            .filter(|t| !t.is_zero())
+            .requested_user_timeout()
             .map(|t| crate::options::kernel_user_timeout(t, transport.failover))
             .filter(|t| socket.set_tcp_user_timeout(Some(*t)).is_ok());
         Self {

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::configs;
+use common::{configs, configs_for};
 use sha2::{Digest, Sha256};
 use tcpls::{ClientConfig, Server, ServerConfig, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -496,18 +496,11 @@ async fn sockets_get_the_sessions_options_and_addresses() {
             (Duration::from_secs(15), Duration::from_secs(15)),
         ];
         for (client_timeout, expected) in cases {
-            let (s, _) = configs(TransportConfig::default());
-            let c = Arc::new(
-                ClientConfig::builder()
-                    .root_certificates_pem(&s.certificate_pem)
-                    .unwrap()
-                    .transport(TransportConfig {
-                        user_timeout: Some(client_timeout),
-                        ..TransportConfig::default()
-                    })
-                    .build()
-                    .unwrap(),
-            );
+            let client_t = TransportConfig {
+                user_timeout: Some(client_timeout),
+                ..TransportConfig::default()
+            };
+            let (s, c) = configs_for(TransportConfig::default(), client_t);
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), s)
                 .await
                 .unwrap();

@@ -386,7 +386,7 @@ impl Session {
     /// of the two sides' requests (either one if only one asked), the
     /// peer's clamped to `max_peer_user_timeout`.
     pub fn user_timeout(&self) -> Option<std::time::Duration> {
-        let ours = self.cfg.user_timeout.filter(|d| !d.is_zero());
+        let ours = self.cfg.requested_user_timeout();
         let theirs = self
             .peer_params
             .map(|p| p.user_timeout_ms)

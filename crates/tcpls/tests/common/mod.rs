@@ -9,16 +9,24 @@ use tcpls::{ClientConfig, Server, ServerConfig, TransportConfig};
 /// A server config with a fresh self-signed certificate and a client config
 /// that trusts exactly it.
 pub fn configs(t: TransportConfig) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    configs_for(t.clone(), t)
+}
+
+/// [`configs`] with a transport configuration for each side.
+pub fn configs_for(
+    server: TransportConfig,
+    client: TransportConfig,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let s = ServerConfig::builder()
         .self_signed(&["localhost"])
         .unwrap()
-        .transport(t.clone())
+        .transport(server)
         .build()
         .unwrap();
     let c = ClientConfig::builder()
         .root_certificates_pem(&s.certificate_pem)
         .unwrap()
-        .transport(t)
+        .transport(client)
         .build()
         .unwrap();
     (Arc::new(s), Arc::new(c))
